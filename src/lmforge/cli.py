@@ -1,0 +1,108 @@
+"""The ``lmforge`` entry point: find the command, parse its flags, turn errors into one line.
+
+Commands are imported only when chosen, so ``lmforge --help`` never loads torch.
+Exit status: 0 on success, 2 for an expected failure (an ``LMForgeError``: bad input the user
+can fix), 1 for anything unexpected, 130 on Ctrl-C. ``--debug`` anywhere shows the traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+from lmforge import __version__
+from lmforge.errors import LMForgeError
+
+# command -> (one-line summary, "module:function") or (summary, {subcommand: "module:function"})
+COMMANDS: dict[str, tuple[str, str | dict[str, str]]] = {
+    "tokenizer": (
+        "Train a tokenizer, or see how one splits text into tokens.",
+        {
+            "train": "lmforge.commands.tokenizer:train",
+            "encode": "lmforge.commands.tokenizer:encode",
+            "decode": "lmforge.commands.tokenizer:decode",
+        },
+    ),
+    "prepare": ("Tokenize a corpus into train/val token files for training.", "lmforge.commands.prepare:prepare"),
+    "demo": ("Run the whole pipeline on the built-in corpus in a few minutes.", "lmforge.commands.demo:demo"),
+}
+
+
+def _load(target: str):
+    module_name, func_name = target.split(":")
+    return getattr(importlib.import_module(module_name), func_name)
+
+
+def _overview() -> str:
+    lines = [
+        f"lmforge {__version__}: tokenize, pretrain, fine-tune, decode and evaluate language models.",
+        "",
+        "usage: lmforge <command> [options]      (lmforge <command> --help for its options)",
+        "",
+        "commands:",
+    ]
+    for name, (text, target) in COMMANDS.items():
+        lines.append(f"  {name:<12} {text}")
+        if isinstance(target, dict):
+            for sub in target:
+                lines.append(f"      {name} {sub}")
+    lines += ["", "global options:", "  --debug      show the full traceback of an error", "  --version    print the version"]
+    return "\n".join(lines)
+
+
+def _resolve(argv: list[str]) -> tuple[str, str, list[str]]:
+    """Split argv into (prog name, 'module:function', remaining args); exits on help/unknown."""
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_overview())
+        raise SystemExit(0)
+    if argv[0] == "--version":
+        print(f"lmforge {__version__}")
+        raise SystemExit(0)
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        raise SystemExit(f"lmforge: unknown command {name!r}; run 'lmforge --help' for the list.")
+    target = COMMANDS[name][1]
+    if isinstance(target, str):
+        return f"lmforge {name}", target, rest
+    if not rest or rest[0] in ("-h", "--help"):
+        print(f"usage: lmforge {name} {{{','.join(target)}}} ...\n\n{COMMANDS[name][0]}\n")
+        for sub, sub_target in target.items():
+            from lmforge.commands._args import summary
+
+            print(f"  {sub:<10} {summary(_load(sub_target))}")
+        raise SystemExit(0)
+    if rest[0] not in target:
+        raise SystemExit(f"lmforge {name}: unknown subcommand {rest[0]!r}; choose from {', '.join(target)}.")
+    return f"lmforge {name} {rest[0]}", target[rest[0]], rest[1:]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    prog, target, rest = _resolve(argv)
+    from lmforge.commands._args import build_parser
+
+    func = _load(target)
+    args = build_parser(func, prog).parse_args(rest)
+    try:
+        func(**vars(args))
+    except LMForgeError as error:
+        if debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - the one place that turns surprises into a line
+        if debug:
+            raise
+        print(f"unexpected error: {type(error).__name__}: {error} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""One module per CLI command; each command is a typed function whose docstring is its --help."""
