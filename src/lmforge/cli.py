@@ -24,7 +24,10 @@ COMMANDS: dict[str, tuple[str, str | dict[str, str]]] = {
             "decode": "lmforge.commands.tokenizer:decode",
         },
     ),
-    "prepare": ("Tokenize a corpus into train/val token files for training.", "lmforge.commands.prepare:prepare"),
+    "prepare": (
+        "Tokenize a corpus into train/val token files for training.",
+        "lmforge.commands.prepare:prepare",
+    ),
     "demo": ("Run the whole pipeline on the built-in corpus in a few minutes.", "lmforge.commands.demo:demo"),
 }
 
@@ -47,7 +50,12 @@ def _overview() -> str:
         if isinstance(target, dict):
             for sub in target:
                 lines.append(f"      {name} {sub}")
-    lines += ["", "global options:", "  --debug      show the full traceback of an error", "  --version    print the version"]
+    lines += [
+        "",
+        "global options:",
+        "  --debug      show the full traceback of an error",
+        "  --version    print the version",
+    ]
     return "\n".join(lines)
 
 
@@ -99,7 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - the one place that turns surprises into a line
         if debug:
             raise
-        print(f"unexpected error: {type(error).__name__}: {error} (run with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"unexpected error: {type(error).__name__}: {error} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

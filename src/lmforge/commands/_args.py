@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 FLAG_RENAMES = {"as_json": "json"}
+DEFAULT_HELP = {"as_json": "print one JSON object instead of the human summary"}
 _SECTION = re.compile(r"^(Args|Arguments|Returns|Raises|Examples?|Notes?):\s*$")
 
 
@@ -74,7 +75,8 @@ def _argument_spec(annotation: Any, default: Any) -> dict[str, Any]:
     annotation, _ = _unwrap_optional(annotation)
     origin = get_origin(annotation)
     if annotation is bool:
-        return {"action": argparse.BooleanOptionalAction}
+        # A flag that is off by default reads best as a plain switch; one that is on gets --no-x.
+        return {"action": argparse.BooleanOptionalAction if default is True else "store_true"}
     if origin is Literal:
         choices = list(get_args(annotation))
         return {"choices": choices, "type": type(choices[0])}
@@ -99,19 +101,18 @@ def build_parser(func: Callable[..., Any], prog: str) -> argparse.ArgumentParser
     for name, param in inspect.signature(func).parameters.items():
         annotation = hints.get(name, str)
         spec = _argument_spec(annotation, param.default)
-        help_text = arg_help.get(name, "")
+        help_text = arg_help.get(name, DEFAULT_HELP.get(name, ""))
         has_default = param.default is not inspect.Parameter.empty
         if param.kind is inspect.Parameter.KEYWORD_ONLY:
             flag = "--" + FLAG_RENAMES.get(name, name).replace("_", "-")
             kwargs: dict[str, Any] = {"dest": name, "help": help_text, **spec}
             if has_default:
                 kwargs["default"] = param.default
-                if param.default not in (None, False) and spec.get("action") is None:
+                if param.default not in (None, False, True) and "action" not in spec:
                     kwargs["help"] = f"{help_text} (default: {param.default})".strip()
             else:
                 kwargs["required"] = True
-            if spec.get("action") is argparse.BooleanOptionalAction:
-                kwargs.pop("type", None)
+
             parser.add_argument(flag, **kwargs)
         else:
             if has_default:
