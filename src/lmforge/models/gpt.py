@@ -1,0 +1,192 @@
+"""GPT: a decoder-only Transformer language model (Radford et al. 2018/2019).
+
+Read top to bottom: config, then the model. The blocks live in ``layers.py``.
+
+    tokens (B, T) -> token embedding (+ learned or sinusoidal positions) -> n_layer pre-norm blocks
+    (causal self-attention, rotary positions applied to q/k when chosen) -> final norm
+    -> linear head tied to the token embedding -> logits (B, T, vocab)
+
+With ``labels`` (aligned with the logits: ``labels[:, t]`` is the token that should follow
+position t; -100 is ignored) the forward pass also returns the cross-entropy loss.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmforge.models.layers import Block, RotaryEmbedding, causal_mask, make_norm, sinusoidal_table
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 50257
+    block_size: int = 1024  # longest context the model accepts
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    mlp_hidden: int | None = None  # None: 4 * n_embd for GELU, the 2/3-sized equivalent for SwiGLU
+    dropout: float = 0.0
+    bias: bool = True
+    pos_encoding: Literal["learned", "sinusoidal", "rope"] = "learned"
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    mlp: Literal["gelu", "swiglu"] = "gelu"
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    tie_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        if self.pos_encoding == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ValueError("rotary positions need an even head size (n_embd / n_head)")
+        if self.mlp_hidden is None:
+            # SwiGLU has three matrices; 2/3 of 4C keeps its parameter count equal to GELU's two.
+            self.mlp_hidden = 4 * self.n_embd if self.mlp == "gelu" else _round_up(8 * self.n_embd // 3, 64)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _round_up(x: int, multiple: int) -> int:
+    return multiple * math.ceil(x / multiple)
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor  # (B, T, vocab)
+    loss: torch.Tensor | None = None  # mean (or summed) cross-entropy over labels != -100
+    attentions: list[torch.Tensor] | None = None  # per layer (B, nh, T, S), reference path only
+
+
+class GPT(nn.Module):
+    family = "gpt"
+    config_class = GPTConfig
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        if config.pos_encoding == "learned":
+            self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        elif config.pos_encoding == "sinusoidal":
+            self.register_buffer(
+                "wpe_table", sinusoidal_table(config.block_size, config.n_embd), persistent=False
+            )
+        else:
+            self.rotary = RotaryEmbedding(
+                config.n_embd // config.n_head, config.block_size, config.rope_theta
+            )
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList(
+            Block(
+                config.n_embd,
+                config.n_head,
+                config.mlp_hidden,
+                norm=config.norm,
+                mlp=config.mlp,
+                bias=config.bias,
+                dropout=config.dropout,
+                norm_eps=config.norm_eps,
+            )
+            for _ in range(config.n_layer)
+        )
+        self.ln_f = make_norm(config.norm, config.n_embd, config.norm_eps, config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        self.apply(self._init_weights)
+        # GPT-2: scale the residual projections by 1/sqrt(2 * n_layer), one per attention and MLP,
+        # so the residual stream's variance does not grow with depth.
+        for name, param in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Parameters counted once (tied weights once); optionally without token/position tables."""
+        total = sum(p.numel() for p in self.parameters())
+        if exclude_embeddings:
+            total -= self.wte.weight.numel()
+            if self.config.pos_encoding == "learned":
+                total -= self.wpe.weight.numel()
+            if not self.config.tie_embeddings:
+                total -= self.lm_head.weight.numel()
+        return total
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        kv_cache=None,
+        reduction: Literal["mean", "sum"] = "mean",
+        output_attentions: bool = False,
+    ) -> ModelOutput:
+        """Logits for every position, and the loss when ``labels`` are given.
+
+        attention_mask: (B, S) with 1 for real tokens and 0 for padding (S counts cached tokens
+            too), or a bool (B, 1, T, S) mask used as is (e.g. packed documents).
+        position_ids: (T,) or (B, T); default: past length + 0..T-1.
+        kv_cache: a cache with ``length`` and ``update(layer, k, v)``; filled as a side effect.
+        reduction: "sum" lets a trainer normalise by the target tokens of a whole optimizer step.
+        output_attentions: use the explicit reference attention and return its weights.
+        """
+        B, T = input_ids.shape
+        past = kv_cache.length if kv_cache is not None else 0
+        if past + T > self.config.block_size:
+            raise ValueError(f"sequence of {past + T} tokens exceeds block_size={self.config.block_size}")
+        if position_ids is None:
+            position_ids = torch.arange(past, past + T, device=input_ids.device)  # (T,)
+
+        x = self.wte(input_ids)  # (B, T, C)
+        if self.config.pos_encoding == "learned":
+            x = x + self.wpe(position_ids)
+        elif self.config.pos_encoding == "sinusoidal":
+            x = x + self.wpe_table[position_ids].to(x.dtype)
+        x = self.drop(x)
+
+        rotary = self.rotary(position_ids) if self.config.pos_encoding == "rope" else None
+        if attention_mask is not None and attention_mask.dim() == 2:
+            mask = causal_mask(T, past + T, input_ids.device, padding_mask=attention_mask)
+        elif attention_mask is not None:
+            mask = attention_mask
+        elif past > 0 and T > 1:
+            mask = causal_mask(T, past + T, input_ids.device)
+        else:
+            mask = None  # plainly causal (or one new token seeing the whole cache): SDPA's fast path
+
+        attentions = [] if output_attentions else None
+        for layer, block in enumerate(self.h):
+            x, weights = block(
+                x, mask=mask, rotary=rotary, kv_cache=kv_cache, layer=layer, reference=output_attentions
+            )
+            if attentions is not None:
+                attentions.append(weights)
+        if kv_cache is not None:
+            kv_cache.advance(T)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
+
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(
+                logits.float().view(-1, logits.size(-1)),
+                labels.reshape(-1),
+                ignore_index=-100,
+                reduction=reduction,
+            )
+        return ModelOutput(logits=logits, loss=loss, attentions=attentions)
