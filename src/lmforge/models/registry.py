@@ -1,0 +1,71 @@
+"""Model families and named presets; every model is built from (family, config dict).
+
+Presets give a shape; any field can be overridden (``--n-layer 6``). The vocabulary size
+always comes from the tokenizer of the data, never from the preset.
+
+| preset      | layers | heads | width | context | parameters (50257 vocab) |
+|-------------|--------|-------|-------|---------|--------------------------|
+| gpt-nano    | 4      | 4     | 128   | 64      | CPU-sized, minutes       |
+| gpt-mini    | 6      | 6     | 192   | 256     |                          |
+| gpt2        | 12     | 12    | 768   | 1024    | 124M                     |
+| gpt2-medium | 24     | 16    | 1024  | 1024    | 355M                     |
+| gpt2-large  | 36     | 20    | 1280  | 1024    | 774M                     |
+| gpt2-xl     | 48     | 25    | 1600  | 1024    | 1558M                    |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any
+
+from torch import nn
+
+FAMILIES = {"gpt": "lmforge.models.gpt:GPT"}
+
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "gpt-nano": (
+        "gpt",
+        {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "dropout": 0.0, "bias": False},
+    ),
+    "gpt-mini": (
+        "gpt",
+        {"n_layer": 6, "n_head": 6, "n_embd": 192, "block_size": 256, "dropout": 0.0, "bias": False},
+    ),
+    "gpt2": ("gpt", {"n_layer": 12, "n_head": 12, "n_embd": 768, "block_size": 1024}),
+    "gpt2-medium": ("gpt", {"n_layer": 24, "n_head": 16, "n_embd": 1024, "block_size": 1024}),
+    "gpt2-large": ("gpt", {"n_layer": 36, "n_head": 20, "n_embd": 1280, "block_size": 1024}),
+    "gpt2-xl": ("gpt", {"n_layer": 48, "n_head": 25, "n_embd": 1600, "block_size": 1024}),
+}
+
+
+def model_class(family: str) -> type[nn.Module]:
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
+    module_name, class_name = FAMILIES[family].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def config_fields(family: str) -> set[str]:
+    return {f.name for f in dataclasses.fields(model_class(family).config_class)}
+
+
+def preset_config(name: str, **overrides: Any) -> tuple[str, dict[str, Any]]:
+    """(family, config dict) for a preset with ``overrides`` applied (None values ignored)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; choose from {', '.join(PRESETS)}")
+    family, base = PRESETS[name]
+    config = dict(base)
+    known = config_fields(family)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key not in known:
+            raise ValueError(f"{family} models have no setting {key!r}")
+        config[key] = value
+    return family, config
+
+
+def build_model(family: str, config: dict[str, Any]) -> nn.Module:
+    cls = model_class(family)
+    return cls(cls.config_class(**config))

@@ -1,0 +1,188 @@
+"""The run directory: what ``pretrain`` (and later ``finetune``) writes and every other command reads.
+
+    RUN/
+      config.json          model family + hyper-parameters, training settings, data and tokenizer identity
+      model.safetensors    weights at the last checkpoint
+      best/model.safetensors  weights with the best validation loss so far
+      train_state.pt       optimizer, step, RNG and data position of model.safetensors (exact resume;
+                           loads with torch.load(weights_only=True))
+      metrics.jsonl        one JSON object per optimizer step and per evaluation
+      loss.png             train and validation loss curves
+      tokenizer/           the tokenizer the model was trained with
+
+This is the only module that knows these names; everything else asks it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from lmforge import __version__
+from lmforge.errors import CheckpointError, OutputExistsError
+from lmforge.fileio import atomic_write_bytes, atomic_write_json
+from lmforge.models.registry import build_model
+
+FORMAT_VERSION = 1
+
+
+def directory_fingerprint(directory: str | Path) -> str:
+    """sha256 over the names and bytes of every file in a directory: identifies a tokenizer."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
+        digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _unique_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """State dict without tied duplicates (safetensors refuses shared memory), plus the ties."""
+    tensors, ties, seen = {}, {}, {}
+    for name, tensor in model.state_dict().items():
+        key = (tensor.data_ptr(), tensor.shape, tensor.dtype) if tensor.numel() else None
+        if key is not None and key in seen:
+            ties[name] = seen[key]
+            continue
+        if key is not None:
+            seen[key] = name
+        tensors[name] = tensor.detach().contiguous().cpu()
+    return tensors, ties
+
+
+class Run:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    # --- paths ------------------------------------------------------------------------------
+    config_path = property(lambda self: self.path / "config.json")
+    metrics_path = property(lambda self: self.path / "metrics.jsonl")
+    plot_path = property(lambda self: self.path / "loss.png")
+    state_path = property(lambda self: self.path / "train_state.pt")
+    tokenizer_dir = property(lambda self: self.path / "tokenizer")
+
+    def weights_path(self, which: Literal["last", "best"] = "last") -> Path:
+        return (
+            self.path / "model.safetensors" if which == "last" else self.path / "best" / "model.safetensors"
+        )
+
+    # --- creating ---------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, overwrite: bool = False) -> Run:
+        """A fresh run directory; refuses one that holds a run (or anything) unless ``overwrite``."""
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise OutputExistsError(f"{path} exists and is not a directory; choose another --out")
+        if path.is_dir() and any(path.iterdir()):
+            what = "another run" if (path / "config.json").exists() else "files"
+            if not overwrite:
+                raise OutputExistsError(
+                    f"{path} already holds {what}; pass --overwrite to replace it, or --resume {path} to continue it"
+                )
+            shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(path)
+
+    @classmethod
+    def open(cls, path: str | Path) -> Run:
+        """An existing run; a clear error if the directory is not one."""
+        run = cls(path)
+        if not run.path.is_dir():
+            raise CheckpointError(
+                f"{path} does not exist; give a run directory written by `lmforge pretrain`"
+            )
+        if not run.config_path.exists():
+            raise CheckpointError(
+                f"{path} is not a run directory (no config.json); give one written by `lmforge pretrain`"
+            )
+        return run
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        atomic_write_json(
+            self.config_path, {"format_version": FORMAT_VERSION, "lmforge_version": __version__, **config}
+        )
+
+    def read_config(self) -> dict[str, Any]:
+        try:
+            config = json.loads(self.config_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise CheckpointError(
+                f"{self.config_path} cannot be read ({error}); the run directory is damaged"
+            ) from None
+        for key in ("family", "model"):
+            if key not in config:
+                raise CheckpointError(
+                    f"{self.config_path} has no {key!r} entry; it was not written by lmforge"
+                )
+        return config
+
+    def save_tokenizer(self, tokenizer) -> None:
+        tokenizer.save(self.tokenizer_dir)
+
+    def load_tokenizer(self):
+        from lmforge.tokenizers import load_tokenizer
+
+        return load_tokenizer(self.tokenizer_dir)
+
+    # --- weights and training state ---------------------------------------------------------
+    def save_weights(self, model: nn.Module, which: Literal["last", "best"] = "last") -> None:
+        from safetensors.torch import save
+
+        tensors, ties = _unique_tensors(model)
+        atomic_write_bytes(self.weights_path(which), save(tensors, metadata={"tied": json.dumps(ties)}))
+
+    def save_train_state(self, state: dict[str, Any]) -> None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write_bytes(self.state_path, buffer.getvalue())
+
+    def load_train_state(self) -> dict[str, Any]:
+        if not self.state_path.exists():
+            raise CheckpointError(
+                f"{self.path} has no train_state.pt to resume from; start a new run instead"
+            )
+        try:
+            return torch.load(self.state_path, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - any unpickling failure means a bad file
+            raise CheckpointError(
+                f"{self.state_path} is corrupt or incomplete ({error}); it cannot be resumed"
+            ) from None
+
+    def load_weights(self, model: nn.Module, which: Literal["last", "best"] = "last") -> None:
+        from safetensors import SafetensorError, safe_open
+
+        path = self.weights_path(which)
+        if not path.exists():
+            raise CheckpointError(f"{path} is missing; the run has no {which} weights yet")
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+                ties = json.loads((handle.metadata() or {}).get("tied", "{}"))
+        except (SafetensorError, OSError, ValueError) as error:
+            raise CheckpointError(f"{path} is not a readable safetensors file ({error})") from None
+        for name, source in ties.items():
+            tensors[name] = tensors[source]
+        expected = model.state_dict()
+        wrong = [n for n in expected if n in tensors and tensors[n].shape != expected[n].shape]
+        missing = sorted(set(expected) - set(tensors))
+        if wrong or missing:
+            detail = f"shape mismatch for {wrong[:3]}" if wrong else f"missing {missing[:3]}"
+            raise CheckpointError(
+                f"{path} belongs to a different model shape ({detail}); check --model and its settings"
+            )
+        model.load_state_dict(tensors, strict=False)
+
+    def load_model(self, which: Literal["last", "best", "auto"] = "auto") -> nn.Module:
+        """The model with its weights; ``auto`` picks the best-validation weights when present."""
+        config = self.read_config()
+        if which == "auto":
+            which = "best" if self.weights_path("best").exists() else "last"
+        model = build_model(config["family"], config["model"])
+        self.load_weights(model, which)
+        return model.eval()

@@ -1,0 +1,43 @@
+"""Mean cross-entropy over many batches, weighted by target tokens (not by batch).
+
+perplexity = exp(mean loss): the model is, on average, as unsure as a fair die with that many
+faces. Used by the trainer's periodic evaluation and by ``lmforge evaluate``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def mean_loss(
+    model: nn.Module,
+    batches: Iterable[dict[str, torch.Tensor]],
+    device: torch.device | str | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> tuple[float, int]:
+    """(loss per target token, number of target tokens) over all ``batches``."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    cast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with cast:
+            total += model(**batch, reduction="sum").loss.double()
+        count += int((batch["labels"] != -100).sum())
+    model.train(was_training)
+    if count == 0:
+        return math.nan, 0
+    return total.item() / count, count
+
+
+def perplexity(loss: float) -> float:
+    return math.exp(min(loss, 700.0))  # beyond that exp overflows a float
