@@ -75,8 +75,9 @@ def _argument_spec(annotation: Any, default: Any) -> dict[str, Any]:
     annotation, _ = _unwrap_optional(annotation)
     origin = get_origin(annotation)
     if annotation is bool:
-        # A flag that is off by default reads best as a plain switch; one that is on gets --no-x.
-        return {"action": argparse.BooleanOptionalAction if default is True else "store_true"}
+        # A flag that is off by default reads best as a plain switch; one that is on, or None
+        # ("let the library choose", e.g. per tokenizer kind), gets --x and --no-x.
+        return {"action": "store_true" if default is False else argparse.BooleanOptionalAction}
     if origin is Literal:
         choices = list(get_args(annotation))
         return {"choices": choices, "type": type(choices[0])}

@@ -1,0 +1,199 @@
+"""``lmforge tokenizer train | encode | decode``: make a tokenizer and see how it splits text.
+
+A word tokenizer trained (lowercased) on tiny Shakespeare, which has no "transformers" either:
+
+    $ lmforge tokenizer encode --tokenizer tok/word "Henry is givin' a lectrue on transformers"
+    henry(117) is(20) <unk>(1) '(7) a(15) <unk>(1) on(58) <unk>(1)
+    8 tokens, 3 unknown (word tokenizer, 11,469 ids)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from lmforge.errors import UserInputError
+from lmforge.fileio import atomic_directory, check_output_dir
+
+if TYPE_CHECKING:
+    from lmforge.tokenizers import Tokenizer
+
+
+def train(
+    *,
+    kind: Literal["char", "word", "bpe", "wordpiece", "unigram"],
+    data: list[str],
+    out: Path,
+    vocab_size: int | None = None,
+    overwrite: bool = False,
+    lowercase: bool = False,
+    min_frequency: int | None = None,
+    byte_fallback: bool | None = None,
+    special: list[str] | None = None,
+    text_field: str = "text",
+    errors: Literal["strict", "replace"] = "strict",
+    as_json: bool = False,
+) -> None:
+    """Train a tokenizer on text files and save it to a directory.
+
+    char: one id per character (unknown ones become <unk>, or bytes with --byte-fallback).
+    word: one id per word seen in training; other words become <unk>.
+    bpe: GPT-2 byte-level BPE, never <unk>. wordpiece: BERT, ## continues a word.
+    unigram: SentencePiece, ▁ marks a space.
+
+    Args:
+        kind: the tokenizer family.
+        data: text sources: files, directories, globs, .jsonl files, builtin:stdlib-docs.
+        out: the directory to write (tokenizer.json and lmforge_tokenizer.json).
+        vocab_size: total ids, special tokens included (default: every character or word seen
+            for char and word, 8000 for bpe, wordpiece and unigram).
+        overwrite: replace --out if it already exists.
+        lowercase: lowercase text before training and encoding.
+        min_frequency: drop characters (char), words (word) or merges (bpe, wordpiece) seen fewer
+            times.
+        byte_fallback: char only: spell unseen characters as UTF-8 byte tokens <0xNN> instead of
+            <unk>, so any text decodes back exactly (bpe always does this).
+        special: NAME=TOKEN overrides of the default special tokens, NAME one of pad, bos, eos,
+            unk, mask, cls, sep; NAME= drops one.
+        text_field: the field holding the text in .jsonl sources.
+        errors: what to do with bytes that are not UTF-8: stop (strict) or use U+FFFD (replace).
+        as_json: print one JSON object instead of a summary.
+
+    Examples:
+        lmforge tokenizer train --kind char --data input.txt --out tok/char
+        lmforge tokenizer train --kind bpe --vocab-size 8000 --data corpus/ --out tok/bpe
+        lmforge tokenizer train --kind word --lowercase --min-frequency 2 --data a.txt --out tok/word
+        lmforge tokenizer train --kind wordpiece --data docs.jsonl --special mask=<mask> --out tok/wp
+    """
+    from lmforge.data.corpora import iter_texts
+    from lmforge.tokenizers import train_tokenizer
+
+    overrides = parse_special(special or [])
+    check_output_dir(out, overwrite)  # fail before a long training run, not after it
+    stats = _TextStats(iter_texts(data, text_field=text_field, errors=errors))
+    start = time.perf_counter()
+    tokenizer = train_tokenizer(
+        kind,
+        stats,
+        vocab_size,
+        special_tokens=overrides,
+        lowercase=lowercase,
+        min_frequency=min_frequency,
+        byte_fallback=byte_fallback,
+        show_progress=sys.stderr.isatty() and not as_json,
+    )
+    seconds = time.perf_counter() - start
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        tokenizer.save(tmp)
+
+    result = {
+        "kind": kind,
+        "vocab_size": tokenizer.vocab_size,
+        "special_tokens": tokenizer.special_tokens,
+        "special_ids": tokenizer.special_ids,
+        "out": str(out),
+        "documents": stats.documents,
+        "characters": stats.characters,
+        "seconds": round(seconds, 3),
+    }
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False))
+        return
+    documents = f"{stats.documents:,} document{'s' if stats.documents != 1 else ''}"
+    print(f"trained a {kind} tokenizer on {stats.characters:,} characters ({documents}) in {seconds:.2f} s")
+    print(f"  vocabulary:     {tokenizer.vocab_size:,} ids")
+    print(f"  special tokens: {_describe_specials(tokenizer)}")
+    print(f"  saved to:       {out}/ (tokenizer.json, lmforge_tokenizer.json)")
+    print(f'try: lmforge tokenizer encode --tokenizer {out} "Henry is givin\' a lectrue"')
+
+
+def encode(text: str, *, tokenizer: Path, as_json: bool = False) -> None:
+    """Show how TEXT splits into tokens: each piece with its id.
+
+    Args:
+        text: the text to encode.
+        tokenizer: a tokenizer directory written by `lmforge tokenizer train`.
+        as_json: print {"ids": [...], "tokens": [...]} instead.
+
+    Examples:
+        lmforge tokenizer encode --tokenizer tok/bpe "Henry is givin' a lectrue"
+        lmforge tokenizer encode --tokenizer tok/bpe --json "Hello" | jq .ids
+    """
+    from lmforge.tokenizers import load_tokenizer
+
+    tok = load_tokenizer(tokenizer)
+    ids = tok.encode(text)
+    tokens = tok.tokens(ids)
+    if as_json:
+        print(json.dumps({"ids": ids, "tokens": tokens}, ensure_ascii=False))
+        return
+    print(" ".join(f"{_show(piece)}({i})" for piece, i in zip(tokens, ids)))
+    counts = f"{len(ids):,} tokens"
+    if tok.unk_id is not None:
+        counts += f", {ids.count(tok.unk_id):,} unknown"
+    print(f"{counts} ({tok.kind} tokenizer, {tok.vocab_size:,} ids)")
+
+
+def decode(
+    ids: list[int], *, tokenizer: Path, skip_special_tokens: bool = False, as_json: bool = False
+) -> None:
+    """Turn token IDs back into text.
+
+    Args:
+        ids: the token ids.
+        tokenizer: a tokenizer directory written by `lmforge tokenizer train`.
+        skip_special_tokens: leave special tokens such as <|endoftext|> out of the text.
+        as_json: print {"text": ...} instead.
+
+    Examples:
+        lmforge tokenizer decode --tokenizer tok/bpe 39 1164 318
+    """
+    from lmforge.tokenizers import load_tokenizer
+
+    text = load_tokenizer(tokenizer).decode(ids, skip_special_tokens=skip_special_tokens)
+    print(json.dumps({"text": text}, ensure_ascii=False) if as_json else text)
+
+
+def parse_special(items: Iterable[str]) -> dict[str, str]:
+    """``["eos=</s>", "bos="]`` -> ``{"eos": "</s>", "bos": ""}``; the names are checked later."""
+    overrides = {}
+    for item in items:
+        name, sep, token = item.partition("=")
+        if not sep or not name:
+            raise UserInputError(f"--special expects NAME=TOKEN (for example eos=</s>); got {item!r}")
+        overrides[name.strip()] = token
+    return overrides
+
+
+def _show(piece: str) -> str:
+    """A piece as a person can read it: quoted when it is or holds whitespace."""
+    return piece if piece.isprintable() and not any(c.isspace() for c in piece) else repr(piece)
+
+
+def _describe_specials(tok: Tokenizer) -> str:
+    """``bos,eos=<|endoftext|>(0)  pad=<pad>(1)``: tokens shared by several names shown once."""
+    by_token: dict[str, list[str]] = {}
+    for name, token in tok.special_tokens.items():
+        by_token.setdefault(token, []).append(name)
+    return "  ".join(
+        f"{','.join(names)}={token}({tok.token_to_id(token)})" for token, names in by_token.items()
+    )
+
+
+class _TextStats:
+    """Pass texts through, counting documents and characters for the summary."""
+
+    def __init__(self, texts: Iterable[str]) -> None:
+        self.texts = texts
+        self.documents = 0
+        self.characters = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for text in self.texts:
+            self.documents += 1
+            self.characters += len(text)
+            yield text

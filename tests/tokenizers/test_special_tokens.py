@@ -1,0 +1,83 @@
+"""Special tokens: each family's defaults, overrides, and the named ids other modules rely on."""
+
+from __future__ import annotations
+
+import pytest
+
+from lmforge.errors import UserInputError
+from lmforge.tokenizers import DEFAULT_SPECIAL_TOKENS, KINDS, train_tokenizer
+
+from .conftest import CORPUS, trained
+
+EOT = "<|endoftext|>"
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("char", {"bos": EOT, "eos": EOT, "unk": "<unk>"}),
+        ("word", {"pad": "<pad>", "unk": "<unk>", "bos": EOT, "eos": EOT}),
+        ("bpe", {"bos": EOT, "eos": EOT}),
+        ("wordpiece", {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}),
+        ("unigram", {"pad": "<pad>", "unk": "<unk>", "bos": "<s>", "eos": "</s>"}),
+    ],
+)
+def test_family_defaults_take_the_first_ids(kind, expected):
+    tok = trained(kind)
+    assert tok.special_tokens == expected == DEFAULT_SPECIAL_TOKENS[kind]
+    distinct = list(dict.fromkeys(expected.values()))
+    assert tok.tokens(range(len(distinct))) == distinct
+    for name, token in expected.items():
+        assert getattr(tok, f"{name}_id") == tok.token_to_id(token) == distinct.index(token)
+    for name in {"pad", "bos", "eos", "unk", "mask", "cls", "sep"} - set(expected):
+        assert getattr(tok, f"{name}_id") is None
+
+
+def test_named_ids_of_bert_and_gpt_families():
+    wordpiece, bpe = trained("wordpiece"), trained("bpe")
+    ids = (wordpiece.pad_id, wordpiece.unk_id, wordpiece.cls_id, wordpiece.sep_id, wordpiece.mask_id)
+    assert ids == (0, 1, 2, 3, 4)
+    assert wordpiece.document_separator_id == wordpiece.sep_id == 3
+    assert bpe.bos_id == bpe.eos_id == bpe.document_separator_id == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_special_token_in_text_is_one_id_and_decodes_back(kind):
+    tok = trained(kind)
+    separator = tok.special_tokens.get("eos") or tok.special_tokens["sep"]
+    ids = tok.encode(f"lecture{separator}lecture")
+    assert tok.document_separator_id in ids
+    assert separator in tok.decode(ids)
+    assert separator not in tok.decode(ids, skip_special_tokens=True)
+
+
+def test_override_replaces_adds_and_drops():
+    tok = train_tokenizer("bpe", CORPUS, 300, special_tokens={"eos": "</s>", "pad": "<pad>", "bos": ""})
+    assert tok.special_tokens == {"eos": "</s>", "pad": "<pad>"}
+    assert (tok.eos_id, tok.pad_id, tok.bos_id) == (0, 1, None)
+    assert tok.token_to_id(EOT) is None
+    assert tok.encode("a</s>") == [tok.token_to_id("a"), tok.eos_id]
+
+
+def test_override_is_kept_after_save_and_load(tmp_path):
+    from lmforge.tokenizers import load_tokenizer
+
+    tok = train_tokenizer("wordpiece", CORPUS, 300, special_tokens={"mask": "<mask>"})
+    tok.save(tmp_path)
+    loaded = load_tokenizer(tmp_path)
+    assert loaded.special_tokens["mask"] == "<mask>" and loaded.mask_id == tok.mask_id == 4
+
+
+def test_unknown_special_name_is_refused():
+    with pytest.raises(
+        UserInputError, match="unknown special-token name 'start'; the names are pad, bos, eos"
+    ):
+        train_tokenizer("bpe", CORPUS, 300, special_tokens={"start": "<s>"})
+
+
+def test_dropping_unk_where_it_is_needed_is_refused():
+    with pytest.raises(UserInputError, match="needs an unk special token"):
+        train_tokenizer("word", CORPUS, special_tokens={"unk": ""})
+    # With byte fallback a character tokenizer never needs <unk>.
+    tok = train_tokenizer("char", CORPUS, special_tokens={"unk": ""}, byte_fallback=True)
+    assert tok.unk_id is None and tok.decode(tok.encode("✓")) == "✓"
