@@ -46,14 +46,29 @@ class Variant:
             import transformers
 
             config = transformers.GPT2Config(
-                vocab_size=VOCAB, n_positions=shape["block_size"], n_embd=shape["n_embd"], n_layer=shape["n_layer"],
-                n_head=shape["n_head"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0,
+                vocab_size=VOCAB,
+                n_positions=shape["block_size"],
+                n_embd=shape["n_embd"],
+                n_layer=shape["n_layer"],
+                n_head=shape["n_head"],
+                resid_pdrop=0.0,
+                embd_pdrop=0.0,
+                attn_pdrop=0.0,
+                bos_token_id=0,
+                eos_token_id=0,
             )
             self.model = transformers.GPT2LMHeadModel(config)
             self.hf = True
         else:
-            config = GPTConfig(vocab_size=VOCAB, block_size=shape["block_size"], n_layer=shape["n_layer"],
-                               n_head=shape["n_head"], n_embd=shape["n_embd"], dropout=0.0, bias=True)
+            config = GPTConfig(
+                vocab_size=VOCAB,
+                block_size=shape["block_size"],
+                n_layer=shape["n_layer"],
+                n_head=shape["n_head"],
+                n_embd=shape["n_embd"],
+                dropout=0.0,
+                bias=True,
+            )
             self.model = GPT(config)
             self.hf = False
         self.model.train()
@@ -61,8 +76,11 @@ class Variant:
         self.forward = torch.compile(self.model) if compile_model else self.model
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        cast = (torch.autocast("cpu", dtype=torch.bfloat16) if self.precision == "bf16"
-                else contextlib.nullcontext())
+        cast = (
+            torch.autocast("cpu", dtype=torch.bfloat16)
+            if self.precision == "bf16"
+            else contextlib.nullcontext()
+        )
         with cast:
             if self.hf:
                 # HF shifts labels itself; give it x with y's last token so both predict T tokens
@@ -103,7 +121,9 @@ def measure(shape_name: str, variants: list[Variant], rounds: int, steps: int) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=0, help="steps per round (0: 20 small, 4 large)")
@@ -115,7 +135,12 @@ def main() -> None:
     results, rows = {}, []
     for shape_name in args.shapes:
         shape = SHAPES[shape_name]
-        specs = [("lmforge", "fp32", False), ("hf", "fp32", False), ("lmforge", "bf16", False), ("hf", "bf16", False)]
+        specs = [
+            ("lmforge", "fp32", False),
+            ("hf", "fp32", False),
+            ("lmforge", "bf16", False),
+            ("hf", "bf16", False),
+        ]
         if args.compile:
             specs += [("lmforge", "fp32", True), ("lmforge", "bf16", True)]
         variants = []
@@ -132,13 +157,22 @@ def main() -> None:
             mfu = rate * flops_per_token(shape) / peaks[precision]
             rows.append([shape_name, label, f"{rate:,.0f}", f"{rate / baseline:.2f}x", f"{100 * mfu:.1f}%"])
             results.setdefault(shape_name, {})[label] = {
-                "tokens_per_s": rate, "all_rounds": values, "vs_hf_fp32": rate / baseline, "mfu": mfu,
+                "tokens_per_s": rate,
+                "all_rounds": values,
+                "vs_hf_fp32": rate / baseline,
+                "mfu": mfu,
             }
         results[shape_name]["shape"] = shape
     print(table(rows, ["shape", "variant", "tokens/s", "vs HF fp32", "MFU"]))
-    path = write_result("train_throughput", {
-        "matmul_peak_flops": peaks, "vocab_size": VOCAB, "rounds": args.rounds, "results": results,
-    })
+    path = write_result(
+        "train_throughput",
+        {
+            "matmul_peak_flops": peaks,
+            "vocab_size": VOCAB,
+            "rounds": args.rounds,
+            "results": results,
+        },
+    )
     print(f"wrote {path}")
 
 

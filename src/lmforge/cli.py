@@ -28,6 +28,15 @@ COMMANDS: dict[str, tuple[str, str | dict[str, str]]] = {
         "Tokenize a corpus into train/val token files for training.",
         "lmforge.commands.prepare:prepare",
     ),
+    "pretrain": (
+        "Train a language model from scratch on a prepared dataset.",
+        "lmforge.commands.pretrain:pretrain",
+    ),
+    "evaluate": (
+        "Loss and perplexity of a trained model on a split or on text.",
+        "lmforge.commands.evaluate:evaluate",
+    ),
+    "generate": ("Continue a prompt with a trained model.", "lmforge.commands.generate:generate"),
     "demo": ("Run the whole pipeline on the built-in corpus in a few minutes.", "lmforge.commands.demo:demo"),
 }
 

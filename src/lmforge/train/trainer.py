@@ -175,10 +175,14 @@ class Trainer:
         return time.perf_counter() - self._start if hasattr(self, "_start") else 0.0
 
     def _progress(self) -> float:
-        """Fraction of the budget spent: the larger of the step and the time fractions."""
+        """Fraction of the decay budget spent: the larger of the step and the time fractions.
+
+        In steps the cosine spans the steps after warm-up (as nanoGPT's lr_decay_iters does).
+        """
         fractions = []
         if self.config.max_steps:
-            fractions.append(self.step / self.config.max_steps)
+            warmup = min(self.config.warmup_steps, self.config.max_steps - 1)
+            fractions.append((self.step - warmup) / (self.config.max_steps - warmup))
         if self.config.max_time:
             fractions.append((self.elapsed_before + self._elapsed()) / self.config.max_time)
         return max(fractions)

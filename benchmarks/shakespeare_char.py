@@ -1,0 +1,121 @@
+"""Character-level tiny Shakespeare: nanoGPT's CPU recipe, then lmforge's faster defaults.
+
+nanoGPT's published CPU run (README, "I only have a macbook"): 4 layers, 4 heads, 128 wide,
+block 64, batch 12, 2000 steps, AdamW lr 1e-3 (100 warm-up steps, cosine to 1e-4), betas
+(0.9, 0.99), weight decay 0.1, clip 1.0, dropout 0, no biases; it reports validation loss 1.88.
+
+    python benchmarks/shakespeare_char.py                  # both: the recipe and the time budget
+    python benchmarks/shakespeare_char.py --only budget --budget 38
+
+Each result is the loss over the *whole* validation split (the last 10% of the text, 111,540
+predictions), measured after training with `lmforge evaluate`, rather than nanoGPT's estimate
+from 200 random batches. Skips (exit 0) without ../shared/data/tinyshakespeare.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import SHARED_DATA, table, write_result  # noqa: E402
+from lmforge.commands.evaluate import evaluate  # noqa: E402
+from lmforge.commands.prepare import prepare  # noqa: E402
+from lmforge.commands.pretrain import pretrain  # noqa: E402
+
+CORPUS = SHARED_DATA / "tinyshakespeare.txt"
+NANOGPT_RECIPE = dict(
+    model="gpt-nano",
+    n_layer=4,
+    n_head=4,
+    n_embd=128,
+    block_size=64,
+    batch_size=12,
+    max_steps=2000,
+    lr=1e-3,
+    min_lr=1e-4,
+    warmup_steps=100,
+    beta1=0.9,
+    beta2=0.99,
+    weight_decay=0.1,
+    grad_clip=1.0,
+    dropout=0.0,
+    bias=False,
+    pos_encoding="learned",
+    norm="layernorm",
+    mlp="gelu",
+    eval_every=250,
+    eval_batches=20,
+)
+TARGET = 1.88
+
+
+def run(name: str, data: Path, root: Path, settings: dict) -> dict:
+    out = root / name
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        summary = pretrain(data=data, out=out, progress=False, as_json=True, **settings)
+        seconds = time.perf_counter() - start
+        result = evaluate(checkpoint=out, data=[str(data)], weights="last", as_json=True)
+    return {
+        "name": name,
+        "wall_s": seconds,
+        "train_s": summary["elapsed_s"],
+        "steps": summary["steps"],
+        "tokens_per_s": summary["tokens_per_s"],
+        "val_loss": result["loss"],
+        "settings": settings,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", choices=["recipe", "budget"], default=None)
+    parser.add_argument("--budget", type=float, default=38.0, help="seconds for the budget run (default 38)")
+    args = parser.parse_args()
+    if not CORPUS.exists():
+        print(f"skipped: {CORPUS} is not there")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        data = root / "shakespeare-char"
+        with contextlib.redirect_stdout(io.StringIO()):
+            prepare(data=[str(CORPUS)], tokenizer="char", out=data, as_json=True)
+        results = []
+        if args.only in (None, "recipe"):
+            results.append(run("nanoGPT recipe, 2000 steps", data, root, NANOGPT_RECIPE))
+        if args.only in (None, "budget"):
+            # everything at lmforge's defaults for gpt-nano, only the time budget given
+            results.append(
+                run(
+                    f"gpt-nano defaults, --max-time {args.budget:g}",
+                    data,
+                    root,
+                    {"model": "gpt-nano", "max_time": args.budget},
+                )
+            )
+    rows = [
+        [
+            r["name"],
+            r["steps"],
+            f"{r['train_s']:.1f}",
+            f"{r['tokens_per_s']:,.0f}",
+            f"{r['val_loss']:.4f}",
+            "yes" if r["val_loss"] <= TARGET else "no",
+        ]
+        for r in results
+    ]
+    print(table(rows, ["run", "steps", "train s", "tokens/s", "val loss (whole split)", f"<= {TARGET}"]))
+    path = write_result("shakespeare_char", {"target_val_loss": TARGET, "results": results})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""``lmforge prepare``: tokenize a corpus into train/val token files that training memory-maps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+
+def prepare(
+    *,
+    data: list[str],
+    tokenizer: str,
+    out: Path,
+    vocab_size: int | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    text_field: str = "text",
+    errors: Literal["strict", "replace"] = "strict",
+    lowercase: bool = False,
+    min_frequency: int | None = None,
+    byte_fallback: bool | None = None,
+    special: list[str] | None = None,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    as_json: bool = False,
+) -> dict:
+    """Tokenize a corpus into DIR/train.bin, DIR/val.bin, DIR/meta.json and DIR/tokenizer/.
+
+    Given a tokenizer kind instead of a directory, trains that tokenizer on the corpus first.
+    Each document is followed by the end-of-text (or [SEP]) token. With enough documents, a
+    seeded shuffle holds out whole documents for validation; a single document (one text file,
+    such as tiny Shakespeare) keeps its last --val-fraction of characters for validation, as
+    nanoGPT does. Token files are uint16 when the vocabulary has at most 65,536 ids, else uint32.
+
+    Args:
+        data: sources: text files (one document each), directories (every .txt/.md inside,
+            one document per file), globs, .jsonl files (one document per line), or the
+            built-in corpus builtin:stdlib-docs (the standard library's docstrings, 1.7 MB).
+        tokenizer: a tokenizer directory, or a kind to train here: char, word, bpe, wordpiece, unigram.
+        out: the dataset directory to create.
+        vocab_size: vocabulary size when training a tokenizer (special tokens included).
+        val_fraction: share of the corpus held out for validation, strictly between 0 and 1.
+        seed: seeds the document shuffle that picks the validation documents.
+        text_field: the field holding the text in .jsonl sources.
+        errors: bytes that are not UTF-8: stop and say where (strict), or read them as U+FFFD (replace).
+        lowercase: lowercase the text (when training a tokenizer).
+        min_frequency: drop rarer characters, words or merges (when training a tokenizer).
+        byte_fallback: char tokenizer: unseen characters become UTF-8 byte tokens instead of <unk>.
+        special: special-token overrides NAME=TOKEN (names: pad bos eos unk mask cls sep).
+        overwrite: replace an existing --out directory.
+        progress: show a progress bar on large inputs (default: when stderr is a terminal).
+        as_json: print the metadata (meta.json plus "out") as one JSON object.
+
+    Examples:
+        lmforge prepare --data ../shared/data/tinyshakespeare.txt --tokenizer char --out data/shakespeare-char
+        lmforge prepare --data builtin:stdlib-docs --tokenizer bpe --vocab-size 8192 --out data/stdlib-bpe
+        lmforge prepare --data posts.jsonl --text-field body --tokenizer tok/bpe --out data/posts
+        lmforge prepare --data 'notes/**/*.md' --tokenizer wordpiece --val-fraction 0.05 --out data/notes
+    """
+    from lmforge.commands.tokenizer import parse_special
+    from lmforge.data.prepare import describe, prepare_dataset
+
+    options = {"lowercase": lowercase, "min_frequency": min_frequency, "byte_fallback": byte_fallback}
+    if special:
+        options["special_tokens"] = parse_special(special)
+    meta = prepare_dataset(
+        data,
+        tokenizer,
+        out,
+        vocab_size=vocab_size,
+        tokenizer_options=options,
+        val_fraction=val_fraction,
+        seed=seed,
+        text_field=text_field,
+        errors=errors,
+        overwrite=overwrite,
+        progress=False if as_json else progress,
+    )
+    if as_json:
+        print(json.dumps({"out": str(out), **meta}, ensure_ascii=False))
+    else:
+        print(f"prepared {out}/: {describe(meta)}")
+        print(f"next: lmforge pretrain --data {out} --out runs/NAME --max-time 60")
+    return meta

@@ -1,0 +1,308 @@
+"""``lmforge pretrain``: train a language model from scratch on a prepared dataset."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Literal
+
+from lmforge.errors import CheckpointError, UserInputError
+
+SHAPE_FLAGS = (
+    "n_layer",
+    "n_head",
+    "n_embd",
+    "block_size",
+    "pos_encoding",
+    "norm",
+    "mlp",
+    "bias",
+    "mlp_hidden",
+)
+
+
+def pretrain(
+    *,
+    data: Path | None = None,
+    out: Path | None = None,
+    model: str = "gpt-nano",
+    n_layer: int | None = None,
+    n_head: int | None = None,
+    n_embd: int | None = None,
+    block_size: int | None = None,
+    mlp_hidden: int | None = None,
+    dropout: float | None = None,
+    bias: bool | None = None,
+    pos_encoding: Literal["learned", "sinusoidal", "rope"] | None = None,
+    norm: Literal["layernorm", "rmsnorm"] | None = None,
+    mlp: Literal["gelu", "swiglu"] | None = None,
+    max_steps: int | None = None,
+    max_time: float | None = None,
+    batch_size: int = 12,
+    grad_accum: int = 1,
+    lr: float = 1e-3,
+    min_lr: float | None = None,
+    warmup_steps: int = 100,
+    weight_decay: float = 0.1,
+    beta1: float = 0.9,
+    beta2: float = 0.99,
+    grad_clip: float = 1.0,
+    optimizer: Literal["adamw", "sgd"] = "adamw",
+    eval_every: int = 250,
+    eval_batches: int = 20,
+    log_every: int = 10,
+    seed: int = 1337,
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32",
+    compile: bool = False,
+    device: str = "auto",
+    resume: Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    as_json: bool = False,
+) -> dict:
+    """Pretrain a model on a prepared dataset, writing a run directory.
+
+    The run directory holds config.json, model.safetensors (last) and best/model.safetensors
+    (best validation loss), train_state.pt for --resume, metrics.jsonl and loss.png. Ctrl-C
+    saves a checkpoint and stops; `--resume RUN` continues exactly where it stopped.
+
+    Args:
+        data: a directory written by `lmforge prepare` (needs meta.json, train.bin, val.bin).
+        out: the run directory to create.
+        model: a preset: gpt-nano, gpt-mini, gpt2, gpt2-medium, gpt2-large, gpt2-xl.
+        n_layer: override the preset's number of Transformer blocks.
+        n_head: override the number of attention heads.
+        n_embd: override the model width.
+        block_size: override the context length in tokens.
+        mlp_hidden: override the MLP hidden width (default 4 x n_embd).
+        dropout: override the dropout probability.
+        bias: biases in linear layers and norms.
+        pos_encoding: position encoding: learned (GPT-2), sinusoidal (Vaswani et al.), rope (rotary).
+        norm: layernorm or rmsnorm.
+        mlp: gelu (GPT-2) or swiglu (Llama).
+        max_steps: stop after this many optimizer steps.
+        max_time: stop after this many seconds of training; the learning-rate schedule is laid
+            over this budget. With both, whichever ends first.
+        batch_size: sequences per micro-batch.
+        grad_accum: micro-batches per optimizer step.
+        lr: peak learning rate.
+        min_lr: final learning rate of the cosine decay (default lr / 10).
+        warmup_steps: optimizer steps of linear warm-up.
+        weight_decay: AdamW weight decay, applied to matrices only.
+        beta1: AdamW beta1.
+        beta2: AdamW beta2.
+        grad_clip: clip the gradient norm to this value (0: no clipping).
+        optimizer: adamw or sgd.
+        eval_every: evaluate on validation batches every this many steps.
+        eval_batches: validation batches per periodic evaluation (the same ones every time).
+        log_every: refresh the progress line every this many steps (metrics.jsonl gets every step).
+        seed: seeds initialisation, data order and dropout.
+        precision: fp32, bf16 (autocast; CPU or GPU) or fp16 (autocast with loss scaling; GPU).
+        compile: compile the model with torch.compile (slower start, faster steps).
+        device: auto, cpu, cuda or cuda:N.
+        resume: continue the run in this directory (its model and settings; --data defaults to its data).
+        overwrite: replace an existing --out directory.
+        progress: show a progress bar.
+
+    Examples:
+        lmforge prepare --data ../shared/data/tinyshakespeare.txt --tokenizer char --out data/shakespeare-char
+        lmforge pretrain --data data/shakespeare-char --out runs/shakespeare --max-time 60
+        lmforge pretrain --resume runs/shakespeare --max-time 120
+    """
+    import torch
+
+    from lmforge.data.batching import WindowSampler, random_windows
+    from lmforge.data.shards import load_prepared
+    from lmforge.models.registry import build_model, preset_config
+    from lmforge.run import Run, directory_fingerprint
+    from lmforge.train.evaluation import mean_loss, perplexity
+    from lmforge.train.metrics import MetricsLog, plot_losses
+    from lmforge.train.trainer import TrainConfig, Trainer
+
+    overrides = {
+        "n_layer": n_layer,
+        "n_head": n_head,
+        "n_embd": n_embd,
+        "block_size": block_size,
+        "mlp_hidden": mlp_hidden,
+        "dropout": dropout,
+        "bias": bias,
+        "pos_encoding": pos_encoding,
+        "norm": norm,
+        "mlp": mlp,
+    }
+    if resume is not None:
+        run = Run.open(resume)
+        saved = run.read_config()
+        family, model_config = saved["family"], dict(saved["model"])
+        changed = [
+            k for k in SHAPE_FLAGS if overrides.get(k) is not None and overrides[k] != model_config.get(k)
+        ]
+        if changed:
+            raise CheckpointError(
+                f"cannot resume {resume} with a different model shape ({', '.join(changed)} differ from the run); "
+                "start a new run with --out instead"
+            )
+        data = data or Path(saved["data"]["path"])
+        if out is not None and Path(out).resolve() != run.path.resolve():
+            raise UserInputError("--resume continues the run in its own directory; leave out --out")
+        if max_steps is None and max_time is None:
+            max_steps, max_time = saved["train"]["max_steps"], saved["train"]["max_time"]
+    else:
+        if data is None or out is None:
+            raise UserInputError("give --data DIR (from `lmforge prepare`) and --out RUN, or --resume RUN")
+        if max_steps is None and max_time is None:
+            raise UserInputError("give a budget: --max-steps N or --max-time SECONDS (or both)")
+    dataset = load_prepared(data)
+    tokenizer = dataset.tokenizer
+    tokenizer_id = directory_fingerprint(dataset.tokenizer_dir)
+    if resume is not None and saved["data"].get("tokenizer_fingerprint") != tokenizer_id:
+        raise CheckpointError(
+            f"{data} was tokenized with a different tokenizer than the run {resume}; use the run's data"
+        )
+    if resume is None:
+        try:
+            family, model_config = preset_config(model, **overrides)
+        except ValueError as error:
+            raise UserInputError(str(error)) from None
+        model_config["vocab_size"] = tokenizer.vocab_size
+    try:
+        net = build_model(family, model_config)
+    except (ValueError, TypeError) as error:
+        raise UserInputError(f"bad model settings: {error}") from None
+    context = net.config.block_size
+    train_tokens, val_tokens = dataset.split("train"), dataset.split("val")
+    for name, tokens in (("train", train_tokens), ("val", val_tokens)):
+        if len(tokens) <= context:
+            raise UserInputError(
+                f"the {name} split of {data} holds {len(tokens)} tokens, fewer than one window of "
+                f"block_size={context} + 1; lower --block-size or prepare more text"
+            )
+    try:
+        train_config = TrainConfig(
+            max_steps=max_steps,
+            max_time=max_time,
+            batch_size=batch_size,
+            grad_accum=grad_accum,
+            lr=lr,
+            min_lr=min_lr,
+            warmup_steps=warmup_steps,
+            weight_decay=weight_decay,
+            beta1=beta1,
+            beta2=beta2,
+            grad_clip=grad_clip,
+            optimizer=optimizer,
+            eval_every=eval_every,
+            log_every=log_every,
+            seed=seed,
+            precision=precision,
+            compile=compile,
+            device=device,
+        )
+    except ValueError as error:
+        raise UserInputError(str(error)) from None
+
+    if resume is None:
+        run = Run.create(out, overwrite=overwrite)
+        run.save_tokenizer(tokenizer)
+    run.write_config(
+        {
+            "family": family,
+            "model": net.config.to_dict(),
+            "train": {**vars(train_config), "eval_batches": eval_batches},
+            "data": {
+                "path": str(Path(data).resolve()),
+                "tokenizer_fingerprint": tokenizer_id,
+                "tokenizer_kind": tokenizer.kind,
+                "vocab_size": tokenizer.vocab_size,
+            },
+        }
+    )
+
+    # the same validation windows at every evaluation, so the curve compares like with like
+    eval_generator = torch.Generator().manual_seed(seed + 1)
+    eval_set = [random_windows(val_tokens, batch_size, context, eval_generator) for _ in range(eval_batches)]
+    eval_set = [{"input_ids": x, "labels": y} for x, y in eval_set]
+    metrics = MetricsLog(
+        run.metrics_path, resume_step=None if resume is None else run.load_train_state()["step"]
+    )
+
+    def save(tag: str, model, state: dict | None) -> None:
+        run.save_weights(model, "best" if tag == "best" else "last")
+        if state is not None:
+            run.save_train_state(state)
+
+    def redraw() -> None:
+        plot_losses(
+            run.metrics_path,
+            run.plot_path,
+            title=f"{run.path.name}: {family}, {net.num_parameters():,} parameters",
+        )
+
+    trainer = Trainer(
+        net,
+        train_config,
+        WindowSampler(train_tokens, batch_size, context, seed=seed),
+        evaluate=lambda m: mean_loss(m, eval_set)[0],
+        save=save,
+        log=metrics.write,
+        on_eval=redraw,
+        progress=progress and sys.stderr.isatty(),
+    )
+    if resume is not None:
+        run.load_weights(net, "last")
+        trainer.load_state_dict(run.load_train_state())
+    total, without_embeddings = net.num_parameters(), net.num_parameters(exclude_embeddings=True)
+    if not as_json:
+        print(
+            f"model: {model if resume is None else family} {net.config.n_layer} layers x {net.config.n_embd} wide, "
+            f"context {context}: {total:,} parameters ({without_embeddings:,} without embeddings)"
+        )
+        budget = " and ".join(
+            filter(None, [max_steps and f"{max_steps} steps", max_time and f"{max_time:g} s"])
+        )
+        print(
+            f"data: {data} ({len(train_tokens):,} train / {len(val_tokens):,} val tokens, vocab {tokenizer.vocab_size}); "
+            f"training on {trainer.device} in {precision} for {budget}"
+        )
+    try:
+        result = trainer.fit()
+    finally:
+        metrics.close()
+    redraw()
+    summary = {
+        "run": str(run.path),
+        "steps": result.steps,
+        "tokens": result.tokens,
+        "elapsed_s": round(result.elapsed_s, 2),
+        "tokens_per_s": round(result.tokens / max(result.elapsed_s, 1e-9), 1),
+        "train_loss": result.last_train_loss,
+        "first_val_loss": result.first_val_loss,
+        "val_loss": result.last_val_loss,
+        "best_val_loss": result.best_val_loss,
+        "val_perplexity": perplexity(result.last_val_loss) if result.last_val_loss is not None else None,
+        "parameters": total,
+        "interrupted": result.interrupted,
+        "plot": str(run.plot_path),
+    }
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        if result.interrupted:
+            print(
+                f"interrupted at step {result.steps}; checkpoint saved. Continue with: lmforge pretrain --resume {run.path}"
+            )
+        first = result.first_val_loss
+        print(
+            f"trained {result.steps} steps ({result.tokens:,} tokens) in {result.elapsed_s:.1f} s, "
+            f"{summary['tokens_per_s']:,.0f} tokens/s"
+        )
+        if first is not None and result.last_val_loss is not None:
+            print(
+                f"validation loss {first:.4f} -> {result.last_val_loss:.4f} "
+                f"(perplexity {math.exp(first):.1f} -> {summary['val_perplexity']:.2f}); best {result.best_val_loss:.4f}"
+            )
+        print(f"run directory: {run.path}   curves: {run.plot_path}")
+    return summary
