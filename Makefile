@@ -9,36 +9,44 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.lmforge-installed
+RUNTIME_STAMP := $(VENV)/.lmforge-runtime
+DEV_STAMP := $(VENV)/.lmforge-dev
+PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 PYTEST_ARGS ?=
 
 .PHONY: demo test test-all lint format bench clean-venv
 
-$(STAMP): pyproject.toml
+# The demo needs the runtime and matplotlib; the tests also need the reference libraries
+# (transformers, nltk) and the test tools.
+$(RUNTIME_STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH_SPEC)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev]"
-	@touch $(STAMP)
+	$(PIP) $(TORCH_SPEC)
+	$(PIP) -e ".[plot]"
+	@touch $(RUNTIME_STAMP)
 
-demo: $(STAMP)
+$(DEV_STAMP): $(RUNTIME_STAMP)
+	$(PIP) -e ".[dev]"
+	@touch $(DEV_STAMP)
+
+demo: $(RUNTIME_STAMP)
 	$(BIN)/lmforge demo
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
 
 # Everything, the slow tests included.
-test-all: $(STAMP)
+test-all: $(DEV_STAMP)
 	$(BIN)/python -m pytest -n auto -m "" $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-format: $(STAMP)
+format: $(DEV_STAMP)
 	$(BIN)/ruff check --fix src tests benchmarks
 	$(BIN)/ruff format src tests benchmarks
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python benchmarks/prepare.py
 
 clean-venv:
