@@ -57,11 +57,12 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("sin", angles.sin().float(), persistent=False)
 
     def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin for the given positions: (T,) -> (1, 1, T, hs); (B, T) -> (B, 1, T, hs)."""
+        """cos, sin for the given positions, shaped to broadcast over (B, T, 2, nh, hs) stacked q/k:
+        (T,) -> (1, T, 1, 1, hs); (B, T) -> (B, T, 1, 1, hs)."""
         cos, sin = self.cos[position_ids], self.sin[position_ids]
         if position_ids.dim() == 1:
-            return cos[None, None], sin[None, None]
-        return cos[:, None], sin[:, None]
+            cos, sin = cos[None], sin[None]
+        return cos[:, :, None, None], sin[:, :, None, None]
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -140,12 +141,12 @@ class SelfAttention(nn.Module):
         step's keys and values for ``layer`` and returns all of them (past + present).
         """
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)
         if rotary is not None:
-            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+            q, k = apply_rotary(qkv[:, :, :2], *rotary).unbind(2)  # queries and keys in one pass
+        else:
+            q, k = qkv[:, :, 0], qkv[:, :, 1]
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), qkv[:, :, 2].transpose(1, 2)  # (B, nh, T, hs)
         if kv_cache is not None:
             k, v = kv_cache.update(layer, k, v)  # (B, nh, S, hs)
         weights = None

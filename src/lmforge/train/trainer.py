@@ -45,9 +45,9 @@ class TrainConfig:
     max_time: float | None = None  # ... or after this many seconds, whichever comes first
     batch_size: int = 12
     grad_accum: int = 1
-    lr: float = 1e-3
+    lr: float = 3e-3
     min_lr: float | None = None  # None: lr / 10
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.99
