@@ -108,9 +108,9 @@ def test_evaluate_raw_text_and_stride(trained_run, char_data, capsys):
     )
     strided = json.loads(capsys.readouterr().out)
     assert plain["tokens"] == strided["tokens"] == len(TEXT) - 1
-    # every token is scored once either way (tests/data/test_batching.py checks the windows); this
-    # small model uses little context, so the two losses stay close
-    assert abs(strided["loss"] - plain["loss"]) < 0.1
+    # every token is scored once either way (tests/data/test_batching.py checks the windows), but with
+    # a stride each scored token sees at least 24 tokens of context instead of 0 to 31
+    assert strided["loss"] < plain["loss"] - 0.05
 
 
 def test_generate_json(trained_run, capsys):
