@@ -115,42 +115,22 @@ def test_evaluate_raw_text_and_stride(trained_run, char_data, capsys):
 
 def test_generate_json(trained_run, capsys):
     capsys.readouterr()
-    assert (
-        main(
-            [
-                "generate",
-                "--checkpoint",
-                str(trained_run),
-                "--prompt",
-                "It is a",
-                "--max-new-tokens",
-                "20",
-                "--seed",
-                "3",
-                "--json",
-            ]
-        )
-        == 0
-    )
+    args = [
+        "generate",
+        "--checkpoint",
+        str(trained_run),
+        "--prompt",
+        "It is a",
+        "--max-new-tokens",
+        "20",
+        "--seed",
+        "3",
+        "--json",
+    ]
+    assert main(args) == 0
     result = json.loads(capsys.readouterr().out)
     assert len(result["samples"]) == 1 and len(result["samples"][0]["ids"]) <= 20
-    assert (
-        main(
-            [
-                "generate",
-                "--checkpoint",
-                str(trained_run),
-                "--prompt",
-                "It is a",
-                "--max-new-tokens",
-                "20",
-                "--seed",
-                "3",
-                "--json",
-            ]
-        )
-        == 0
-    )
+    assert main(args) == 0
     assert json.loads(capsys.readouterr().out) == result  # same seed, same text
 
 

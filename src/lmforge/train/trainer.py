@@ -131,6 +131,7 @@ class Trainer:
         self.best_val_loss: float | None = None
         self.last_val_loss: float | None = None
         self._stop_requested = False
+        self._start: float | None = None
         torch.manual_seed(config.seed)
 
     # --- state for exact resume -----------------------------------------------------------
@@ -138,7 +139,7 @@ class Trainer:
         state = {
             "step": self.step,
             "tokens": self.tokens,
-            "elapsed_s": self.elapsed_before + self._elapsed(),
+            "elapsed_s": self._elapsed(),
             "best_val_loss": self.best_val_loss,
             "first_val_loss": self.first_val_loss,
             "last_val_loss": self.last_val_loss,
@@ -172,7 +173,9 @@ class Trainer:
 
     # --- the loop --------------------------------------------------------------------------
     def _elapsed(self) -> float:
-        return time.perf_counter() - self._start if hasattr(self, "_start") else 0.0
+        """Training seconds so far, earlier runs of a resumed training included."""
+        since_start = time.perf_counter() - self._start if self._start is not None else 0.0
+        return self.elapsed_before + since_start
 
     def _progress(self) -> float:
         """Fraction of the decay budget spent: the larger of the step and the time fractions.
@@ -184,7 +187,7 @@ class Trainer:
             warmup = min(self.config.warmup_steps, self.config.max_steps - 1)
             fractions.append((self.step - warmup) / (self.config.max_steps - warmup))
         if self.config.max_time:
-            fractions.append((self.elapsed_before + self._elapsed()) / self.config.max_time)
+            fractions.append((self._elapsed()) / self.config.max_time)
         return max(fractions)
 
     def _autocast(self):
@@ -233,7 +236,7 @@ class Trainer:
             "step": self.step,
             "val_loss": round(val_loss, 6),
             "val_perplexity": round(math.exp(min(val_loss, 700.0)), 4),
-            "elapsed_s": round(self.elapsed_before + self._elapsed(), 3),
+            "elapsed_s": round(self._elapsed(), 3),
         }
         self.log(record)
         if self.best_val_loss is None or val_loss < self.best_val_loss:
@@ -244,9 +247,7 @@ class Trainer:
     def _budget_spent(self) -> bool:
         if self.config.max_steps is not None and self.step >= self.config.max_steps:
             return True
-        return (
-            self.config.max_time is not None and self.elapsed_before + self._elapsed() >= self.config.max_time
-        )
+        return self.config.max_time is not None and self._elapsed() >= self.config.max_time
 
     def fit(self) -> TrainResult:
         from tqdm.auto import tqdm
@@ -292,7 +293,7 @@ class Trainer:
                         "train_loss": round(loss, 6),
                         "lr": lr,
                         "tokens_per_s": round(tokens / step_time, 1),
-                        "elapsed_s": round(self.elapsed_before + self._elapsed(), 3),
+                        "elapsed_s": round(self._elapsed(), 3),
                     }
                 )
                 self.on_step(self.step, loss)
@@ -300,7 +301,7 @@ class Trainer:
                     rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
                     window_tokens, window_start = 0, time.perf_counter()
                     bar.set_postfix_str(f"step {self.step} loss {loss:.4f} lr {lr:.2e} {rate:,.0f} tok/s")
-                bar.update((int(self.elapsed_before + self._elapsed()) - bar.n) if by_time else 1)
+                bar.update((int(self._elapsed()) - bar.n) if by_time else 1)
                 if self.step % config.eval_every == 0 and not self._budget_spent():
                     self._run_eval()
                     self.save("last", self.model, self.state_dict())
@@ -314,7 +315,7 @@ class Trainer:
         return TrainResult(
             steps=self.step,
             tokens=self.tokens,
-            elapsed_s=self.elapsed_before + self._elapsed(),
+            elapsed_s=self._elapsed(),
             last_train_loss=last_loss,
             first_val_loss=self.first_val_loss,
             last_val_loss=self.last_val_loss,
