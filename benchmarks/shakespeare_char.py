@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import statistics
 import sys
 import tempfile
 import time
@@ -48,7 +49,7 @@ NANOGPT_RECIPE = dict(
     bias=False,
     pos_encoding="learned",
     norm="layernorm",
-    mlp="gelu",
+    mlp="gelu_exact",  # nanoGPT's nn.GELU() is the exact erf form
     eval_every=250,
     eval_batches=20,
 )
@@ -56,7 +57,7 @@ TARGET = 1.88
 
 
 def run(name: str, data: Path, root: Path, settings: dict) -> dict:
-    out = root / name
+    out = root / "run"
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         summary = pretrain(data=data, out=out, progress=False, as_json=True, **settings)
@@ -79,31 +80,36 @@ def main() -> None:
     )
     parser.add_argument("--only", choices=["recipe", "budget"], default=None)
     parser.add_argument("--budget", type=float, default=38.0, help="seconds for the budget run (default 38)")
+    parser.add_argument(
+        "--seeds", type=int, default=3, help="runs per configuration, seeds 1337, 1338, ... (default 3)"
+    )
     args = parser.parse_args()
     if not CORPUS.exists():
         print(f"skipped: {CORPUS} is not there")
         return
+    configurations = []
+    if args.only in (None, "recipe"):
+        configurations.append(("nanoGPT recipe, 2000 steps", NANOGPT_RECIPE))
+    if args.only in (None, "budget"):
+        # everything at lmforge's defaults for gpt-nano, only the time budget given
+        configurations.append(
+            (f"gpt-nano defaults, --max-time {args.budget:g}", {"model": "gpt-nano", "max_time": args.budget})
+        )
+    seeds = [1337 + i for i in range(args.seeds)]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data = root / "shakespeare-char"
         with contextlib.redirect_stdout(io.StringIO()):
             prepare(data=[str(CORPUS)], tokenizer="char", out=data, as_json=True)
         results = []
-        if args.only in (None, "recipe"):
-            results.append(run("nanoGPT recipe, 2000 steps", data, root, NANOGPT_RECIPE))
-        if args.only in (None, "budget"):
-            # everything at lmforge's defaults for gpt-nano, only the time budget given
-            results.append(
-                run(
-                    f"gpt-nano defaults, --max-time {args.budget:g}",
-                    data,
-                    root,
-                    {"model": "gpt-nano", "max_time": args.budget},
-                )
-            )
+        for index, (name, settings) in enumerate(configurations):
+            for seed in seeds:
+                results.append(run(name, data, root / f"{index}-{seed}", {**settings, "seed": seed}))
+                results[-1]["seed"] = seed
     rows = [
         [
             r["name"],
+            r["seed"],
             r["steps"],
             f"{r['train_s']:.1f}",
             f"{r['tokens_per_s']:,.0f}",
@@ -112,8 +118,26 @@ def main() -> None:
         ]
         for r in results
     ]
-    print(table(rows, ["run", "steps", "train s", "tokens/s", "val loss (whole split)", f"<= {TARGET}"]))
-    path = write_result("shakespeare_char", {"target_val_loss": TARGET, "results": results})
+    summary = {}
+    for name, _ in configurations:
+        losses = [r["val_loss"] for r in results if r["name"] == name]
+        summary[name] = {"mean_val_loss": statistics.mean(losses), "min": min(losses), "max": max(losses)}
+        rows.append(
+            [
+                name,
+                "mean",
+                "",
+                "",
+                "",
+                f"{summary[name]['mean_val_loss']:.4f}",
+                "yes" if summary[name]["mean_val_loss"] <= TARGET else "no",
+            ]
+        )
+    headers = ["run", "seed", "steps", "train s", "tokens/s", "val loss (whole split)", f"<= {TARGET}"]
+    print(table(rows, headers))
+    path = write_result(
+        "shakespeare_char", {"target_val_loss": TARGET, "summary": summary, "results": results}
+    )
     print(f"wrote {path}")
 
 

@@ -37,7 +37,7 @@ def pretrain(
     bias: bool | None = None,
     pos_encoding: Literal["learned", "sinusoidal", "rope"] | None = None,
     norm: Literal["layernorm", "rmsnorm"] | None = None,
-    mlp: Literal["gelu", "swiglu"] | None = None,
+    mlp: Literal["gelu", "gelu_exact", "swiglu"] | None = None,
     max_steps: int | None = None,
     max_time: float | None = None,
     batch_size: int = 12,
@@ -81,7 +81,8 @@ def pretrain(
         bias: biases in linear layers and norms.
         pos_encoding: position encoding: learned (GPT-2), sinusoidal (Vaswani et al.), rope (rotary).
         norm: layernorm or rmsnorm.
-        mlp: gelu (GPT-2) or swiglu (Llama).
+        mlp: gelu (GPT-2's tanh approximation), gelu_exact (the erf form of BERT and nanoGPT)
+            or swiglu (Llama).
         max_steps: stop after this many optimizer steps.
         max_time: stop after this many seconds of training; the learning-rate schedule is laid
             over this budget. With both, whichever ends first.

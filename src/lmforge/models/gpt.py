@@ -35,7 +35,7 @@ class GPTConfig:
     bias: bool = True
     pos_encoding: Literal["learned", "sinusoidal", "rope"] = "learned"
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
-    mlp: Literal["gelu", "swiglu"] = "gelu"
+    mlp: Literal["gelu", "gelu_exact", "swiglu"] = "gelu"  # gelu: GPT-2's tanh form; gelu_exact: erf
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
     tie_embeddings: bool = True
@@ -47,7 +47,7 @@ class GPTConfig:
             raise ValueError("rotary positions need an even head size (n_embd / n_head)")
         if self.mlp_hidden is None:
             # SwiGLU has three matrices; 2/3 of 4C keeps its parameter count equal to GELU's two.
-            self.mlp_hidden = 4 * self.n_embd if self.mlp == "gelu" else _round_up(8 * self.n_embd // 3, 64)
+            self.mlp_hidden = 4 * self.n_embd if self.mlp != "swiglu" else _round_up(8 * self.n_embd // 3, 64)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -136,6 +136,7 @@ class GPT(nn.Module):
         kv_cache=None,
         reduction: Literal["mean", "sum"] = "mean",
         output_attentions: bool = False,
+        last_logits_only: bool = False,
     ) -> ModelOutput:
         """Logits for every position, and the loss when ``labels`` are given.
 
@@ -145,6 +146,8 @@ class GPT(nn.Module):
         kv_cache: a cache with ``length`` and ``update(layer, k, v)``; filled as a side effect.
         reduction: "sum" lets a trainer normalise by the target tokens of a whole optimizer step.
         output_attentions: use the explicit reference attention and return its weights.
+        last_logits_only: logits (B, 1, vocab) for the last position only; decoding needs no more,
+            and the head is the largest matmul for a long prompt.
         """
         B, T = input_ids.shape
         past = kv_cache.length if kv_cache is not None else 0
@@ -179,6 +182,8 @@ class GPT(nn.Module):
                 attentions.append(weights)
         if kv_cache is not None:
             kv_cache.advance(T)
+        if last_logits_only:
+            x = x[:, -1:]
         logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
 
         loss = None

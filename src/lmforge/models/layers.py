@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 NormKind = Literal["layernorm", "rmsnorm"]
+MLPKind = Literal["gelu", "gelu_exact", "swiglu"]  # gelu: GPT-2's tanh approximation
 
 
 def make_norm(kind: NormKind, dim: int, eps: float = 1e-5, bias: bool = True) -> nn.Module:
@@ -171,16 +172,28 @@ class SelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward: Linear -> GELU (GPT-2's tanh approximation) -> Linear."""
+    """Position-wise feed-forward: Linear -> GELU -> Linear.
 
-    def __init__(self, n_embd: int, hidden: int, bias: bool = True, dropout: float = 0.0) -> None:
+    ``approximate="tanh"`` is GPT-2's GELU (HF's ``gelu_new``); ``"none"`` is the exact erf form
+    of BERT and nanoGPT, and about 3x cheaper on a CPU.
+    """
+
+    def __init__(
+        self,
+        n_embd: int,
+        hidden: int,
+        bias: bool = True,
+        dropout: float = 0.0,
+        approximate: Literal["tanh", "none"] = "tanh",
+    ) -> None:
         super().__init__()
         self.c_fc = nn.Linear(n_embd, hidden, bias=bias)
         self.c_proj = nn.Linear(hidden, n_embd, bias=bias)
         self.dropout = nn.Dropout(dropout)
+        self.approximate = approximate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate)))
 
 
 class SwiGLU(nn.Module):
@@ -207,7 +220,7 @@ class Block(nn.Module):
         mlp_hidden: int,
         *,
         norm: NormKind = "layernorm",
-        mlp: Literal["gelu", "swiglu"] = "gelu",
+        mlp: MLPKind = "gelu",
         bias: bool = True,
         dropout: float = 0.0,
         norm_eps: float = 1e-5,
@@ -216,7 +229,12 @@ class Block(nn.Module):
         self.ln_1 = make_norm(norm, n_embd, norm_eps, bias)
         self.attn = SelfAttention(n_embd, n_head, bias, dropout)
         self.ln_2 = make_norm(norm, n_embd, norm_eps, bias)
-        self.mlp = (MLP if mlp == "gelu" else SwiGLU)(n_embd, mlp_hidden, bias, dropout)
+        if mlp == "swiglu":
+            self.mlp = SwiGLU(n_embd, mlp_hidden, bias, dropout)
+        elif mlp in ("gelu", "gelu_exact"):
+            self.mlp = MLP(n_embd, mlp_hidden, bias, dropout, approximate="tanh" if mlp == "gelu" else "none")
+        else:
+            raise ValueError(f"unknown mlp {mlp!r}; choose gelu, gelu_exact or swiglu")
 
     def forward(self, x: torch.Tensor, **attention_kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
         attended, weights = self.attn(self.ln_1(x), **attention_kwargs)
