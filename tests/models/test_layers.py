@@ -1,0 +1,50 @@
+"""The fast attention paths against the textbook one (softmax(QK^T / sqrt(d)) V with a -inf mask)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lmforge.models.gpt import GPT, GPTConfig
+from lmforge.models.layers import causal_mask, matmul_attention, reference_attention
+
+
+def _qkv(dtype: torch.dtype, T: int = 9, S: int = 9):
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(2, 3, T, 8, generator=g).to(dtype)
+    k, v = (torch.randn(2, 3, S, 8, generator=g).to(dtype) for _ in range(2))
+    return q, k, v
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-6), (torch.bfloat16, 2e-2)])
+def test_matmul_attention_equals_reference_causal(dtype, tolerance):
+    q, k, v = _qkv(dtype)
+    expected, _ = reference_attention(q.float(), k.float(), v.float(), causal_mask(9, 9))
+    torch.testing.assert_close(matmul_attention(q, k, v, None).float(), expected, rtol=0, atol=tolerance)
+
+
+def test_matmul_attention_honours_padding_and_a_cached_past():
+    q, k, v = _qkv(torch.float32, T=3, S=9)  # 3 new queries after 6 cached keys
+    padding = torch.ones(2, 9, dtype=torch.long)
+    padding[1, :4] = 0  # row 1 is left-padded
+    mask = causal_mask(3, 9, padding_mask=padding)
+    expected, weights = reference_attention(q, k, v, mask)
+    assert weights[1, :, :, :4].abs().max() == 0  # padding gets no attention
+    torch.testing.assert_close(matmul_attention(q, k, v, mask), expected, rtol=0, atol=1e-6)
+
+
+def test_bf16_cpu_model_takes_the_matmul_path_and_matches_fp32():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=61, block_size=24, n_layer=2, n_head=4, n_embd=32)).eval()
+    ids = torch.randint(0, 61, (2, 24))
+    calls = []
+    original = F.scaled_dot_product_attention
+    try:
+        F.scaled_dot_product_attention = lambda *a, **kw: calls.append(1) or original(*a, **kw)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = model(ids).logits.float()
+    finally:
+        F.scaled_dot_product_attention = original
+    assert calls == []  # bf16 on the CPU: no flash kernel
+    torch.testing.assert_close(fast, model(ids).logits, rtol=0, atol=5e-2)
