@@ -27,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import matmul_peak, table, write_result  # noqa: E402
 from lmforge.models.gpt import GPT, GPTConfig  # noqa: E402
+from lmforge.train.onednn_linear import use_onednn_linears  # noqa: E402
 from lmforge.train.optim import build_optimizer  # noqa: E402
 
 SHAPES = {
@@ -71,6 +72,8 @@ class Variant:
             )
             self.model = GPT(config)
             self.hf = False
+            if precision == "fp32" and not compile_model:
+                use_onednn_linears(self.model)  # what `lmforge pretrain` does for fp32 on a CPU
         self.model.train()
         self.optimizer = build_optimizer(self.model, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.99))
         self.forward = torch.compile(self.model) if compile_model else self.model

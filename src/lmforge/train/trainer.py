@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from lmforge.errors import LMForgeError
+from lmforge.train.onednn_linear import use_onednn_linears
 from lmforge.train.optim import CosineSchedule, build_optimizer, set_lr
 
 
@@ -123,6 +124,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         if config.precision == "fp16" and self.device.type != "cuda":
             raise LMForgeError("--precision fp16 needs a CUDA GPU; on a CPU use bf16 or fp32")
+        if self.device.type == "cpu" and config.precision == "fp32" and not config.compile:
+            use_onednn_linears(model)  # same math, about 2x MKL's fp32 speed on AMD CPUs
         self.forward_model = torch.compile(model) if config.compile else model
         self.step = 0
         self.tokens = 0
