@@ -48,7 +48,10 @@ def small_gpt(dropout: float = 0.0, seed: int = 0) -> GPT:
 
 
 def config(**overrides) -> TrainConfig:
-    base = dict(max_steps=20, batch_size=4, lr=3e-3, warmup_steps=2, eval_every=5, seed=1, device="cpu")
+    # fp32: these tests compare exact numbers; "auto" picks bf16 on CPUs that have it
+    base = dict(
+        max_steps=20, batch_size=4, lr=3e-3, warmup_steps=2, eval_every=5, seed=1, device="cpu", precision="fp32"
+    )
     base.update(overrides)
     return TrainConfig(**base)
 
@@ -228,3 +231,15 @@ def test_tiny_model_overfits_tiny_corpus():
     # a 45-character sentence repeated: after a few words every next character is determined
     assert result.last_train_loss < 0.3, result.last_train_loss
     assert math.log(95) > 4.5
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
+    from lmforge.train import trainer as trainer_module
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: False)
+    assert trainer_module.resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: True)
+    assert trainer_module.resolve_precision("auto", cpu) == "bf16"
+    assert trainer_module.resolve_precision("fp32", cpu) == "fp32"
+    assert Trainer(small_gpt(), config(precision="auto"), WindowSource(corpus(), 4, 16)).precision == "bf16"

@@ -54,7 +54,7 @@ def pretrain(
     eval_batches: int = 20,
     log_every: int = 10,
     seed: int = 1337,
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32",
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto",
     compile: bool = False,
     device: str = "auto",
     resume: Path | None = None,
@@ -100,7 +100,9 @@ def pretrain(
         eval_batches: validation batches per periodic evaluation (the same ones every time).
         log_every: refresh the progress line every this many steps (metrics.jsonl gets every step).
         seed: seeds initialisation, data order and dropout.
-        precision: fp32, bf16 (autocast; CPU or GPU) or fp16 (autocast with loss scaling; GPU).
+        precision: auto (bf16 where the hardware computes it natively: recent GPUs, CPUs with
+            AVX-512 BF16 or AMX; else fp32), fp32, bf16 (autocast) or fp16 (autocast with loss
+            scaling; GPU only).
         compile: compile the model with torch.compile (slower start, faster steps).
         device: auto, cpu, cuda or cuda:N.
         resume: continue the run in this directory (its model and settings; --data defaults to its data).
@@ -266,7 +268,7 @@ def pretrain(
         )
         print(
             f"data: {data} ({len(train_tokens):,} train / {len(val_tokens):,} val tokens, vocab {tokenizer.vocab_size}); "
-            f"training on {trainer.device} in {precision} for {budget}"
+            f"training on {trainer.device} in {trainer.precision} for {budget}"
         )
     try:
         result = trainer.fit()
