@@ -37,6 +37,18 @@ COMMANDS: dict[str, tuple[str, str | dict[str, str]]] = {
         "lmforge.commands.evaluate:evaluate",
     ),
     "generate": ("Continue a prompt with a trained model.", "lmforge.commands.generate:generate"),
+    "score": (
+        "Log-probability, per-token probabilities and perplexity of a text.",
+        "lmforge.commands.score:score",
+    ),
+    "attention": (
+        "Draw a model's attention weights over a text as heat maps.",
+        "lmforge.commands.attention:attention",
+    ),
+    "convert": (
+        "Convert a Hugging Face GPT-2 model to an lmforge run, or back.",
+        "lmforge.commands.convert:convert",
+    ),
     "demo": ("Run the whole pipeline on the built-in corpus in a few minutes.", "lmforge.commands.demo:demo"),
 }
 

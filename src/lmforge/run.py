@@ -128,6 +128,13 @@ class Run:
     def load_tokenizer(self):
         from lmforge.tokenizers import load_tokenizer
 
+        if not self.tokenizer_dir.exists():
+            # `lmforge convert --from-hf` of a directory without tokenizer files makes such a run.
+            raise CheckpointError(
+                f"{self.path} has no tokenizer, so text cannot be turned into its token ids; if it was "
+                "converted from Hugging Face, convert again from a directory that also holds tokenizer.json "
+                "(or vocab.json + merges.txt)"
+            )
         return load_tokenizer(self.tokenizer_dir)
 
     # --- weights and training state ---------------------------------------------------------

@@ -139,6 +139,11 @@ def pretrain(
     if resume is not None:
         run = Run.open(resume)
         saved = run.read_config()
+        if "train" not in saved or "data" not in saved or not run.state_path.exists():
+            raise CheckpointError(
+                f"{resume} holds weights but no training state to resume (it was converted or "
+                "written by another command); start a new run with --data and --out instead"
+            )
         family, model_config = saved["family"], dict(saved["model"])
         changed = [
             k for k in SHAPE_FLAGS if overrides.get(k) is not None and overrides[k] != model_config.get(k)

@@ -1,0 +1,85 @@
+"""``lmforge convert``: a Hugging Face GPT-2 model to an lmforge run (--from-hf), or back (--to-hf)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Literal
+
+from lmforge.errors import UserInputError
+
+
+def convert(
+    *,
+    from_hf: Path | None = None,
+    to_hf: Path | None = None,
+    out: Path,
+    weights: Literal["auto", "best", "last"] = "auto",
+    overwrite: bool = False,
+    as_json: bool = False,
+) -> dict:
+    """Convert a Hugging Face GPT-2 model into an lmforge run, or an lmforge run into one.
+
+    --from-hf reads a GPT2LMHeadModel directory (config.json, model.safetensors or
+    pytorch_model.bin, sharded or not) and its tokenizer (tokenizer.json, or vocab.json +
+    merges.txt); a directory without tokenizer files gives a run without a tokenizer, which
+    `generate`, `score` and `evaluate` refuse until converted again with one. --to-hf writes
+    config.json, model.safetensors and the tokenizer files that
+    `transformers.GPT2LMHeadModel.from_pretrained` and `AutoTokenizer.from_pretrained` load.
+    Only runs GPT-2 can express convert to it: learned positions, GELU MLP, LayerNorm, biases.
+
+    Args:
+        from_hf: a Hugging Face GPT-2 model directory to import.
+        to_hf: an lmforge run directory to export.
+        out: the directory to write (a run for --from-hf, a Hugging Face directory for --to-hf).
+        weights: with --to-hf, which weights: best (lowest validation loss), last, or auto.
+        overwrite: replace --out if it exists.
+
+    Examples:
+        lmforge convert --from-hf ~/models/gpt2 --out runs/gpt2
+        lmforge convert --to-hf runs/shakespeare --out hf/shakespeare
+    """
+    from lmforge.interop import convert_from_hf, convert_to_hf
+
+    if (from_hf is None) == (to_hf is None):
+        raise UserInputError("give exactly one of --from-hf HF_DIR (import) or --to-hf RUN (export)")
+    if from_hf is not None:
+        done = convert_from_hf(from_hf, out, overwrite=overwrite)
+    else:
+        done = convert_to_hf(to_hf, out, weights=weights, overwrite=overwrite)
+    result = {
+        "direction": "from-hf" if from_hf is not None else "to-hf",
+        "source": str(done.source),
+        "out": str(done.out),
+        "parameters": done.num_parameters,
+        "tokenizer": done.tokenizer,
+        "tokenizer_files": done.tokenizer_files,
+        "files": done.files,
+        "model": done.model,
+    }
+    if done.tokenizer is None:
+        print(
+            f"warning: {done.source} has no tokenizer"
+            + (
+                " files (tokenizer.json, or vocab.json + merges.txt): the run holds the model only, and "
+                "generate, score and evaluate refuse it until it is converted again with a tokenizer"
+                if from_hf is not None
+                else ": only the model was written"
+            ),
+            file=sys.stderr,
+        )
+    if as_json:
+        print(json.dumps(result))
+        return result
+    m = done.model
+    shape = f"{m['n_layer']} layers x {m['n_embd']} wide, context {m['block_size']}"
+    print(f"converted {done.source} -> {done.out}: GPT-2, {shape}, {done.num_parameters:,} parameters")
+    if done.tokenizer is not None:
+        print(
+            f"  tokenizer: {done.tokenizer}, {'from' if from_hf is not None else 'as'} {done.tokenizer_files}"
+        )
+    print(f"  files:     {' '.join(done.files)}")
+    if to_hf is not None:
+        print(f"  load with: transformers.GPT2LMHeadModel.from_pretrained({str(done.out)!r})")
+    return result

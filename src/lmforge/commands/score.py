@@ -1,0 +1,117 @@
+"""``lmforge score``: how likely a run's model finds a text: per-token probabilities, log p, perplexity."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Literal
+
+from lmforge.errors import UserInputError
+
+TOKEN_COLUMN = 24  # characters of a token shown in the table before it is cut with "…"
+
+
+def document_start_id(tokenizer) -> int | None:
+    """The token a document follows in training data (end-of-text; else bos): a text's first context."""
+    separator = tokenizer.document_separator_id
+    return separator if separator is not None else tokenizer.bos_id
+
+
+def show_token(tokenizer, token_id: int) -> str:
+    """One token as a person reads it: its decoded text, quoted, with newlines and tabs escaped."""
+    return json.dumps(tokenizer.decode([token_id]), ensure_ascii=False)
+
+
+def score(
+    *,
+    checkpoint: Path,
+    text: str,
+    stride: int = 1,
+    batch_size: int = 16,
+    weights: Literal["auto", "best", "last"] = "auto",
+    device: str = "auto",
+    as_json: bool = False,
+) -> dict:
+    """Log-probability of a text under a run's model, token by token, and its perplexity.
+
+    The first token is predicted from the end-of-text token (the start of a document), so
+    every token of the text is scored: log p(text) = sum of ln p(token | the tokens before it),
+    perplexity = exp(-log p / tokens). A text longer than the model's context is read in
+    windows that slide by --stride tokens; 1 (the default) gives every token as much context
+    as fits, a larger stride is faster.
+
+    Args:
+        checkpoint: a run directory written by `lmforge pretrain` or `lmforge convert`.
+        text: the text to score.
+        stride: for texts longer than the context: how far each window slides (1: the most context).
+        batch_size: windows per forward pass.
+        weights: best (lowest validation loss), last, or auto (best when it exists).
+        device: auto, cpu, cuda.
+
+    Examples:
+        lmforge score --checkpoint runs/shakespeare --text "ROMEO: Good morrow."
+        lmforge score --checkpoint runs/shakespeare --text "ROMEO:" --json
+    """
+    from lmforge.run import Run
+    from lmforge.train.scoring import score_tokens
+    from lmforge.train.trainer import resolve_device
+
+    if not text:
+        raise UserInputError("--text is empty; give the text to score")
+    run = Run.open(checkpoint)
+    tokenizer = run.load_tokenizer()
+    model = run.load_model(weights)
+    context = model.config.block_size
+    if not 1 <= stride <= context:
+        raise UserInputError(f"--stride must be between 1 and the model's context of {context}; got {stride}")
+    if batch_size < 1:
+        raise UserInputError(f"--batch-size must be at least 1; got {batch_size}")
+    ids = tokenizer.encode(text)
+    start = document_start_id(tokenizer)
+    if start is None:
+        print(
+            "warning: this tokenizer has no end-of-text or bos token, so the first token is context only "
+            "and is not scored",
+            file=sys.stderr,
+        )
+        if len(ids) < 2:
+            raise UserInputError(
+                "the text is one token and the tokenizer has no start token: nothing to score"
+            )
+    device = resolve_device(device)
+    scores = score_tokens(
+        model.to(device), ids, block_size=context, start_id=start, stride=stride, batch_size=batch_size
+    )
+    tokens = [
+        {"token": tokenizer.decode([i]), "id": i, "prob": p} for i, p in zip(scores.token_ids, scores.probs)
+    ]
+    result = {
+        "logprob": scores.logprob,
+        "logprob_bits": scores.logprob / math.log(2),
+        "perplexity": scores.perplexity,
+        "tokens": tokens,
+    }
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False))
+        return result
+    print(_table(tokenizer, scores))
+    after = f" after {show_token(tokenizer, start)}" if start is not None else ""
+    print(
+        f"{len(tokens):,} tokens{after}: log-prob {scores.logprob:.4f} nats ({result['logprob_bits']:.4f} bits), "
+        f"perplexity {scores.perplexity:.4f}"
+    )
+    if len(ids) + 1 > context:
+        print(f"(longer than the {context}-token context: read in windows sliding by {stride})")
+    return result
+
+
+def _table(tokenizer, scores) -> str:
+    shown = [show_token(tokenizer, i) for i in scores.token_ids]
+    shown = [s if len(s) <= TOKEN_COLUMN else s[: TOKEN_COLUMN - 1] + "…" for s in shown]
+    width = max([len("token"), *map(len, shown)])
+    lines = [f"{'#':>5}  {'token':<{width}}  {'id':>6}  {'prob':>8}  {'log-prob':>9}"]
+    for n, (token, token_id, logprob) in enumerate(zip(shown, scores.token_ids, scores.logprobs), 1):
+        lines.append(f"{n:>5}  {token:<{width}}  {token_id:>6}  {math.exp(logprob):>8.4f}  {logprob:>9.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,12 @@
+"""Hugging Face checkpoint import and export.
+
+    >>> convert_from_hf("gpt2/", "runs/gpt2")       # a save_pretrained GPT-2 -> an lmforge run
+    >>> convert_to_hf("runs/gpt2", "hf/gpt2")       # and back: GPT2LMHeadModel.from_pretrained loads it
+
+``gpt2.py`` maps names and config fields, ``hf_files.py`` and ``hf_tokenizer.py`` read and write
+Hugging Face's files, ``convert.py`` puts them together.
+"""
+
+from lmforge.interop.convert import Conversion, convert_from_hf, convert_to_hf
+
+__all__ = ["Conversion", "convert_from_hf", "convert_to_hf"]

@@ -1,0 +1,40 @@
+"""A small lmforge run directory written directly (no training), for the commands that read runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lmforge.models.gpt import GPT, GPTConfig
+from lmforge.run import Run
+from lmforge.tokenizers import train_tokenizer
+
+TEXT = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+    "First Citizen:\nYou are all resolved rather to die than to famish?\n"
+) * 5
+GPT2_SHAPE = {"pos_encoding": "learned", "mlp": "gelu", "norm": "layernorm", "bias": True}
+
+
+def make_run(
+    path: Path, kind: str = "char", vocab_size: int | None = None, seed: int = 0, **model: object
+) -> Run:
+    """A run at ``path`` with a ``kind`` tokenizer trained on TEXT and a GPT whose every weight is random.
+
+    All parameters, LayerNorm scales and biases included, get noise: a converter that dropped or
+    transposed one of them would change the logits, which an initialised-to-zero bias would hide.
+    """
+    tokenizer = train_tokenizer(kind, TEXT, vocab_size)
+    settings = {"block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 16, **GPT2_SHAPE, **model}
+    config = GPTConfig(vocab_size=tokenizer.vocab_size, **settings)
+    torch.manual_seed(seed)
+    net = GPT(config)
+    with torch.no_grad():
+        for param in net.parameters():
+            param.add_(torch.randn_like(param) * 0.1)
+    run = Run.create(path)
+    run.save_tokenizer(tokenizer)
+    run.write_config({"family": "gpt", "model": config.to_dict()})
+    run.save_weights(net)
+    return run
