@@ -50,7 +50,14 @@ def small_gpt(dropout: float = 0.0, seed: int = 0) -> GPT:
 def config(**overrides) -> TrainConfig:
     # fp32: these tests compare exact numbers; "auto" picks bf16 on CPUs that have it
     base = dict(
-        max_steps=20, batch_size=4, lr=3e-3, warmup_steps=2, eval_every=5, seed=1, device="cpu", precision="fp32"
+        max_steps=20,
+        batch_size=4,
+        lr=3e-3,
+        warmup_steps=2,
+        eval_every=5,
+        seed=1,
+        device="cpu",
+        precision="fp32",
     )
     base.update(overrides)
     return TrainConfig(**base)

@@ -1,0 +1,159 @@
+"""The step interface: how any causal model family plugs into greedy, sampling and beam search.
+
+    model = as_step_model(gpt)                                  # GPT + a preallocated KV cache
+    logits, state = model.start(prompt_ids, attention_mask, max_new_tokens=20, copies=4)
+    # logits (B * 4, V): the next-token scores after each prompt, every prompt row repeated 4 times
+    logits, state = model.step(next_ids, state)                 # next_ids (B * 4,) -> logits (B * 4, V)
+    state = model.reorder(state, beam_index)                    # row i continues old row beam_index[i]
+
+A strategy sees only this protocol, so a family plugs in by implementing three methods:
+- ``start`` reads the left-padded prompts (``attention_mask`` 1 for real tokens, None when no row
+  is padded) and returns float32 logits for the token after each prompt and an opaque state,
+  with each row repeated ``copies`` times (samples or beams share one prompt computation);
+- ``step`` feeds one token per row and returns the logits after it;
+- ``reorder`` keeps rows ``index`` (beam search), in place where it can.
+The state is whatever the family needs: GPT's keys and values (``GPTStepModel`` below), an RNN's
+hidden state (reorder = index_select on the batch dimension), an n-gram model's last n - 1 tokens.
+``max_new_tokens`` lets a family preallocate; a family with a finite context says so in
+``block_size`` (None: unbounded) and handles running past it itself.
+
+GPT past its context: learned positions stop at ``block_size``, so when the cache is full the
+state drops the oldest half and recomputes the keys and values of the newest ``block_size // 2``
+tokens (llama.cpp's "context shift"); positions restart at 0, as cropping the context does. It
+costs one prompt-sized forward pass every ``block_size // 2`` tokens and never happens when
+prompt + max_new_tokens fits. The rows of a batch shift together, when the padded width fills the
+context, so past the context a short row of a batch may differ from its run alone (within it,
+they agree). Left-padded rows get positions cumsum(mask) - 1, so every row sees the positions it
+would see alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from lmforge.generate.cache import KVCache
+
+
+@runtime_checkable
+class StepModel(Protocol):
+    block_size: int | None
+
+    def start(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        *,
+        max_new_tokens: int,
+        copies: int = 1,
+    ) -> tuple[torch.Tensor, Any]: ...
+
+    def step(self, next_ids: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]: ...
+
+    def reorder(self, state: Any, index: torch.Tensor) -> Any: ...
+
+
+@dataclass
+class GPTState:
+    cache: KVCache  # keys and values of the last ``cache.length`` of the ``fed`` tokens
+    tokens: torch.Tensor  # (N, P + max_new) every token fed so far, to recompute after a context shift
+    mask: torch.Tensor | None  # (N, P + max_new) 1 real, 0 padding; None when no row is padded
+    positions: torch.Tensor | None  # (N,) position of each row's next token (padded batches only)
+    fed: int  # columns of ``tokens`` fed to the model
+
+
+class GPTStepModel:
+    """GPT (models/gpt.py) decoding through a preallocated KV cache."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.block_size: int | None = model.config.block_size
+
+    def start(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        *,
+        max_new_tokens: int,
+        copies: int = 1,
+    ) -> tuple[torch.Tensor, GPTState]:
+        B, P = input_ids.shape
+        config, device = self.model.config, input_ids.device
+        if attention_mask is not None and bool(attention_mask.all()):
+            attention_mask = None  # no padding: the plain causal path is faster
+        total = P + max_new_tokens
+        cache = KVCache(
+            config.n_layer,
+            B * copies,
+            config.n_head,
+            min(total, config.block_size),
+            config.n_embd // config.n_head,
+            dtype=self.model.wte.weight.dtype,
+            device=device,
+        )
+        tokens = torch.zeros(B, total, dtype=torch.long, device=device)
+        tokens[:, :P] = input_ids
+        mask = None
+        if attention_mask is not None:
+            mask = torch.ones(B, total, dtype=torch.long, device=device)
+            mask[:, :P] = attention_mask
+        state = GPTState(cache, tokens, mask, None, fed=P)
+        logits = self._prefill(state, window=min(P, config.block_size))
+        if copies > 1:
+            state = self.reorder(state, torch.arange(B, device=device).repeat_interleave(copies))
+            logits = logits.repeat_interleave(copies, dim=0)
+        return logits, state
+
+    def step(self, next_ids: torch.Tensor, state: GPTState) -> tuple[torch.Tensor, GPTState]:
+        state.tokens[:, state.fed] = next_ids
+        state.fed += 1
+        cache = state.cache
+        if cache.length == cache.max_length:  # context full: shift (see the module docstring)
+            return self._prefill(state, window=max(1, cache.max_length // 2)), state
+        mask = None
+        position_ids = None
+        if state.mask is not None:
+            mask = state.mask[:, state.fed - cache.length - 1 : state.fed]  # (N, S): the cached window + 1
+            position_ids = state.positions[:, None]  # (N, 1)
+        out = self.model(next_ids[:, None], attention_mask=mask, position_ids=position_ids, kv_cache=cache)
+        if state.positions is not None:
+            state.positions += 1
+        return out.logits[:, -1].float(), state
+
+    def reorder(self, state: GPTState, index: torch.Tensor) -> GPTState:
+        state.cache.reorder(index)
+        state.tokens = state.tokens.index_select(0, index)
+        if state.mask is not None:
+            state.mask = state.mask.index_select(0, index)
+            state.positions = state.positions.index_select(0, index)
+        return state
+
+    def _prefill(self, state: GPTState, window: int) -> torch.Tensor:
+        """Recompute the cache from the last ``window`` fed tokens; the logits after them (N, V)."""
+        start = state.fed - window
+        ids = state.tokens[:, start : state.fed]  # (N, window)
+        state.cache.reset()
+        mask = position_ids = None
+        if state.mask is not None:
+            mask = state.mask[:, start : state.fed]
+            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: each row counts from 0
+            state.positions = mask.sum(-1)
+        out = self.model(
+            ids, attention_mask=mask, position_ids=position_ids, kv_cache=state.cache, last_logits_only=True
+        )
+        return out.logits[:, -1].float()
+
+
+def as_step_model(model: nn.Module | StepModel) -> StepModel:
+    """The step interface for a model: itself when it has one, a GPT wrapped with a KV cache."""
+    if isinstance(model, StepModel):
+        return model
+    if getattr(model, "family", None) == "gpt":
+        return GPTStepModel(model)
+    raise TypeError(
+        f"{type(model).__name__} has no decoding step interface; implement "
+        "lmforge.generate.step.StepModel (start, step, reorder) for its family"
+    )
