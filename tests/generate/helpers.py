@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 
+from lmforge.cli import main
 from lmforge.models.gpt import GPT, GPTConfig
+from lmforge.run import Run
 
 VARIANTS = [
     {"pos_encoding": "learned"},
@@ -28,7 +35,7 @@ def tiny_gpt(seed: int = 0, std: float | None = None, **overrides) -> GPT:
 
 
 def hf_gpt2_twin(seed: int, eos_id: int, vocab_size: int = 61, block_size: int = 48):
-    """(transformers GPT2LMHeadModel with random weights, lmforge GPT with the same weights)."""
+    """(transformers GPT2LMHeadModel with random weights, the lmforge GPT `convert --from-hf` makes of it)."""
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(seed)
     hf_config = transformers.GPT2Config(
@@ -46,15 +53,14 @@ def hf_gpt2_twin(seed: int, eos_id: int, vocab_size: int = 61, block_size: int =
         initializer_range=0.3,  # peaked next-token distributions: no near-ties for float noise to flip
     )
     hf = transformers.GPT2LMHeadModel(hf_config).eval()
-    ours = GPT(GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=2, n_head=4, n_embd=32)).eval()
-    state = {}
-    for name, tensor in hf.state_dict().items():
-        name = name.removeprefix("transformer.")
-        # HF GPT-2 stores these as Conv1D (in, out); nn.Linear wants (out, in)
-        state[name] = (
-            tensor.t() if name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")) else tensor
-        )
-    ours.load_state_dict(state)
+    # The path a user takes: save_pretrained, then `lmforge convert --from-hf` into a run directory.
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.save_pretrained(Path(tmp) / "hf")
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            code = main(["convert", "--from-hf", str(Path(tmp) / "hf"), "--out", str(Path(tmp) / "run")])
+        assert code == 0
+        ours = Run.open(Path(tmp) / "run").load_model()
+    assert ours.config.block_size == block_size and ours.config.vocab_size == vocab_size
     return hf, ours
 
 
