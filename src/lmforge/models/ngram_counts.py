@@ -112,6 +112,44 @@ def unique_inverse(keys: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray
     return ordered[new], inverse
 
 
+def as_stream(data, eos_id: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(flat int64 ids, document-start marks or None) from an id array or a list of documents;
+    each document of a list is followed by ``eos_id`` when it is set."""
+    if isinstance(data, np.ndarray) or not len(data) or np.isscalar(data[0]):
+        documents, flat = [np.asarray(data)], True
+    else:
+        documents, flat = [np.asarray(doc) for doc in data], False
+    for doc in documents:
+        if doc.ndim != 1 or (doc.size and doc.dtype.kind not in "iu"):
+            raise DataError(
+                f"token data must be 1-D arrays of integer ids; got {doc.dtype} of shape {doc.shape}"
+            )
+    if flat:
+        return documents[0].astype(np.int64), None
+    if eos_id is not None:
+        documents = [np.append(doc, eos_id) for doc in documents]
+    documents = [doc.astype(np.int64) for doc in documents if len(doc)]
+    if not documents:
+        return np.zeros(0, dtype=np.int64), None
+    starts = np.zeros(sum(len(doc) for doc in documents), dtype=bool)
+    starts[np.cumsum([0] + [len(doc) for doc in documents[:-1]])] = True
+    return np.concatenate(documents), starts
+
+
+def check_ids(ids: np.ndarray, vocab_size: int, error: type[Exception], what: str) -> None:
+    """Raise ``error`` naming the first id outside [0, vocab_size), with its position."""
+    if ids.size == 0:
+        return
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        where = int(np.flatnonzero(ids.reshape(-1) == bad)[0])
+        raise error(
+            f"{what}: token id {bad} (position {where}) is outside the model's {vocab_size}-id vocabulary; "
+            "the ids come from another tokenizer than the model's"
+        )
+
+
 def document_starts(tokens: np.ndarray, eos_id: int | None, starts: np.ndarray | None = None) -> np.ndarray:
     """For each position, the index where its document begins (after the last end-of-text before it).
 
@@ -126,16 +164,22 @@ def document_starts(tokens: np.ndarray, eos_id: int | None, starts: np.ndarray |
     return np.maximum.accumulate(np.where(begins, np.arange(n), 0))
 
 
-def far_tokens(tokens: np.ndarray, doc_start: np.ndarray, distance: int, pad_id: int) -> np.ndarray:
-    """The token ``distance`` positions before each position, or the pad id before its document."""
-    source = np.arange(len(tokens)) - distance
-    return np.where(source >= doc_start, tokens[np.maximum(source, 0)], pad_id)
+def far_tokens(
+    tokens: np.ndarray, doc_start: np.ndarray, distance: int, pad_id: int, positions: np.ndarray | None = None
+) -> np.ndarray:
+    """The token ``distance`` before each of ``positions`` (default all), or the pad id before its document."""
+    positions = np.arange(len(tokens)) if positions is None else positions
+    source = positions - distance
+    return np.where(source >= doc_start[positions], tokens[np.maximum(source, 0)], pad_id)
 
 
-def context_matrix(tokens: np.ndarray, doc_start: np.ndarray, order: int, pad_id: int) -> np.ndarray:
-    """(N, order - 1): the padded context of every position, oldest token first."""
-    columns = [far_tokens(tokens, doc_start, d, pad_id) for d in range(order - 1, 0, -1)]
-    return np.stack(columns, axis=1) if columns else np.zeros((len(tokens), 0), dtype=np.int64)
+def context_matrix(
+    tokens: np.ndarray, doc_start: np.ndarray, order: int, pad_id: int, positions: np.ndarray | None = None
+) -> np.ndarray:
+    """(len(positions), order - 1): the padded context of each position, oldest token first."""
+    positions = np.arange(len(tokens)) if positions is None else positions
+    columns = [far_tokens(tokens, doc_start, d, pad_id, positions) for d in range(order - 1, 0, -1)]
+    return np.stack(columns, axis=1) if columns else np.zeros((len(positions), 0), dtype=np.int64)
 
 
 def count(tokens: np.ndarray, doc_start: np.ndarray, order: int, vocab_size: int) -> NGramCounts:
