@@ -2,7 +2,7 @@
 
     RUN/
       config.json          model family + hyper-parameters, training settings, data and tokenizer identity
-      model.safetensors    weights at the last checkpoint
+      model.safetensors    weights at the last checkpoint (ngram.safetensors: an n-gram model's counts)
       best/model.safetensors  weights with the best validation loss so far
       train_state.pt       optimizer, step, RNG and data position of model.safetensors (exact resume;
                            loads with torch.load(weights_only=True))
@@ -31,6 +31,7 @@ from lmforge.fileio import atomic_write_bytes, atomic_write_json
 from lmforge.models.registry import build_model
 
 FORMAT_VERSION = 1
+NGRAM_FILE = "ngram.safetensors"
 
 
 def directory_fingerprint(directory: str | Path) -> str:
@@ -185,9 +186,20 @@ class Run:
             )
         model.load_state_dict(tensors, strict=False)
 
+    def save_ngram(self, lm) -> None:
+        """An n-gram model's counts (``models/ngram.py``) in place of neural weights."""
+        lm.save(self.path, NGRAM_FILE)
+
     def load_model(self, which: Literal["last", "best", "auto"] = "auto") -> nn.Module:
-        """The model with its weights; ``auto`` picks the best-validation weights when present."""
+        """The model with its weights; ``auto`` picks the best-validation weights when present.
+
+        An n-gram run gives its ``NGramLM`` (counts, not an nn.Module; ``which`` does not apply).
+        """
         config = self.read_config()
+        if config["family"] == "ngram":
+            from lmforge.models.ngram import NGramLM
+
+            return NGramLM.load(self.path, NGRAM_FILE)
         if which == "auto":
             which = "best" if self.weights_path("best").exists() else "last"
         model = build_model(config["family"], config["model"])

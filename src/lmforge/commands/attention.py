@@ -64,6 +64,11 @@ def attention(
     run = Run.open(checkpoint)
     tokenizer = run.load_tokenizer()
     model = run.load_model(weights)
+    if model.family != "gpt":
+        raise UserInputError(
+            f"{checkpoint} holds a {model.family} model, which has no attention; attention maps need a "
+            "Transformer (gpt) run"
+        )
     ids = tokenizer.encode(text)
     start = document_start_id(tokenizer)
     ids = ([start] if start is not None else []) + ids

@@ -58,6 +58,8 @@ def evaluate(
     Perplexity = exp(mean cross-entropy per token). Windows do not overlap by default, so a
     token early in a window sees little context; --stride S slides windows by S tokens and
     scores only the last S of each, giving every token nearly a full context (slower).
+    Recurrent and window models read inputs of any length: each window starts from a zero
+    state, and --block-size may exceed their training window.
 
     Args:
         checkpoint: a run directory written by `lmforge pretrain`.
@@ -65,7 +67,7 @@ def evaluate(
             .jsonl, builtin:NAME) tokenized with the run's tokenizer.
         split: which split of a prepared dataset: val or train.
         stride: slide windows by this many tokens (default: block size, no overlap).
-        block_size: window length (default and maximum: the model's context).
+        block_size: window length (default: the model's block size; for gpt also the maximum).
         batch_size: windows per forward pass.
         weights: best (lowest validation loss), last, or auto (best when it exists).
         text_field: the field holding the text in .jsonl sources.
@@ -75,17 +77,28 @@ def evaluate(
         lmforge evaluate --checkpoint runs/shakespeare --data data/shakespeare-char
         lmforge evaluate --checkpoint runs/shakespeare --data notes.txt --stride 32 --json
     """
+    import numpy as np
+
     from lmforge.data.batching import sequential_windows
+    from lmforge.models.registry import context_limit
     from lmforge.run import Run
-    from lmforge.train.evaluation import mean_loss, perplexity
+    from lmforge.train.evaluation import mean_loss
     from lmforge.train.trainer import resolve_device
 
     run = Run.open(checkpoint)
     model = run.load_model(weights)
     tokenizer = run.load_tokenizer()
-    context = model.config.block_size
-    block_size = block_size or context
-    if block_size > context:
+    if model.family == "ngram":  # counts, not a network: score the whole stream at once
+        tokens, described = _token_stream(data, run, tokenizer, split, text_field)
+        if len(tokens) < 2:
+            raise DataError(
+                f"{described} holds {len(tokens)} tokens; at least 2 are needed to score a prediction"
+            )
+        logprobs = model.logprobs(np.asarray(tokens))[1:]  # the tokens a windowed model scores
+        return _report(float(-logprobs.mean()), len(logprobs), described, as_json)
+    context = context_limit(model)
+    block_size = block_size or model.config.block_size
+    if context is not None and block_size > context:
         raise UserInputError(
             f"--block-size {block_size} is larger than the model's context of {context} tokens"
         )
@@ -101,6 +114,12 @@ def evaluate(
     model.to(device)
     windows = sequential_windows(tokens, block_size, batch_size=batch_size, stride=stride)
     loss, count = mean_loss(model, windows, device)
+    return _report(loss, count, described, as_json)
+
+
+def _report(loss: float, count: int, described: str, as_json: bool) -> dict:
+    from lmforge.train.evaluation import perplexity
+
     result = {"loss": loss, "perplexity": perplexity(loss), "tokens": count}
     if as_json:
         print(json.dumps(result))

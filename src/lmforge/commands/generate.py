@@ -43,9 +43,10 @@ def generate(
     """Continue a prompt (or every line of a file) with a run's model.
 
     An empty prompt starts from the end-of-text token, i.e. from the start of a document. A prompt
-    longer than the model's context keeps only its last tokens (with a warning). Generation may run
+    longer than a GPT's context keeps only its last tokens (with a warning). Generation may run
     past the context: when it is full, the model keeps its newest half and goes on (the rows of a
-    batch shift together). A continuation ends at end-of-text, at a --stop string (cut before it) or
+    batch shift together). Recurrent and window models have no context limit: they read the
+    whole prompt and continue from their hidden state (or last n tokens). A continuation ends at end-of-text, at a --stop string (cut before it) or
     after --max-new-tokens.
 
     Args:
@@ -92,6 +93,7 @@ def generate(
     from lmforge.generate import generate as run_generation
     from lmforge.generate.packing import pack_linear_layers
     from lmforge.generate.streaming import TextStream
+    from lmforge.models.registry import context_limit
     from lmforge.run import Run
     from lmforge.train.trainer import resolve_device
 
@@ -125,11 +127,14 @@ def generate(
     model = run.load_model(weights)
     tokenizer = run.load_tokenizer()
     device = resolve_device(device)
-    model.to(device=device, dtype=torch.bfloat16 if dtype == "bf16" else torch.float32)
-    rows = (num_beams if strategy == "beam" else num_samples) * (batch_size if prompt_file else 1)
-    pack_linear_layers(model, rows_hint=rows)  # on a CPU oneDNN reads the weights 2-3x faster than MKL
+    if isinstance(model, torch.nn.Module):
+        model.to(device=device, dtype=torch.bfloat16 if dtype == "bf16" else torch.float32)
+        rows = (num_beams if strategy == "beam" else num_samples) * (batch_size if prompt_file else 1)
+        pack_linear_layers(model, rows_hint=rows)  # on a CPU oneDNN reads the weights 2-3x faster than MKL
+    else:
+        device = torch.device("cpu")  # an n-gram model: counts in numpy
     config = dataclasses.replace(config, eos_id=tokenizer.document_separator_id)
-    prompts = [_encode_prompt(text, tokenizer, model.config.block_size) for text in texts]
+    prompts = [_encode_prompt(text, tokenizer, context_limit(model)) for text in texts]
     generator = torch.Generator(device=device).manual_seed(seed)
 
     printer = TextStream(tokenizer, config.stop, config.eos_id) if stream else None
@@ -200,7 +205,7 @@ def _read_prompts(path: Path) -> list[str]:
     return lines
 
 
-def _encode_prompt(text: str, tokenizer, context: int) -> list[int]:
+def _encode_prompt(text: str, tokenizer, context: int | None) -> list[int]:
     ids = tokenizer.encode(text) if text else []
     if not ids:
         start = tokenizer.document_separator_id
@@ -208,7 +213,7 @@ def _encode_prompt(text: str, tokenizer, context: int) -> list[int]:
         if start is None:
             raise UserInputError("this tokenizer has no end-of-text or beginning token; give a --prompt")
         ids = [start]
-    if len(ids) > context:
+    if context is not None and len(ids) > context:
         print(
             f"warning: the prompt has {len(ids)} tokens; keeping its last {context} (the model's context)",
             file=sys.stderr,

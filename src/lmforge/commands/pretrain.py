@@ -1,4 +1,12 @@
-"""``lmforge pretrain``: train a language model from scratch on a prepared dataset."""
+"""``lmforge pretrain``: train a language model from scratch on a prepared dataset.
+
+    lmforge pretrain --data data/shakespeare-char --out runs/gpt --max-time 60                 # gpt-nano
+    lmforge pretrain --data data/shakespeare-char --out runs/lstm --model lstm --max-time 60   # an LSTM
+
+Every family trains through the same trainer. GPT and the window model read random windows
+(``data/batching.py``); recurrent models (rnn, lstm, gru) read consecutive windows of parallel
+streams and carry their hidden state from one to the next (``data/streams.py``, truncated BPTT).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +28,11 @@ SHAPE_FLAGS = (
     "mlp",
     "bias",
     "mlp_hidden",
+    "hidden_size",
+    "context",
+    "direct",
+    "activation",
+    "tie_embeddings",
 )
 
 
@@ -38,6 +51,15 @@ def pretrain(
     pos_encoding: Literal["learned", "sinusoidal", "rope"] | None = None,
     norm: Literal["layernorm", "rmsnorm"] | None = None,
     mlp: Literal["gelu", "gelu_exact", "swiglu"] | None = None,
+    hidden_size: int | None = None,
+    context: int | None = None,
+    direct: bool | None = None,
+    activation: Literal["tanh", "relu", "sigmoid"] | None = None,
+    tie_embeddings: bool | None = None,
+    order: int = 3,
+    smoothing: Literal["mle", "add-k", "kn", "modified-kn", "stupid-backoff"] = "modified-kn",
+    add_k: float = 1.0,
+    discount: float | None = None,
     max_steps: int | None = None,
     max_time: float | None = None,
     batch_size: int = 12,
@@ -71,18 +93,39 @@ def pretrain(
     Args:
         data: a directory written by `lmforge prepare` (needs meta.json, train.bin, val.bin).
         out: the run directory to create.
-        model: a preset: gpt-nano, gpt-mini, gpt2, gpt2-medium, gpt2-large, gpt2-xl.
-        n_layer: override the preset's number of Transformer blocks.
-        n_head: override the number of attention heads.
-        n_embd: override the model width.
-        block_size: override the context length in tokens.
-        mlp_hidden: override the MLP hidden width (default 4 x n_embd).
-        dropout: override the dropout probability.
-        bias: biases in linear layers and norms.
-        pos_encoding: position encoding: learned (GPT-2), sinusoidal (Vaswani et al.), rope (rotary).
-        norm: layernorm or rmsnorm.
-        mlp: gelu (GPT-2's tanh approximation), gelu_exact (the erf form of BERT and nanoGPT)
+        model: a preset. Transformers (family gpt): gpt-nano, gpt-mini, gpt2, gpt2-medium,
+            gpt2-large, gpt2-xl. Classic models, one preset per family: window (fixed-window
+            neural LM, Bengio et al. 2003), rnn (Elman RNN), lstm, gru, and ngram (counted, not
+            trained; takes --order, --smoothing, --add-k, --discount). Each flag below names the
+            families it applies to; a flag for another family is refused.
+        n_layer: [gpt, rnn, lstm, gru] Transformer blocks, or stacked recurrent layers.
+        n_head: [gpt] attention heads.
+        n_embd: [all] width of the token embeddings (gpt: the model width).
+        block_size: [all] gpt: the context, the longest input it reads. window, rnn, lstm, gru:
+            the training window (for recurrent models, how far back truncated backpropagation
+            through time reaches); they read inputs of any length.
+        mlp_hidden: [gpt] MLP hidden width (default 4 x n_embd).
+        dropout: [all] dropout probability.
+        bias: [gpt] biases in linear layers and norms.
+        pos_encoding: [gpt] position encoding: learned (GPT-2), sinusoidal (Vaswani et al.), rope
+            (rotary).
+        norm: [gpt] layernorm or rmsnorm.
+        mlp: [gpt] gelu (GPT-2's tanh approximation), gelu_exact (the erf form of BERT and nanoGPT)
             or swiglu (Llama).
+        hidden_size: [window, rnn, lstm, gru] tanh units of the window model; width of the
+            recurrent state.
+        context: [window] how many previous tokens each prediction sees (n).
+        direct: [window] direct connections from the embeddings to the output (Bengio et al.).
+        activation: [rnn] sigma of the Elman network: tanh, relu or sigmoid (sigmoid runs the
+            Python loop, the others nn.RNN).
+        tie_embeddings: [gpt, rnn, lstm, gru] share the output layer with the token embedding
+            (recurrent models: needs n_embd == hidden_size; the default ties exactly then).
+        order: [ngram] n, the tokens an n-gram spans (3: a trigram model).
+        smoothing: [ngram] mle (plain counts: unseen n-grams get 0), add-k (Laplace with k=1),
+            kn (interpolated Kneser-Ney), modified-kn (three discounts, Chen & Goodman) or
+            stupid-backoff (fast scores that are not probabilities).
+        add_k: [ngram] k of add-k smoothing.
+        discount: [ngram] the Kneser-Ney discount D (default: estimated from the counts).
         max_steps: stop after this many optimizer steps.
         max_time: stop after this many seconds of training; the learning-rate schedule is laid
             over this budget. With both, whichever ends first.
@@ -113,11 +156,37 @@ def pretrain(
         lmforge prepare --data ../shared/data/tinyshakespeare.txt --tokenizer char --out data/shakespeare-char
         lmforge pretrain --data data/shakespeare-char --out runs/shakespeare --max-time 60
         lmforge pretrain --resume runs/shakespeare --max-time 120
+        lmforge pretrain --data data/shakespeare-char --out runs/lstm --model lstm --n-layer 2 --max-time 60
+        lmforge pretrain --data data/shakespeare-char --out runs/window --model window --context 12 --max-time 60
     """
+    if model == "ngram":  # counted, not trained: none of the trainer's flags apply
+        from lmforge.commands.pretrain_ngram import pretrain_ngram
+
+        if resume is not None or data is None or out is None:
+            raise UserInputError("an n-gram model is counted in one pass: give --data DIR and --out RUN")
+        shape = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, dropout=dropout)
+        shape.update(hidden_size=hidden_size, context=context, mlp=mlp, pos_encoding=pos_encoding)
+        neural = [name for name, value in shape.items() if value is not None]
+        if neural:
+            raise UserInputError(
+                f"{_flags(neural)} does not apply to --model ngram; its flags are --order, "
+                "--smoothing, --add-k, --discount"
+            )
+        return pretrain_ngram(
+            data=data,
+            out=out,
+            order=order,
+            smoothing=smoothing,
+            add_k=add_k,
+            discount=discount,
+            overwrite=overwrite,
+            as_json=as_json,
+        )
     import torch
 
     from lmforge.data.batching import WindowSampler, random_windows
     from lmforge.data.shards import load_prepared
+    from lmforge.data.streams import StreamSampler
     from lmforge.models.registry import build_model, preset_config
     from lmforge.run import Run, directory_fingerprint
     from lmforge.train.evaluation import mean_loss, perplexity
@@ -135,6 +204,11 @@ def pretrain(
         "pos_encoding": pos_encoding,
         "norm": norm,
         "mlp": mlp,
+        "hidden_size": hidden_size,
+        "context": context,
+        "direct": direct,
+        "activation": activation,
+        "tie_embeddings": tie_embeddings,
     }
     if resume is not None:
         run = Run.open(resume)
@@ -171,23 +245,31 @@ def pretrain(
             f"{data} was tokenized with a different tokenizer than the run {resume}; use the run's data"
         )
     if resume is None:
+        _check_flags(model, overrides)
         try:
             family, model_config = preset_config(model, **overrides)
         except ValueError as error:
             raise UserInputError(str(error)) from None
         model_config["vocab_size"] = tokenizer.vocab_size
+    torch.manual_seed(seed)  # the initial weights, so the same --seed gives the same run
     try:
         net = build_model(family, model_config)
     except (ValueError, TypeError) as error:
         raise UserInputError(f"bad model settings: {error}") from None
-    context = net.config.block_size
+    window = net.config.block_size
     train_tokens, val_tokens = dataset.split("train"), dataset.split("val")
     for name, tokens in (("train", train_tokens), ("val", val_tokens)):
-        if len(tokens) <= context:
+        if len(tokens) <= window:
             raise UserInputError(
                 f"the {name} split of {data} holds {len(tokens)} tokens, fewer than one window of "
-                f"block_size={context} + 1; lower --block-size or prepare more text"
+                f"block_size={window} + 1; lower --block-size or prepare more text"
             )
+    # recurrent models carry their hidden state from one window of a stream to the next
+    stateful = getattr(net, "carries_state", False)
+    if stateful:
+        train_batches = StreamSampler(train_tokens, batch_size, window)
+    else:
+        train_batches = WindowSampler(train_tokens, batch_size, window, seed=seed)
     try:
         train_config = TrainConfig(
             max_steps=max_steps,
@@ -231,7 +313,7 @@ def pretrain(
 
     # the same validation windows at every evaluation, so the curve compares like with like
     eval_generator = torch.Generator().manual_seed(seed + 1)
-    eval_set = [random_windows(val_tokens, batch_size, context, eval_generator) for _ in range(eval_batches)]
+    eval_set = [random_windows(val_tokens, batch_size, window, eval_generator) for _ in range(eval_batches)]
     eval_set = [{"input_ids": x, "labels": y} for x, y in eval_set]
     metrics = MetricsLog(
         run.metrics_path, resume_step=None if resume is None else run.load_train_state()["step"]
@@ -240,6 +322,8 @@ def pretrain(
     def save(tag: str, model, state: dict | None) -> None:
         run.save_weights(model, "best" if tag == "best" else "last")
         if state is not None:
+            if stateful and model.carried_state is not None:  # where each stream's window ended
+                state = {**state, "carried_state": [s.cpu() for s in model.carried_state]}
             run.save_train_state(state)
 
     def redraw() -> None:
@@ -252,7 +336,7 @@ def pretrain(
     trainer = Trainer(
         net,
         train_config,
-        WindowSampler(train_tokens, batch_size, context, seed=seed),
+        train_batches,
         evaluate=lambda m: mean_loss(m, eval_set)[0],
         save=save,
         log=metrics.write,
@@ -261,12 +345,15 @@ def pretrain(
     )
     if resume is not None:
         run.load_weights(net, "last")
-        trainer.load_state_dict(run.load_train_state())
+        train_state = run.load_train_state()
+        trainer.load_state_dict(train_state)
+        if stateful and "carried_state" in train_state:
+            net.carried_state = tuple(s.to(trainer.device) for s in train_state["carried_state"])
     total, without_embeddings = net.num_parameters(), net.num_parameters(exclude_embeddings=True)
     if not as_json:
         print(
-            f"model: {model if resume is None else family} {net.config.n_layer} layers x {net.config.n_embd} wide, "
-            f"context {context}: {total:,} parameters ({without_embeddings:,} without embeddings)"
+            f"model: {model if resume is None else family} {describe_model(family, net.config)}: "
+            f"{total:,} parameters ({without_embeddings:,} without embeddings)"
         )
         budget = " and ".join(
             filter(None, [max_steps and f"{max_steps} steps", max_time and f"{max_time:g} s"])
@@ -314,3 +401,43 @@ def pretrain(
             )
         print(f"run directory: {run.path}   curves: {run.plot_path}")
     return summary
+
+
+def describe_model(family: str, config) -> str:
+    """The shape of a model in a few words, for the summary line."""
+    if family == "gpt":
+        return f"{config.n_layer} layers x {config.n_embd} wide, context {config.block_size}"
+    if family == "window":
+        direct = " + direct connections" if config.direct else ""
+        return (
+            f"(the previous {config.context} tokens x {config.n_embd}-dim embeddings -> "
+            f"{config.hidden_size} tanh units{direct}; trained on windows of {config.block_size})"
+        )
+    kind = f"Elman RNN, {config.activation}" if family == "rnn" else family.upper()  # LSTM, GRU
+    layers = f"{config.n_layer} layer{'s' if config.n_layer > 1 else ''}"
+    tied = ", tied" if config.tie_embeddings else ""
+    return (
+        f"({kind}, {layers} x {config.hidden_size}, {config.n_embd}-dim embeddings{tied}; "
+        f"truncated BPTT over windows of {config.block_size})"
+    )
+
+
+def _check_flags(preset: str, overrides: dict) -> None:
+    """Refuse a flag that the preset's family has no setting for, naming the flags it does take."""
+    from lmforge.models.registry import PRESETS, config_fields
+
+    if preset not in PRESETS:
+        return  # preset_config names the presets
+    family = PRESETS[preset][0]
+    known = config_fields(family)
+    wrong = [key for key, value in overrides.items() if value is not None and key not in known]
+    if wrong:
+        takes = [key for key in overrides if key in known]
+        raise UserInputError(
+            f"{_flags(wrong)} does not apply to --model {preset} (family {family}); "
+            f"its model flags are {_flags(takes)}"
+        )
+
+
+def _flags(names: list[str]) -> str:
+    return ", ".join("--" + name.replace("_", "-") for name in names)

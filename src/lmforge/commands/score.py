@@ -38,9 +38,9 @@ def score(
 
     The first token is predicted from the end-of-text token (the start of a document), so
     every token of the text is scored: log p(text) = sum of ln p(token | the tokens before it),
-    perplexity = exp(-log p / tokens). A text longer than the model's context is read in
+    perplexity = exp(-log p / tokens). A text longer than a GPT's context is read in
     windows that slide by --stride tokens; 1 (the default) gives every token as much context
-    as fits, a larger stride is faster.
+    as fits, a larger stride is faster. Recurrent and window models read the whole text at once.
 
     Args:
         checkpoint: a run directory written by `lmforge pretrain` or `lmforge convert`.
@@ -54,8 +54,9 @@ def score(
         lmforge score --checkpoint runs/shakespeare --text "ROMEO: Good morrow."
         lmforge score --checkpoint runs/shakespeare --text "ROMEO:" --json
     """
+    from lmforge.models.registry import context_limit
     from lmforge.run import Run
-    from lmforge.train.scoring import score_tokens
+    from lmforge.train.scoring import TokenScores, score_tokens
     from lmforge.train.trainer import resolve_device
 
     if not text:
@@ -63,9 +64,10 @@ def score(
     run = Run.open(checkpoint)
     tokenizer = run.load_tokenizer()
     model = run.load_model(weights)
-    context = model.config.block_size
-    if not 1 <= stride <= context:
-        raise UserInputError(f"--stride must be between 1 and the model's context of {context}; got {stride}")
+    context = context_limit(model)  # None: the model reads any length (recurrent, window)
+    if stride < 1 or (context is not None and stride > context):
+        limit = f"between 1 and the model's context of {context}" if context is not None else "at least 1"
+        raise UserInputError(f"--stride must be {limit}; got {stride}")
     if batch_size < 1:
         raise UserInputError(f"--batch-size must be at least 1; got {batch_size}")
     ids = tokenizer.encode(text)
@@ -80,10 +82,19 @@ def score(
             raise UserInputError(
                 "the text is one token and the tokenizer has no start token: nothing to score"
             )
-    device = resolve_device(device)
-    scores = score_tokens(
-        model.to(device), ids, block_size=context, start_id=start, stride=stride, batch_size=batch_size
-    )
+    if model.family == "ngram":  # counts: a document's first tokens see padded contexts, as after end-of-text
+        scores = TokenScores(list(ids), [float(value) for value in model.logprobs(ids)])
+    else:
+        device = resolve_device(device)
+        window = context if context is not None else len(ids) + 1  # no limit: the whole text at once
+        scores = score_tokens(
+            model.to(device),
+            ids,
+            block_size=window,
+            start_id=start,
+            stride=min(stride, window),
+            batch_size=batch_size,
+        )
     tokens = [
         {"token": tokenizer.decode([i]), "id": i, "prob": p} for i, p in zip(scores.token_ids, scores.probs)
     ]
@@ -102,7 +113,7 @@ def score(
         f"{len(tokens):,} tokens{after}: log-prob {scores.logprob:.4f} nats ({result['logprob_bits']:.4f} bits), "
         f"perplexity {scores.perplexity:.4f}"
     )
-    if len(ids) + 1 > context:
+    if context is not None and len(ids) + 1 > context:
         print(f"(longer than the {context}-token context: read in windows sliding by {stride})")
     return result
 

@@ -13,7 +13,9 @@ A strategy sees only this protocol, so a family plugs in by implementing three m
 - ``step`` feeds one token per row and returns the logits after it;
 - ``reorder`` keeps rows ``index`` (beam search), in place where it can.
 The state is whatever the family needs: GPT's keys and values (``GPTStepModel`` below), an RNN's
-hidden state (reorder = index_select on the batch dimension), an n-gram model's last n - 1 tokens.
+hidden state (reorder = index_select on the batch dimension) or a window model's last n tokens
+(``classic_step.py``), an n-gram model's last n - 1 tokens. ``as_step_model`` finds a model's
+step interface by its ``family``.
 ``max_new_tokens`` lets a family preallocate; a family with a finite context says so in
 ``block_size`` (None: unbounded) and handles running past it itself.
 
@@ -29,6 +31,7 @@ would see alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -36,6 +39,8 @@ import torch
 from torch import nn
 
 from lmforge.generate.cache import KVCache
+from lmforge.generate.classic_step import RecurrentStepModel, WindowStepModel
+from lmforge.generate.ngram_step import NGramStepModel
 
 
 @runtime_checkable
@@ -147,12 +152,25 @@ class GPTStepModel:
         return out.logits[:, -1].float()
 
 
+# model family -> its step interface
+STEP_MODELS: dict[str, Callable[[nn.Module], StepModel]] = {
+    "gpt": GPTStepModel,
+    "rnn": RecurrentStepModel,
+    "lstm": RecurrentStepModel,
+    "gru": RecurrentStepModel,
+    "window": WindowStepModel,
+    "ngram": NGramStepModel,
+}
+
+
 def as_step_model(model: nn.Module | StepModel) -> StepModel:
-    """The step interface for a model: itself when it has one, a GPT wrapped with a KV cache."""
+    """The step interface for a model: itself when it has one, else its family's (by ``model.family``):
+    GPT with a KV cache, a recurrent model with its hidden state, a window model with its window."""
     if isinstance(model, StepModel):
         return model
-    if getattr(model, "family", None) == "gpt":
-        return GPTStepModel(model)
+    wrapper = STEP_MODELS.get(getattr(model, "family", None))
+    if wrapper is not None:
+        return wrapper(model)
     raise TypeError(
         f"{type(model).__name__} has no decoding step interface; implement "
         "lmforge.generate.step.StepModel (start, step, reorder) for its family"
