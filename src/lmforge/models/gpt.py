@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lmforge.models.layers import Block, RotaryEmbedding, causal_mask, make_norm, sinusoidal_table
+from lmforge.models.loss import language_model_loss
 
 
 @dataclass
@@ -188,10 +188,5 @@ class GPT(nn.Module):
 
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(
-                logits.float().view(-1, logits.size(-1)),
-                labels.reshape(-1),
-                ignore_index=-100,
-                reduction=reduction,
-            )
+            loss = language_model_loss(logits, labels, reduction)
         return ModelOutput(logits=logits, loss=loss, attentions=attentions)

@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmforge.models.loss import language_model_loss
+
 State = tuple[torch.Tensor, ...]  # each (n_layer, B, H)
 
 
@@ -218,12 +220,7 @@ class RecurrentLM(nn.Module):
         logits = self.head(self.drop(h))  # W_yh h_t + b_y, (B, T, vocab)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(
-                logits.float().view(-1, logits.size(-1)),
-                labels.reshape(-1),
-                ignore_index=-100,
-                reduction=reduction,
-            )
+            loss = language_model_loss(logits, labels, reduction)
         return RecurrentOutput(logits=logits, loss=loss, state=state)
 
 

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmforge.models.loss import language_model_loss
+
 
 @dataclass
 class WindowConfig:
@@ -113,10 +115,5 @@ class FixedWindowLM(nn.Module):
             logits = logits + self.direct(x)  # + W x
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(
-                logits.float().view(-1, logits.size(-1)),
-                labels.reshape(-1),
-                ignore_index=-100,
-                reduction=reduction,
-            )
+            loss = language_model_loss(logits, labels, reduction)
         return WindowOutput(logits=logits, loss=loss)
