@@ -222,3 +222,17 @@ def test_corrupt_weights_give_one_line(trained_run, tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(run), "--data", str(trained_run.parent / "austen.txt")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_resume_without_training_flags_keeps_the_runs_settings(trained_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "resumed"
+    shutil.copytree(trained_run, run)
+    before = json.loads((run / "config.json").read_text())["train"]
+    assert main(["pretrain", "--resume", str(run), "--max-steps", "155", "--json"]) == 0
+    after = json.loads((run / "config.json").read_text())["train"]
+    for name in ("batch_size", "lr", "min_lr", "warmup_steps", "precision"):
+        assert after[name] == before[name], name
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["lr"] for r in records if r["step"] > 150 and "lr" in r) <= before["lr"]

@@ -232,6 +232,26 @@ def pretrain(
             raise UserInputError("--resume continues the run in its own directory; leave out --out")
         if max_steps is None and max_time is None:
             max_steps, max_time = saved["train"]["max_steps"], saved["train"]["max_time"]
+        # a training flag left at its default keeps the run's own setting, so resuming continues
+        # the same schedule and batches; a flag given with another value changes it
+        given = dict(batch_size=batch_size, grad_accum=grad_accum, lr=lr, min_lr=min_lr)
+        given.update(warmup_steps=warmup_steps, weight_decay=weight_decay, beta1=beta1, beta2=beta2)
+        given.update(grad_clip=grad_clip, optimizer=optimizer, eval_every=eval_every, log_every=log_every)
+        given.update(seed=seed, precision=precision, eval_batches=eval_batches)
+        kept = _run_settings(saved["train"], given)
+        batch_size, grad_accum, lr, min_lr = (
+            kept["batch_size"],
+            kept["grad_accum"],
+            kept["lr"],
+            kept["min_lr"],
+        )
+        warmup_steps, weight_decay, beta1, beta2 = (
+            kept[k] for k in ("warmup_steps", "weight_decay", "beta1", "beta2")
+        )
+        grad_clip, optimizer, eval_every, log_every = (
+            kept[k] for k in ("grad_clip", "optimizer", "eval_every", "log_every")
+        )
+        seed, precision, eval_batches = kept["seed"], kept["precision"], kept["eval_batches"]
     else:
         if data is None or out is None:
             raise UserInputError("give --data DIR (from `lmforge prepare`) and --out RUN, or --resume RUN")
@@ -441,3 +461,13 @@ def _check_flags(preset: str, overrides: dict) -> None:
 
 def _flags(names: list[str]) -> str:
     return ", ".join("--" + name.replace("_", "-") for name in names)
+
+
+def _run_settings(saved: dict, given: dict) -> dict:
+    """``given`` with every value still at ``pretrain``'s default replaced by the run's saved one."""
+    import inspect
+
+    defaults = {name: p.default for name, p in inspect.signature(pretrain).parameters.items()}
+    return {
+        name: saved.get(name, value) if value == defaults[name] else value for name, value in given.items()
+    }
