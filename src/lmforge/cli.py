@@ -111,11 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     prog, target, rest = _resolve(argv)
-    from lmforge.commands._args import build_parser
+    from lmforge.commands._args import build_parser, parse_with_config
 
     func = _load(target)
-    args = build_parser(func, prog).parse_args(rest)
     try:
+        args = parse_with_config(build_parser(func, prog), rest)
         func(**vars(args))
     except LMForgeError as error:
         if debug:

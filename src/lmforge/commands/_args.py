@@ -123,6 +123,90 @@ def build_parser(func: Callable[..., Any], prog: str) -> argparse.ArgumentParser
     return parser
 
 
+CONFIG_HELP = (
+    "a recipe file (.yaml, .yml, .toml or .json) whose keys are this command's flags (dashes or "
+    "underscores); flags given on the command line win"
+)
+
+
+def parse_with_config(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``, taking defaults from ``--config FILE`` first (litgpt's recipes).
+
+    ``lmforge pretrain --config recipe.yaml --lr 1e-3`` trains with every setting of the recipe
+    but the learning rate. A key that names no flag, or a value outside a flag's choices, is an
+    error that names it.
+    """
+    from lmforge.errors import UserInputError
+
+    parser.add_argument("--config", dest="_config", metavar="FILE", help=CONFIG_HELP)
+    config = _config_path(argv)
+    if config is not None:
+        values = read_recipe(Path(config))
+        actions = {action.dest: action for action in parser._actions}
+        for key, value in values.items():
+            dest = key.replace("-", "_")
+            dest = "as_json" if dest == "json" else dest
+            action = actions.get(dest)
+            if action is None or dest in ("help", "_config"):
+                raise UserInputError(f"{config}: {key!r} is not a flag of {parser.prog}; see --help")
+            if action.choices is not None and value not in action.choices:
+                choices = ", ".join(map(str, action.choices))
+                raise UserInputError(f"{config}: {key} must be one of {choices}; got {value!r}")
+            if isinstance(value, str) and action.type is not None:
+                value = action.type(value)
+            action.required = False
+            parser.set_defaults(**{dest: value})
+    args = parser.parse_args(argv)
+    del args._config
+    return args
+
+
+def _config_path(argv: list[str]) -> str | None:
+    """The FILE of ``--config FILE`` or ``--config=FILE`` (read before parsing: it sets defaults)."""
+    for index, arg in enumerate(argv):
+        if arg == "--config" and index + 1 < len(argv):
+            return argv[index + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def read_recipe(path: Path) -> dict[str, Any]:
+    """The mapping in a YAML, TOML or JSON recipe file, or one clear error."""
+    import json
+
+    from lmforge.errors import UserInputError
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise UserInputError(f"--config {path} cannot be read ({error.strerror or error})") from None
+    try:
+        if path.suffix == ".json":
+            values = json.loads(text)
+        elif path.suffix == ".toml":
+            import tomllib
+
+            values = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise UserInputError(
+                    "YAML recipes need PyYAML: pip install pyyaml (or use .toml or .json)"
+                ) from None
+            values = yaml.safe_load(text)
+        else:
+            raise UserInputError(f"--config {path}: use a .yaml, .yml, .toml or .json file")
+    except UserInputError:
+        raise
+    except Exception as error:  # noqa: BLE001 - each parser has its own error types
+        raise UserInputError(f"--config {path} is not valid {path.suffix[1:].upper()}: {error}") from None
+    if not isinstance(values, dict):
+        raise UserInputError(f"--config {path} must hold a mapping of flag names to values")
+    return values
+
+
 def summary(func: Callable[..., Any]) -> str:
     """The first line of a command's docstring, for the top-level command list."""
     description, _, _ = parse_docstring(func.__doc__)
