@@ -102,7 +102,7 @@ def cpu_has_native_bf16() -> bool:
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto``: bf16 where the hardware computes it natively (recent GPUs, AVX-512 BF16 or AMX
     CPUs), else fp32. On the 2-core Zen 5 EPYC this project is measured on, bf16 autocast trains
-    gpt-nano 1.4x and a 6x384 model 1.9x faster than fp32 with a matching loss curve
+    gpt-nano 1.2x and a 6x384 model 1.9x faster than fp32 with a matching loss curve
     (benchmarks/train_throughput.py, benchmarks/shakespeare_char.py)."""
     if precision != "auto":
         return precision
