@@ -224,6 +224,20 @@ class RecurrentLM(nn.Module):
         return RecurrentOutput(logits=logits, loss=loss, state=state)
 
 
+def recurrent_layers(kind: type[nn.RNNBase], config: RNNConfig, **extra) -> nn.RNNBase:
+    """``config.n_layer`` stacked layers of ``kind`` (nn.RNN, nn.LSTM, nn.GRU), batch first;
+    dropout between layers only (PyTorch warns for a single layer)."""
+    dropout = config.dropout if config.n_layer > 1 else 0.0
+    return kind(
+        config.n_embd,
+        config.hidden_size,
+        num_layers=config.n_layer,
+        dropout=dropout,
+        batch_first=True,
+        **extra,
+    )
+
+
 class ElmanRNN(RecurrentLM):
     """The Elman network; ``nn.RNN`` holds its weights and runs it when that is the same function."""
 
@@ -232,14 +246,7 @@ class ElmanRNN(RecurrentLM):
 
     def __init__(self, config: ElmanConfig) -> None:
         nonlinearity = config.activation if config.activation != "sigmoid" else "tanh"  # sigmoid: loop
-        rnn = nn.RNN(
-            config.n_embd,
-            config.hidden_size,
-            num_layers=config.n_layer,
-            nonlinearity=nonlinearity,
-            dropout=config.dropout if config.n_layer > 1 else 0.0,
-            batch_first=True,
-        )
+        rnn = recurrent_layers(nn.RNN, config, nonlinearity=nonlinearity)
         super().__init__(config, rnn)
 
     def recur(self, x: torch.Tensor, state: State, mask: torch.Tensor | None) -> tuple[torch.Tensor, State]:
@@ -258,13 +265,7 @@ class LSTMLM(RecurrentLM):
     state_tensors = 2
 
     def __init__(self, config: RNNConfig) -> None:
-        lstm = nn.LSTM(
-            config.n_embd,
-            config.hidden_size,
-            num_layers=config.n_layer,
-            dropout=config.dropout if config.n_layer > 1 else 0.0,
-            batch_first=True,
-        )
+        lstm = recurrent_layers(nn.LSTM, config)
         H = config.hidden_size
         with torch.no_grad():
             for layer in range(config.n_layer):
@@ -279,11 +280,5 @@ class GRULM(RecurrentLM):
     family = "gru"
 
     def __init__(self, config: RNNConfig) -> None:
-        gru = nn.GRU(
-            config.n_embd,
-            config.hidden_size,
-            num_layers=config.n_layer,
-            dropout=config.dropout if config.n_layer > 1 else 0.0,
-            batch_first=True,
-        )
+        gru = recurrent_layers(nn.GRU, config)
         super().__init__(config, gru)
