@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, SHARED_DATA, table, write_result  # noqa: E402
 from lmforge.commands.evaluate import evaluate  # noqa: E402
 from lmforge.commands.prepare import prepare  # noqa: E402
-from lmforge.commands.pretrain import pretrain  # noqa: E402
+from lmforge.commands.pretrain import pretrain_with as pretrain  # noqa: E402
 
 FAMILIES = [
     ("3-gram, Kneser-Ney", {"model": "ngram", "order": 3, "smoothing": "kn"}),

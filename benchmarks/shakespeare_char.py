@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import SHARED_DATA, table, write_result  # noqa: E402
 from lmforge.commands.evaluate import evaluate  # noqa: E402
 from lmforge.commands.prepare import prepare  # noqa: E402
-from lmforge.commands.pretrain import pretrain  # noqa: E402
+from lmforge.commands.pretrain import pretrain_with as pretrain  # noqa: E402
 
 CORPUS = SHARED_DATA / "tinyshakespeare.txt"
 NANOGPT_RECIPE = dict(

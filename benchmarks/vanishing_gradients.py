@@ -37,7 +37,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, SHARED_DATA, table, write_result  # noqa: E402
 from lmforge.commands.prepare import prepare  # noqa: E402
-from lmforge.commands.pretrain import pretrain  # noqa: E402
+from lmforge.commands.pretrain import pretrain_with as pretrain  # noqa: E402
 from lmforge.data.shards import load_prepared  # noqa: E402
 from lmforge.models.registry import build_model, preset_config  # noqa: E402
 from lmforge.run import Run  # noqa: E402

@@ -74,3 +74,39 @@ def atomic_directory(out: str | os.PathLike[str], overwrite: bool = False) -> It
     os.replace(tmp, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def replace_previous_output(
+    out: str | os.PathLike[str],
+    *,
+    overwrite: bool,
+    marker: str,
+    known: frozenset[str],
+    kind: str,
+    hint: str = "",
+) -> Path:
+    """Make ``out`` an empty directory, deleting only a previous output of the same kind.
+
+    A directory is that kind's previous output when it holds ``marker`` and nothing outside
+    ``known`` (the names such an output has). Anything else, ``overwrite`` or not, is refused:
+    lmforge never deletes what it did not write, nor the working directory or one above it.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out} exists and is not a directory; choose another --out")
+    if out.is_dir() and any(out.iterdir()):
+        entries = {entry.name for entry in out.iterdir()}
+        unknown = sorted(entries - known)
+        if unknown or marker not in entries:
+            shown = ", ".join(unknown[:3]) or "files"
+            raise OutputExistsError(
+                f"{out} holds files that are not a {kind} ({shown}); lmforge will not delete them: "
+                "choose another --out"
+            )
+        if Path.cwd().resolve().is_relative_to(out.resolve()):
+            raise OutputExistsError(f"{out} is the working directory or holds it; choose another --out")
+        if not overwrite:
+            raise OutputExistsError(f"{out} already holds a {kind}; pass --overwrite to replace it{hint}")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out

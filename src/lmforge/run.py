@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,12 +25,26 @@ import torch
 from torch import nn
 
 from lmforge import __version__
-from lmforge.errors import CheckpointError, OutputExistsError
-from lmforge.fileio import atomic_write_bytes, atomic_write_json
+from lmforge.errors import CheckpointError
+from lmforge.fileio import atomic_write_bytes, atomic_write_json, replace_previous_output
 from lmforge.models.registry import build_model
+from lmforge.train.transforms import tied_parameters
 
 FORMAT_VERSION = 1
 NGRAM_FILE = "ngram.safetensors"
+# what a run directory may hold: `--overwrite` replaces a directory with nothing else in it
+RUN_ENTRIES = frozenset(
+    {
+        "config.json",
+        "model.safetensors",
+        NGRAM_FILE,
+        "best",
+        "train_state.pt",
+        "metrics.jsonl",
+        "loss.png",
+        "tokenizer",
+    }
+)
 
 
 def directory_fingerprint(directory: str | Path) -> str:
@@ -44,16 +57,17 @@ def directory_fingerprint(directory: str | Path) -> str:
 
 
 def _unique_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """State dict without tied duplicates (safetensors refuses shared memory), plus the ties."""
-    tensors, ties, seen = {}, {}, {}
-    for name, tensor in model.state_dict().items():
-        key = (tensor.data_ptr(), tensor.shape, tensor.dtype) if tensor.numel() else None
-        if key is not None and key in seen:
-            ties[name] = seen[key]
-            continue
-        if key is not None:
-            seen[key] = name
-        tensors[name] = tensor.detach().contiguous().cpu()
+    """State dict without tied duplicates (safetensors refuses shared memory), plus the ties.
+
+    Ties are found by parameter identity (one nn.Parameter registered under two names), not by
+    storage address, so they survive transforms that replace or shard the underlying tensors.
+    """
+    ties = dict(tied_parameters(model))
+    tensors = {
+        name: tensor.detach().contiguous().cpu()
+        for name, tensor in model.state_dict().items()
+        if name not in ties
+    }
     return tensors, ties
 
 
@@ -76,18 +90,15 @@ class Run:
     # --- creating ---------------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | Path, overwrite: bool = False) -> Run:
-        """A fresh run directory; refuses one that holds a run (or anything) unless ``overwrite``."""
-        path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise OutputExistsError(f"{path} exists and is not a directory; choose another --out")
-        if path.is_dir() and any(path.iterdir()):
-            what = "another run" if (path / "config.json").exists() else "files"
-            if not overwrite:
-                raise OutputExistsError(
-                    f"{path} already holds {what}; pass --overwrite to replace it, or --resume {path} to continue it"
-                )
-            shutil.rmtree(path)
-        path.mkdir(parents=True, exist_ok=True)
+        """A fresh run directory; replaces only a previous run, and only with ``overwrite``."""
+        path = replace_previous_output(
+            path,
+            overwrite=overwrite,
+            marker="config.json",
+            known=RUN_ENTRIES,
+            kind="run",
+            hint=f", or --resume {path} to continue it",
+        )
         return cls(path)
 
     @classmethod

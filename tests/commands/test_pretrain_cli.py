@@ -236,3 +236,100 @@ def test_resume_without_training_flags_keeps_the_runs_settings(trained_run, tmp_
         assert after[name] == before[name], name
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert max(r["lr"] for r in records if r["step"] > 150 and "lr" in r) <= before["lr"]
+
+
+def test_resume_flag_given_at_its_default_value_wins(trained_run, tmp_path, capsys):
+    # the run trained with --lr 1e-2; 3e-3 is pretrain's default, given explicitly on resume
+    import shutil
+
+    run = tmp_path / "resumed"
+    shutil.copytree(trained_run, run)
+    assert json.loads((run / "config.json").read_text())["train"]["lr"] == 1e-2
+    assert main(["pretrain", "--resume", str(run), "--max-steps", "152", "--lr", "3e-3", "--json"]) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["lr"] == 3e-3
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["lr"] for r in records if r["step"] > 150 and "lr" in r) <= 3e-3
+
+
+def test_resume_with_another_model_is_refused(trained_run, capsys):
+    before = (trained_run / "train_state.pt").read_bytes()
+    assert main(["pretrain", "--resume", str(trained_run), "--max-steps", "200", "--model", "lstm"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--model lstm" in err and len(err.splitlines()) == 1
+    assert (trained_run / "train_state.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--lr", "nan", "--lr must be a finite number"),
+        ("--batch-size", "0", "--batch-size must be positive"),
+        ("--max-steps", "-3", "--max-steps must be positive"),
+        ("--eval-every", "0", "--eval-every must be positive"),
+        ("--warmup-steps", "-1", "--warmup-steps must be zero or more"),
+        ("--beta2", "1.5", "--beta2 must be at most 1"),
+        ("--dropout", "inf", "--dropout must be a finite number"),
+    ],
+)
+def test_bad_training_values_are_one_line_before_any_work(char_data, tmp_path, flag, value, message, capsys):
+    out = tmp_path / "run"
+    args = ["pretrain", "--data", str(char_data / "data"), "--out", str(out), "--max-steps", "5", flag, value]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing(
+    char_data, tmp_path, capsys, monkeypatch
+):
+    from lmforge.train.trainer import Trainer
+
+    def fail(self):
+        raise RuntimeError("the machine fell over")
+
+    monkeypatch.setattr(Trainer, "fit", fail)
+    out = tmp_path / "run"
+    args = ["pretrain", "--data", str(char_data / "data"), "--out", str(out), "--max-steps", "5"]
+    assert main(args) == 1
+    assert not out.exists()  # so the next attempt is not refused as "another run"
+    monkeypatch.undo()
+    assert main([*args, "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--block-size", "16"]) == 0
+
+
+def test_overwrite_never_deletes_a_directory_that_is_not_a_run(char_data, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("precious")
+    args = [
+        "pretrain",
+        "--data",
+        str(char_data / "data"),
+        "--out",
+        str(out),
+        "--max-steps",
+        "2",
+        "--overwrite",
+    ]
+    assert main(args) == 2
+    assert "notes.txt" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_auto_precision_trains_end_to_end_on_either_kind_of_cpu(
+    char_data, tmp_path, monkeypatch, capsys, native_bf16
+):
+    from lmforge.train import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: native_bf16)
+    out = tmp_path / "run"
+    small = ["--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--block-size", "16", "--batch-size", "4"]
+    args = ["pretrain", "--data", str(char_data / "data"), "--out", str(out), "--max-steps", "3", *small]
+    capsys.readouterr()
+    assert main([*args, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # fp32 on a CPU goes through the oneDNN linears (where they pay off); bf16 autocast needs no transform
+    assert ("onednn-linears" in summary["transforms"]) == (not native_bf16 and summary["transforms"] != [])
+    assert summary["steps"] == 3 and math.isfinite(summary["val_loss"])
+    assert json.loads((out / "config.json").read_text())["train"]["precision"] == "auto"

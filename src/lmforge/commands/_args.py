@@ -15,18 +15,26 @@ from the code::
         '''
 
 gives ``lmforge tokenizer encode [-h] --tokenizer TOKENIZER [--json] text``.
+
+A parameter annotated ``Annotated[dict | None, SomeDataclass]`` expands into one flag per field
+of the dataclass, each with the help text and default of its field (``train/config.py``'s
+``setting``), so settings shared by commands and the library are declared once. The function
+receives a dict of the fields the user gave (on the command line or in ``--config``), and
+nothing for the rest: a caller can tell "left at the default" from "given", which is what
+``pretrain --resume`` needs.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import re
 import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 FLAG_RENAMES = {"as_json": "json"}
 DEFAULT_HELP = {"as_json": "print one JSON object instead of the human summary"}
@@ -89,6 +97,36 @@ def _argument_spec(annotation: Any, default: Any) -> dict[str, Any]:
     return {"type": str}
 
 
+def _settings_class(annotation: Any) -> type | None:
+    """The dataclass of an ``Annotated[..., SomeDataclass]`` parameter, else None."""
+    if get_origin(annotation) is Annotated:
+        for meta in annotation.__metadata__:
+            if isinstance(meta, type) and dataclasses.is_dataclass(meta):
+                return meta
+    return None
+
+
+def _add_settings(parser: argparse.ArgumentParser, settings: type) -> list[str]:
+    """One flag per field of ``settings``, absent from the result unless given; their names."""
+    group = parser.add_argument_group(inspect.cleandoc(settings.__doc__ or settings.__name__).splitlines()[0])
+    hints = typing.get_type_hints(settings)
+    names = []
+    for field in dataclasses.fields(settings):
+        spec = _argument_spec(hints[field.name], field.default)
+        help_text = field.metadata.get("help", "")
+        if field.default not in (None, False, True):
+            help_text = f"{help_text} (default: {field.default})"
+        group.add_argument(
+            "--" + field.name.replace("_", "-"),
+            dest=field.name,
+            help=help_text,
+            default=argparse.SUPPRESS,
+            **spec,
+        )
+        names.append(field.name)
+    return names
+
+
 def build_parser(func: Callable[..., Any], prog: str) -> argparse.ArgumentParser:
     """An ArgumentParser whose arguments are ``func``'s parameters."""
     description, arg_help, examples = parse_docstring(func.__doc__)
@@ -98,9 +136,14 @@ def build_parser(func: Callable[..., Any], prog: str) -> argparse.ArgumentParser
         epilog=("examples:\n" + examples) if examples else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    hints = typing.get_type_hints(func)
+    groups: dict[str, list[str]] = {}
+    hints = typing.get_type_hints(func, include_extras=True)
     for name, param in inspect.signature(func).parameters.items():
         annotation = hints.get(name, str)
+        settings = _settings_class(annotation)
+        if settings is not None:
+            groups[name] = _add_settings(parser, settings)
+            continue
         spec = _argument_spec(annotation, param.default)
         help_text = arg_help.get(name, DEFAULT_HELP.get(name, ""))
         has_default = param.default is not inspect.Parameter.empty
@@ -120,7 +163,17 @@ def build_parser(func: Callable[..., Any], prog: str) -> argparse.ArgumentParser
                 spec["nargs"] = "*" if spec.get("nargs") == "+" else "?"
                 spec["default"] = param.default
             parser.add_argument(name, help=help_text, **spec)
+    if groups:
+        parser.set_defaults(_settings=groups)
     return parser
+
+
+def fold_settings(args: argparse.Namespace) -> argparse.Namespace:
+    """Gather each settings dataclass's given flags into one dict under its parameter's name."""
+    values = vars(args)
+    for param, names in values.pop("_settings", {}).items():
+        values[param] = {name: values.pop(name) for name in names if name in values}
+    return args
 
 
 CONFIG_HELP = (
@@ -143,6 +196,7 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str]) -> argpa
     if config is not None:
         values = read_recipe(Path(config))
         actions = {action.dest: action for action in parser._actions}
+        actions.pop("_settings", None)
         for key, value in values.items():
             dest = key.replace("-", "_")
             dest = "as_json" if dest == "json" else dest
@@ -158,7 +212,7 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str]) -> argpa
             parser.set_defaults(**{dest: value})
     args = parser.parse_args(argv)
     del args._config
-    return args
+    return fold_settings(args)
 
 
 def _config_path(argv: list[str]) -> str | None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from pathlib import Path
 
 PROMPTS = ["Return the", "This module provides", ""]
+MARKER = ".lmforge-demo"
+DEMO_ENTRIES = frozenset({MARKER, "data", "run"})
 
 
 def demo(
@@ -25,7 +26,8 @@ def demo(
     2. pretrain: a small GPT for about --minutes on the CPU into OUT/run (loss.png shows the curves);
     3. evaluate: validation loss and perplexity over the whole held-out split;
     4. generate: three samples.
-    Re-running replaces OUT.
+    Re-running replaces OUT when it holds a previous demo (and nothing else); any other
+    non-empty directory is refused, so the demo never deletes files it did not write.
 
     Args:
         minutes: wall-clock budget for training.
@@ -36,12 +38,12 @@ def demo(
     from lmforge.commands.evaluate import evaluate
     from lmforge.commands.generate import generate
     from lmforge.commands.prepare import prepare
-    from lmforge.commands.pretrain import pretrain
+    from lmforge.commands.pretrain import pretrain_with
+    from lmforge.fileio import replace_previous_output
 
     start = time.perf_counter()
-    out = Path(out)
-    if out.exists():
-        shutil.rmtree(out)
+    out = replace_previous_output(out, overwrite=True, marker=MARKER, known=DEMO_ENTRIES, kind="demo output")
+    (out / MARKER).write_text("written by `lmforge demo`; re-running the demo replaces this directory\n")
     data_dir, run_dir = out / "data", out / "run"
 
     def say(text: str) -> None:
@@ -58,7 +60,7 @@ def demo(
         as_json=as_json,
     )
     say(f"\n== 2/4 pretrain: a small GPT for {minutes:g} minutes -> {run_dir}")
-    trained = pretrain(
+    trained = pretrain_with(
         data=data_dir,
         out=run_dir,
         model="gpt-nano",
@@ -75,6 +77,8 @@ def demo(
         seed=seed,
         as_json=as_json,
     )
+    if trained["interrupted"]:
+        raise KeyboardInterrupt  # Ctrl-C: the run is saved; stop here rather than go on to evaluate
     say("\n== 3/4 evaluate: the whole validation split")
     evaluation = evaluate(checkpoint=run_dir, data=[str(data_dir)], as_json=as_json)
     say("\n== 4/4 generate: three samples (temperature 0.8, top-k 50)")
@@ -109,9 +113,11 @@ def demo(
 
         print(json.dumps(summary))
     else:
+        drop = summary["perplexity_drop"]
+        change = f"{drop:.0f}x lower" if drop >= 1 else f"rose {1 / drop:.1f}x"
         print(
             f"\n== done in {summary['elapsed_s']:.0f} s: validation perplexity {summary['initial_val_perplexity']:.0f} "
-            f"-> {summary['val_perplexity']:.1f} ({summary['perplexity_drop']:.0f}x lower) after {trained['steps']} steps.\n"
+            f"-> {summary['val_perplexity']:.1f} ({change}) after {trained['steps']} steps.\n"
             f"   run directory: {run_dir}   loss curves: {trained['plot']}\n"
             f'   next: lmforge generate --checkpoint {run_dir} --prompt "Return a"\n'
             f"         lmforge evaluate --checkpoint {run_dir} --data {data_dir}"

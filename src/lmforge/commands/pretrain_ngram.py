@@ -15,23 +15,38 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from lmforge.errors import UserInputError
+from lmforge.models.loss import perplexity as language_model_perplexity
 
 
 def pretrain_ngram(
     *,
-    data: Path,
-    out: Path,
-    order: int,
-    smoothing: str,
-    add_k: float,
-    discount: float | None,
+    data: Path | None,
+    out: Path | None,
+    resume: Path | None,
+    settings: dict[str, Any],
+    train: dict[str, Any],
     overwrite: bool,
     as_json: bool,
 ) -> dict:
+    """Count an n-gram model; ``settings`` are the model flags given, ``train`` the training flags
+    given (none applies: counting has no steps, learning rate or batches)."""
+    from lmforge.models.registry import check_settings
+
+    if resume is not None or data is None or out is None:
+        raise UserInputError("an n-gram model is counted in one pass: give --data DIR and --out RUN")
+    if train:
+        raise UserInputError(
+            f"{_flags(list(train))} does not apply to --model ngram: it is counted, not trained; its flags "
+            "are --order, --smoothing, --add-k, --discount"
+        )
+    check_settings("ngram", settings)
+    order, smoothing = settings.get("order", 3), settings.get("smoothing", "modified-kn")
+    add_k, discount = settings.get("add_k", 1.0), settings.get("discount")
     from lmforge.data.shards import load_prepared
     from lmforge.models.ngram import NGramConfig, NGramLM
     from lmforge.run import Run, directory_fingerprint
@@ -72,7 +87,7 @@ def pretrain_ngram(
         }
     )
     run.save_ngram(lm)
-    perplexity = math.exp(min(val_loss, 700.0))
+    perplexity = language_model_perplexity(val_loss)
     record = {"step": 0, "val_loss": round(val_loss, 6), "val_perplexity": round(perplexity, 4)}
     run.metrics_path.write_text(json.dumps(record) + "\n", encoding="utf-8")
 
@@ -103,3 +118,7 @@ def pretrain_ngram(
             print("  an unsmoothed (mle) model gives probability 0 to unseen n-grams: use --smoothing kn")
         print(f"run directory: {run.path}")
     return summary
+
+
+def _flags(names: list[str]) -> str:
+    return ", ".join("--" + name.replace("_", "-") for name in names)

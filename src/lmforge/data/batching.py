@@ -34,8 +34,7 @@ import numpy as np
 import torch
 
 from lmforge.errors import DataError, TokenizerError, UserInputError
-
-IGNORE_INDEX = -100  # the label F.cross_entropy skips (its default ignore_index)
+from lmforge.models.loss import IGNORE_INDEX
 
 
 def _to_device(tensor: torch.Tensor, device: torch.device | str | None) -> torch.Tensor:

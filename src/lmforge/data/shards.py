@@ -48,10 +48,6 @@ class PreparedDataset:
     meta: dict[str, Any] = field(repr=False)
 
     @property
-    def directory(self) -> Path:
-        return self.path
-
-    @property
     def tokenizer_dir(self) -> Path:
         return self.path / self.meta["tokenizer"]["path"]
 

@@ -9,15 +9,27 @@ target tokens of a whole optimizer step (train/trainer.py).
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
+
+IGNORE_INDEX = -100  # the label F.cross_entropy skips (its default ignore_index)
 
 
 def language_model_loss(
     logits: torch.Tensor, labels: torch.Tensor, reduction: Literal["mean", "sum"] = "mean"
 ) -> torch.Tensor:
     return F.cross_entropy(
-        logits.float().view(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100, reduction=reduction
+        logits.float().view(-1, logits.size(-1)),
+        labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction=reduction,
     )
+
+
+def perplexity(loss: float) -> float:
+    """exp(mean cross-entropy): as unsure as a fair die with that many faces (capped where exp
+    would overflow a float)."""
+    return math.exp(min(loss, 700.0))

@@ -88,6 +88,56 @@ def preset_config(name: str, **overrides: Any) -> tuple[str, dict[str, Any]]:
     return family, config
 
 
+# presets fitted by counting in one pass, not by gradient descent (models/ngram.py), and their flags
+COUNTED_PRESETS = {"ngram": ("order", "smoothing", "add_k", "discount")}
+
+
+def is_counted(name: str) -> bool:
+    return name in COUNTED_PRESETS
+
+
+def check_settings(name: str, settings: dict[str, Any]) -> None:
+    """Refuse a setting the preset's family has no field for, naming the ones it does take."""
+    from lmforge.errors import UserInputError
+
+    if name in COUNTED_PRESETS:
+        family, known = name, list(COUNTED_PRESETS[name])
+    elif name in PRESETS:
+        family = PRESETS[name][0]
+        known = [key for key in ALL_MODEL_FLAGS if key in config_fields(family)]
+    else:
+        return  # preset_config names the presets
+    wrong = [key for key, value in settings.items() if value is not None and key not in known]
+    if wrong:
+        raise UserInputError(
+            f"{_flags(wrong)} does not apply to --model {name} (family {family}); its model flags are {_flags(known)}"
+        )
+
+
+# the model flags of `pretrain`, in --help order (train/model_settings.py declares them)
+ALL_MODEL_FLAGS = (
+    "n_layer",
+    "n_head",
+    "n_embd",
+    "block_size",
+    "mlp_hidden",
+    "dropout",
+    "bias",
+    "pos_encoding",
+    "norm",
+    "mlp",
+    "hidden_size",
+    "context",
+    "direct",
+    "activation",
+    "tie_embeddings",
+)
+
+
+def _flags(names: list[str]) -> str:
+    return ", ".join("--" + name.replace("_", "-") for name in names)
+
+
 def context_limit(model: nn.Module) -> int | None:
     """The longest input ``model`` accepts: GPT's ``block_size``; None for models that read any length."""
     if hasattr(model, "context_limit"):

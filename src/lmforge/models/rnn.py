@@ -25,11 +25,10 @@ the state unchanged, h_t = h_{t-1}: a left-padded prompt ends in the state it ha
 fused kernels take no mask, so a padded batch runs one time step per call; only prompts are padded.)
 
 Truncated backpropagation through time. A training batch from ``data/streams.py`` holds the next
-window of each of B parallel streams of text, with ``carry_state`` (B,): True where the row
-continues the window the previous such batch ended with. The model then starts from the state it
-stored at the end of that call, detached (the gradient stops at the window's start: that is the
-truncation), and stores the state it ends with. A call without ``carry_state`` (evaluation,
-scoring, decoding) neither reads nor changes the stored state. The trainer knows none of this.
+window of each of B parallel streams of text; the training objective (``train/objectives.py``,
+``CarriedStateLoss``) passes each window the state the previous window of its stream ended with,
+detached (the gradient stops at the window's start: that is the truncation). The model itself
+keeps no state between calls: ``forward`` is a function of its inputs and ``state``.
 """
 
 from __future__ import annotations
@@ -138,7 +137,6 @@ class RecurrentLM(nn.Module):
             self.head.weight = self.embedding.weight  # Press & Wolf 2017
         else:
             nn.init.uniform_(self.head.weight, -0.1, 0.1)
-        self.carried_state: State | None = None  # where the last carry_state call ended (detached)
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         """Parameters counted once (tied weights once); optionally without the token table(s)."""
@@ -153,14 +151,6 @@ class RecurrentLM(nn.Module):
         """Zeros: h_0 = 0 (and c_0 = 0), as in the lecture's algorithm."""
         shape = (self.config.n_layer, batch_size, self.config.hidden_size)
         return tuple(like.new_zeros(shape) for _ in range(self.state_tensors))
-
-    def _carried(self, carry_state: torch.Tensor, like: torch.Tensor) -> State:
-        """The stored state, detached, with rows where ``carry_state`` is False reset to zeros."""
-        stored, B = self.carried_state, carry_state.shape[0]
-        if stored is None or stored[0].shape[1] != B or stored[0].device != like.device:
-            return self.initial_state(B, like)
-        keep = carry_state.to(like.dtype)[None, :, None]  # (1, B, 1)
-        return tuple(s.to(like.dtype) * keep for s in stored)
 
     def _fused(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         out, final = self.recurrence(x, state if self.state_tensors > 1 else state[0])
@@ -189,32 +179,20 @@ class RecurrentLM(nn.Module):
         labels: torch.Tensor | None = None,
         reduction: Literal["mean", "sum"] = "mean",
         state: State | None = None,
-        carry_state: torch.Tensor | None = None,
         last_logits_only: bool = False,
     ) -> RecurrentOutput:
         """Logits for every position, the final state, and the loss when ``labels`` are given.
 
         attention_mask: (B, T), 1 real token, 0 padding (the state does not change there).
         state: the state to start from (a previous call's ``.state``); default zeros.
-        carry_state: (B,) bool, from a streams batch: start from the stored state (rows False:
-            from zeros), detached, and store the final state (truncated BPTT, module docstring).
         last_logits_only: logits (B, 1, vocab) for the last position only (decoding).
         """
         B = input_ids.shape[0]
         x = self.drop(self.embedding(input_ids))  # (B, T, E)
-        if carry_state is not None:
-            if state is not None:
-                raise ValueError("give state or carry_state, not both")
-            state = self._carried(carry_state, x)
-        elif state is None:
-            state = self.initial_state(B, x)
-        else:
-            state = tuple(s.to(x.dtype) for s in state)
+        state = self.initial_state(B, x) if state is None else tuple(s.to(x.dtype) for s in state)
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None  # nothing padded: the fused path
         h, state = self.recur(x, state, attention_mask)  # (B, T, H)
-        if carry_state is not None:
-            self.carried_state = tuple(s.detach() for s in state)
         if last_logits_only:
             h = h[:, -1:]
         logits = self.head(self.drop(h))  # W_yh h_t + b_y, (B, T, vocab)

@@ -13,6 +13,9 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from lmforge.models.loss import perplexity  # noqa: F401 - callers import it from here too
+from lmforge.train.objectives import count_targets
+
 
 @torch.no_grad()
 def mean_loss(
@@ -32,12 +35,8 @@ def mean_loss(
         batch = {k: v.to(device) for k, v in batch.items()}
         with cast:
             total += model(**batch, reduction="sum").loss.double()
-        count += int((batch["labels"] != -100).sum())
+        count += count_targets(batch)
     model.train(was_training)
     if count == 0:
         return math.nan, 0
     return total.item() / count, count
-
-
-def perplexity(loss: float) -> float:
-    return math.exp(min(loss, 700.0))  # beyond that exp overflows a float

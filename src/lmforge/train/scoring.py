@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from lmforge.data.batching import sequential_windows
+from lmforge.models.loss import IGNORE_INDEX, perplexity
 
 
 @dataclass
@@ -46,7 +47,7 @@ class TokenScores:
         """exp(-log p(text) / tokens): the number of equally likely choices the model hesitated between."""
         if not self.logprobs:
             return math.nan
-        return math.exp(min(-self.logprob / len(self.logprobs), 700.0))  # beyond that exp overflows
+        return perplexity(-self.logprob / len(self.logprobs))
 
 
 @torch.no_grad()
@@ -83,7 +84,7 @@ def score_tokens(
     for batch in windows:
         logits = model(batch["input_ids"]).logits.float()  # (B, T, vocab)
         labels = batch["labels"]  # (B, T), -100 where an earlier window scored the token
-        scored = labels != -100
+        scored = labels != IGNORE_INDEX
         picked = logits.log_softmax(-1).gather(-1, labels.clamp(min=0)[..., None])[..., 0]  # (B, T)
         logprobs.append(picked[scored].double().cpu())  # row-major: the text's order
     model.train(was_training)

@@ -1,15 +1,19 @@
-"""One training loop for every model family.
+"""One training loop for every model family and objective.
 
-The trainer knows a model only through the model contract: ``model(**batch, reduction="sum")``
-returns an object whose ``.loss`` is the summed cross-entropy over labels != -100. Batches come
-from a ``BatchSource`` (anything with ``next_batch()``, ``state_dict()`` and
-``load_state_dict()``), evaluation from a callable, and checkpoints go out through a ``save``
-callable. So causal LM, masked LM, seq2seq and fine-tuning objectives all reuse this loop.
+The trainer knows a model only through an *objective*, ``objective(model, batch) -> (loss_sum,
+n_targets)`` (``train/objectives.py``; the language-model loss by default), so causal LM, masked
+LM, classification, SFT, reward and preference objectives all reuse this loop. Batches come from a
+``BatchSource`` (``next_batch()``, ``state_dict()``, ``load_state_dict()``), evaluation from a
+callable, and checkpoints go out through a ``save`` callable. The model arrives ready: oneDNN
+linears, torch.compile, LoRA and data-parallel wrappers are applied by the recipe before the
+trainer exists (``train/transforms.py``), never here.
 
 Loss normalisation: an optimizer step's gradient is that of the mean loss over *all* target
-tokens of its micro-batches, sum(loss) / sum(targets), not a mean of per-micro-batch means;
-so 4 accumulated micro-batches with different amounts of padding give exactly the gradient of
-one batch holding all four. Data-parallel ranks will add their counts the same way.
+tokens of its micro-batches, sum(loss) / sum(targets), not a mean of per-micro-batch means; so 4
+accumulated micro-batches with different amounts of padding give exactly the gradient of one
+batch holding all four. Under data parallelism the target count is summed over ranks too, and
+the loss is scaled by the world size because DDP averages gradients: every rank then steps with
+the gradient of sum(loss over all ranks) / sum(targets over all ranks), what one process would.
 """
 
 from __future__ import annotations
@@ -19,15 +23,20 @@ import math
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from lmforge.errors import LMForgeError
-from lmforge.train.onednn_linear import use_onednn_linears
+from lmforge.models.loss import perplexity
+from lmforge.train import distributed
+from lmforge.train.config import TrainConfig
+from lmforge.train.objectives import Objective, language_model_loss
 from lmforge.train.optim import CosineSchedule, build_optimizer, set_lr
+
+__all__ = ["BatchSource", "TrainConfig", "TrainResult", "Trainer", "TrainingDiverged", "resolve_device"]
 
 
 class TrainingDiverged(LMForgeError):
@@ -41,34 +50,6 @@ class BatchSource(Protocol):
 
 
 @dataclass
-class TrainConfig:
-    max_steps: int | None = None  # stop after this many optimizer steps ...
-    max_time: float | None = None  # ... or after this many seconds, whichever comes first
-    batch_size: int = 12
-    grad_accum: int = 1
-    lr: float = 3e-3
-    min_lr: float | None = None  # None: lr / 10
-    warmup_steps: int = 50
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0  # 0 disables clipping
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    eval_every: int = 250
-    log_every: int = 10
-    seed: int = 1337
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    compile: bool = False
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.max_steps is None and self.max_time is None:
-            raise ValueError("give a budget: max_steps, max_time, or both")
-        if self.min_lr is None:
-            self.min_lr = self.lr / 10
-
-
-@dataclass
 class TrainResult:
     steps: int
     tokens: int
@@ -78,7 +59,6 @@ class TrainResult:
     last_val_loss: float | None
     best_val_loss: float | None
     interrupted: bool = False
-    history: list[dict] = field(default_factory=list)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -123,17 +103,21 @@ class Trainer:
         on_eval: Callable[[], None] | None = None,
         on_step: Callable[[int, float], None] | None = None,
         progress: bool = True,
+        objective: Objective = language_model_loss,
     ) -> None:
+        """``model`` is used as given (transforms already applied); ``save(tag, model, state)``
+        receives "best" (weights only) or "last" (weights and the training state)."""
         self.config = config
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
         self.train_batches = train_batches
+        self.objective = objective
         self.evaluate_fn = evaluate
         self.save = save or (lambda tag, model, state: None)
         self.log = log or (lambda record: None)
         self.on_eval = on_eval or (lambda: None)
         self.on_step = on_step or (lambda step, loss: None)
-        self.progress = progress
+        self.progress = progress and distributed.is_main_process()
         self.optimizer = build_optimizer(
             model,
             name=config.optimizer,
@@ -147,9 +131,6 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         if self.precision == "fp16" and self.device.type != "cuda":
             raise LMForgeError("--precision fp16 needs a CUDA GPU; on a CPU use bf16 or fp32")
-        if self.device.type == "cpu" and self.precision == "fp32" and not config.compile:
-            use_onednn_linears(model)  # same math, about 2x MKL's fp32 speed on AMD CPUs
-        self.forward_model = torch.compile(model) if config.compile else model
         self.step = 0
         self.tokens = 0
         self.elapsed_before = 0.0
@@ -175,6 +156,8 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "train_config": asdict(self.config),
         }
+        if hasattr(self.objective, "state_dict"):  # e.g. the recurrent state carried between windows
+            state.update(self.objective.state_dict())
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         return state
@@ -189,6 +172,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.train_batches.load_state_dict(state["data"])
+        if hasattr(self.objective, "load_state_dict"):
+            self.objective.load_state_dict(state, self.device)
         torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -226,25 +211,54 @@ class Trainer:
         non_blocking = self.device.type == "cuda"
         return {k: v.to(self.device, non_blocking=non_blocking) for k, v in batch.items()}
 
+    def _sync_gradients(self, micro_batch: int):
+        """DDP all-reduces gradients on every backward; during accumulation only the last needs it."""
+        last = micro_batch == self.config.grad_accum - 1
+        if last or not hasattr(self.model, "no_sync"):
+            return contextlib.nullcontext()
+        return self.model.no_sync()
+
     def train_step(self) -> tuple[float, int]:
-        """One optimizer step over ``grad_accum`` micro-batches; returns (mean loss, target tokens)."""
-        micro_batches = [self._move(self.train_batches.next_batch()) for _ in range(self.config.grad_accum)]
-        targets = sum(int((b["labels"] != -100).sum()) for b in micro_batches)
+        """One optimizer step over ``grad_accum`` micro-batches; returns (mean loss, tokens read).
+
+        Each micro-batch's backward runs at once (only one graph in memory) with a provisional
+        divisor; when the step's target count over all micro-batches (and ranks) is known, the
+        gradients are rescaled to d/dθ of sum(loss) / sum(targets), which is linear in the divisor.
+        """
+        provisional, local_targets, tokens = None, 0, 0
+        loss_total = torch.zeros((), device=self.device)
+        for index in range(self.config.grad_accum):
+            batch = self._move(self.train_batches.next_batch())
+            with self._sync_gradients(index):
+                with self._autocast():
+                    loss_sum, targets = self.objective(self.model, batch)
+                if provisional is None:
+                    provisional = max(targets, 1) * self.config.grad_accum
+                self.scaler.scale(loss_sum / provisional).backward()
+            loss_total += loss_sum.detach().float()
+            local_targets += targets
+            tokens += sum(v.numel() for k, v in batch.items() if k.endswith("input_ids"))
+        targets = distributed.sum_over_ranks(local_targets, self.device)
         if targets == 0:
-            raise LMForgeError("a training step had no target tokens (every label is -100); check the data")
-        loss_sum = torch.zeros((), device=self.device)
-        for batch in micro_batches:
-            with self._autocast():
-                loss = self.forward_model(**batch, reduction="sum").loss / targets
-            self.scaler.scale(loss).backward()
-            loss_sum += loss.detach()
+            raise LMForgeError(
+                "a training step had no target tokens (every label is ignored); check the data"
+            )
+        # DDP averaged the gradients over ranks; this makes them those of the global token mean
+        factor = provisional * distributed.world_size() / targets
+        with torch.no_grad():
+            for param in self.model.parameters():
+                if param.grad is not None:
+                    param.grad.mul_(factor)
         if self.config.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
+            # the norm over all parameters: DDP's gradients are already equal on every rank, and
+            # FSDP's sharded (DTensor) gradients reduce their norm across the mesh
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss_sum.item(), sum(int(b["input_ids"].numel()) for b in micro_batches)
+        mean_loss = distributed.sum_over_ranks(loss_total.item(), self.device) / targets
+        return mean_loss, tokens
 
     def _run_eval(self) -> None:
         if self.evaluate_fn is None:
@@ -261,7 +275,7 @@ class Trainer:
         record = {
             "step": self.step,
             "val_loss": round(val_loss, 6),
-            "val_perplexity": round(math.exp(min(val_loss, 700.0)), 4),
+            "val_perplexity": round(perplexity(val_loss), 4),
             "elapsed_s": round(self._elapsed(), 3),
         }
         self.log(record)
@@ -318,7 +332,7 @@ class Trainer:
                         "step": self.step,
                         "train_loss": round(loss, 6),
                         "lr": lr,
-                        "tokens_per_s": round(tokens / step_time, 1),
+                        "tokens_per_s": round(tokens / max(step_time, 1e-9), 1),
                         "elapsed_s": round(self._elapsed(), 3),
                     }
                 )

@@ -1,0 +1,123 @@
+"""The training settings, declared once: each field carries its default, its help and its bounds.
+
+``TrainConfig`` is what the trainer reads, what a run's config.json stores under "train", and what
+``lmforge pretrain`` (and every later training command) offers as flags: the CLI expands a
+dataclass parameter into one flag per field, taking the help text and the default from here
+(``commands/_args.py``), as litgpt does with its ``TrainArgs``. So a default lives in one place.
+
+    @dataclass
+    class TrainConfig:
+        lr: float = setting(3e-3, "peak learning rate", positive=True)
+
+    lmforge pretrain --help   ->   --lr LR   peak learning rate (default: 0.003)
+
+``validate()`` checks every bound at once and names the flag, the value and what is allowed, so
+``--lr nan`` or ``--batch-size 0`` is one clear line before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from lmforge.errors import UserInputError
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    positive: bool = False,
+    non_negative: bool = False,
+    at_most: float | None = None,
+) -> Any:
+    """A dataclass field with its help text and bounds in ``metadata`` (read by the CLI and
+    ``check_bounds``). Every number is also required to be finite."""
+    bounds = {"positive": positive, "non_negative": non_negative, "at_most": at_most}
+    return dataclasses.field(default=default, metadata={"help": help, **bounds})
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_bounds(settings: Any) -> None:
+    """Raise one ``UserInputError`` naming the first field outside its bounds."""
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        if value is None or isinstance(value, (bool, str)) or not isinstance(value, (int, float)):
+            continue
+        meta, flag = field.metadata, flag_name(field.name)
+        if not math.isfinite(value):
+            raise UserInputError(f"{flag} must be a finite number; got {value}")
+        if meta.get("positive") and value <= 0:
+            raise UserInputError(f"{flag} must be positive; got {value}")
+        if meta.get("non_negative") and value < 0:
+            raise UserInputError(f"{flag} must be zero or more; got {value}")
+        if meta.get("at_most") is not None and value > meta["at_most"]:
+            raise UserInputError(f"{flag} must be at most {meta['at_most']:g}; got {value}")
+
+
+@dataclass
+class TrainConfig:
+    """training (budget, batches, optimizer and schedule, evaluation, precision, device)"""
+
+    max_steps: int | None = setting(None, "stop after this many optimizer steps", positive=True)
+    max_time: float | None = setting(
+        None,
+        "stop after this many seconds of training; the learning-rate schedule is laid over this "
+        "budget. With both budgets, whichever ends first",
+        positive=True,
+    )
+    batch_size: int = setting(12, "sequences per micro-batch", positive=True)
+    grad_accum: int = setting(1, "micro-batches per optimizer step", positive=True)
+    lr: float = setting(3e-3, "peak learning rate", positive=True)
+    min_lr: float | None = setting(
+        None, "final learning rate of the cosine decay (default lr / 10)", non_negative=True
+    )
+    warmup_steps: int = setting(50, "optimizer steps of linear warm-up", non_negative=True)
+    weight_decay: float = setting(0.1, "AdamW weight decay, applied to matrices only", non_negative=True)
+    beta1: float = setting(0.9, "AdamW beta1", non_negative=True, at_most=1.0)
+    beta2: float = setting(0.99, "AdamW beta2", non_negative=True, at_most=1.0)
+    grad_clip: float = setting(
+        1.0, "clip the gradient norm to this value (0: no clipping)", non_negative=True
+    )
+    optimizer: Literal["adamw", "sgd"] = setting("adamw", "adamw or sgd")
+    eval_every: int = setting(250, "evaluate on validation batches every this many steps", positive=True)
+    eval_batches: int = setting(
+        20, "validation batches per periodic evaluation (the same ones every time)", positive=True
+    )
+    log_every: int = setting(
+        10, "refresh the progress line every this many steps (metrics.jsonl gets every step)", positive=True
+    )
+    seed: int = setting(1337, "seeds initialisation, data order and dropout")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = setting(
+        "auto",
+        "auto (bf16 where the hardware computes it natively: recent GPUs, CPUs with AVX-512 BF16 or "
+        "AMX; else fp32), fp32, bf16 (autocast) or fp16 (autocast with loss scaling; GPU only)",
+    )
+    compile: bool = setting(False, "compile the model with torch.compile (slower start, faster steps)")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N")
+
+    def __post_init__(self) -> None:
+        if self.min_lr is None:
+            self.min_lr = self.lr / 10
+
+    def validate(self) -> None:
+        """Every bound, and a budget; one clear error for the first thing wrong."""
+        check_bounds(self)
+        if self.max_steps is None and self.max_time is None:
+            raise UserInputError("give a budget: --max-steps N or --max-time SECONDS (or both)")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [field.name for field in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any], **overrides: Any) -> TrainConfig:
+        """A run's saved settings (unknown keys from other versions dropped) with ``overrides`` on top."""
+        known = set(cls.field_names())
+        values = {k: v for k, v in saved.items() if k in known}
+        return cls(**{**values, **overrides})

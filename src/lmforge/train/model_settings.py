@@ -1,0 +1,79 @@
+"""The model flags of ``lmforge pretrain``, declared once: overrides of a preset's shape.
+
+Every field defaults to None, "the preset's value" (``models/registry.py`` holds the presets), so
+a flag that is not given never changes a model, and ``--resume`` can tell a shape change from a
+flag left alone. Each help text names the families the setting applies to; the registry refuses a
+setting the chosen family does not have, naming the ones it does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from lmforge.train.config import setting
+
+
+@dataclass
+class ModelSettings:
+    """model shape (each flag overrides the preset's value)"""
+
+    n_layer: int | None = setting(
+        None, "[gpt, rnn, lstm, gru] Transformer blocks, or stacked recurrent layers", positive=True
+    )
+    n_head: int | None = setting(None, "[gpt] attention heads", positive=True)
+    n_embd: int | None = setting(
+        None, "[all] width of the token embeddings (gpt: the model width)", positive=True
+    )
+    block_size: int | None = setting(
+        None,
+        "[all] gpt: the context, the longest input it reads. window, rnn, lstm, gru: the training "
+        "window (for recurrent models, how far back truncated backpropagation through time "
+        "reaches); they read inputs of any length",
+        positive=True,
+    )
+    mlp_hidden: int | None = setting(None, "[gpt] MLP hidden width (default 4 x n_embd)", positive=True)
+    dropout: float | None = setting(None, "[all] dropout probability", non_negative=True, at_most=1.0)
+    bias: bool | None = setting(None, "[gpt] biases in linear layers and norms")
+    pos_encoding: Literal["learned", "sinusoidal", "rope"] | None = setting(
+        None, "[gpt] position encoding: learned (GPT-2), sinusoidal (Vaswani et al.), rope (rotary)"
+    )
+    norm: Literal["layernorm", "rmsnorm"] | None = setting(None, "[gpt] layernorm or rmsnorm")
+    mlp: Literal["gelu", "gelu_exact", "swiglu"] | None = setting(
+        None,
+        "[gpt] gelu (GPT-2's tanh approximation), gelu_exact (the erf form of BERT and nanoGPT) or "
+        "swiglu (Llama)",
+    )
+    hidden_size: int | None = setting(
+        None,
+        "[window, rnn, lstm, gru] tanh units of the window model; width of the recurrent state",
+        positive=True,
+    )
+    context: int | None = setting(
+        None, "[window] how many previous tokens each prediction sees (n)", positive=True
+    )
+    direct: bool | None = setting(
+        None, "[window] direct connections from the embeddings to the output (Bengio et al.)"
+    )
+    activation: Literal["tanh", "relu", "sigmoid"] | None = setting(
+        None,
+        "[rnn] sigma of the Elman network: tanh, relu or sigmoid (sigmoid runs the Python loop, the others nn.RNN)",
+    )
+    tie_embeddings: bool | None = setting(
+        None,
+        "[gpt, rnn, lstm, gru] share the output layer with the token embedding (recurrent models: "
+        "needs n_embd == hidden_size; the default ties exactly then)",
+    )
+    order: int | None = setting(
+        None, "[ngram] n, the tokens an n-gram spans (default 3: a trigram model)", positive=True
+    )
+    smoothing: Literal["mle", "add-k", "kn", "modified-kn", "stupid-backoff"] | None = setting(
+        None,
+        "[ngram] mle (plain counts: unseen n-grams get 0), add-k (Laplace with k=1), kn "
+        "(interpolated Kneser-Ney), modified-kn (the default: three discounts, Chen & Goodman) or "
+        "stupid-backoff (fast scores that are not probabilities)",
+    )
+    add_k: float | None = setting(None, "[ngram] k of add-k smoothing (default 1)", positive=True)
+    discount: float | None = setting(
+        None, "[ngram] the Kneser-Ney discount D (default: estimated from the counts)", positive=True
+    )

@@ -1,0 +1,315 @@
+"""The pretraining recipe as a library: from a model choice, a prepared dataset and settings to a
+run directory. ``lmforge pretrain`` only parses flags into these calls and prints what they return.
+
+    job = plan_pretraining(data="data/shakespeare-char", out="runs/gpt", model="gpt-nano",
+                           train={"max_time": 60})          # checks everything, builds the model
+    print(job.describe())                                    # what is about to happen
+    summary = run_pretraining(job)                           # trains, checkpoints, plots
+
+``plan_pretraining`` does every check before anything is written: resume compatibility (shape,
+tokenizer, training state), settings merged with the run's own (a flag the user gave wins; one
+not given keeps the run's value), flags of another family, a split shorter than a window.
+``run_pretraining`` creates the run directory, applies the model transforms (``transforms.py``),
+drives the ``Trainer`` with the family's objective and batch source, and removes a directory it
+created if training fails before the first checkpoint, so a failed start leaves nothing behind.
+
+Nothing here names a model family: the model says whether it carries state between windows
+(``carries_state``: recurrent models read parallel streams with ``CarriedStateLoss``, the others
+random windows with the plain LM loss), how to describe itself and how many parameters it has.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lmforge.errors import CheckpointError, UserInputError
+from lmforge.models.loss import perplexity
+from lmforge.train import distributed
+from lmforge.train.config import TrainConfig, check_bounds, flag_name
+from lmforge.train.model_settings import ModelSettings
+from lmforge.train.objectives import CarriedStateLoss, Objective, language_model_loss
+from lmforge.train.trainer import resolve_device, resolve_precision
+
+SHAPE_KEYS = tuple(f.name for f in dataclasses.fields(ModelSettings))
+
+
+@dataclass
+class PretrainJob:
+    """Everything checked and built, nothing written yet."""
+
+    run_path: Path
+    resuming: bool
+    overwrite: bool
+    model_label: str  # the preset name, or the family of a resumed run
+    family: str
+    net: nn.Module
+    dataset: Any  # data.shards.PreparedDataset
+    data_path: Path
+    config: TrainConfig
+    extra_config: dict[str, Any] = field(default_factory=dict)  # written to config.json as is
+
+    def describe(self) -> list[str]:
+        """The two header lines ``pretrain`` prints before training."""
+        net, config, tokenizer = self.net, self.config, self.dataset.tokenizer
+        device = resolve_device(config.device)
+        budget = " and ".join(
+            filter(
+                None,
+                [
+                    config.max_steps and f"{config.max_steps} steps",
+                    config.max_time and f"{config.max_time:g} s",
+                ],
+            )
+        )
+        train, val = len(self.dataset.split("train")), len(self.dataset.split("val"))
+        return [
+            f"model: {self.model_label} {_describe(net)}: {net.num_parameters():,} parameters "
+            f"({net.num_parameters(exclude_embeddings=True):,} without embeddings)",
+            f"data: {self.data_path} ({train:,} train / {val:,} val tokens, vocab {tokenizer.vocab_size}); "
+            f"training on {device} in {resolve_precision(config.precision, device)} for {budget}",
+        ]
+
+
+def plan_pretraining(
+    *,
+    data: Path | None = None,
+    out: Path | None = None,
+    model: str | None = None,
+    shape: dict[str, Any] | None = None,
+    train: dict[str, Any] | None = None,
+    resume: Path | None = None,
+    overwrite: bool = False,
+) -> PretrainJob:
+    """Check and build a pretraining job. ``shape`` and ``train`` hold only the settings the user
+    gave (``ModelSettings`` and ``TrainConfig`` field names); the rest come from the preset and the
+    dataclass defaults, or, with ``resume``, from the run. ``model`` defaults to gpt-nano."""
+    from lmforge.data.shards import load_prepared
+    from lmforge.models.registry import build_model, check_settings, preset_config
+    from lmforge.run import Run, directory_fingerprint
+
+    shape, train = dict(shape or {}), dict(train or {})
+    check_bounds(ModelSettings(**shape))
+    if resume is not None:
+        run = Run.open(resume)
+        saved = run.read_config()
+        if "train" not in saved or "data" not in saved or not run.state_path.exists():
+            raise CheckpointError(
+                f"{resume} holds weights but no training state to resume (it was converted or "
+                "written by another command); start a new run with --data and --out instead"
+            )
+        family, model_config = saved["family"], dict(saved["model"])
+        changed = [k for k, v in shape.items() if v != model_config.get(k)]
+        if changed:
+            raise CheckpointError(
+                f"cannot resume {resume} with a different model shape ({', '.join(changed)} differ from "
+                "the run); start a new run with --out instead"
+            )
+        preset = saved.get("preset", family)
+        if model is not None and model not in (family, preset):
+            raise CheckpointError(
+                f"{resume} holds a {family} model, not --model {model}; leave out --model to resume it"
+            )
+        if out is not None and Path(out).resolve() != run.path.resolve():
+            raise UserInputError("--resume continues the run in its own directory; leave out --out")
+        data = Path(data or saved["data"]["path"])
+        if "max_steps" not in train and "max_time" not in train:
+            train.update(max_steps=saved["train"]["max_steps"], max_time=saved["train"]["max_time"])
+        config = TrainConfig.from_saved(saved["train"], **train)
+        run_path, label = run.path, family
+    else:
+        if data is None or out is None:
+            raise UserInputError("give --data DIR (from `lmforge prepare`) and --out RUN, or --resume RUN")
+        config = TrainConfig(**train)
+        model = model or "gpt-nano"
+        preset, run_path, label = model, Path(out), model
+    config.validate()
+
+    dataset = load_prepared(data)
+    tokenizer = dataset.tokenizer
+    tokenizer_id = directory_fingerprint(dataset.tokenizer_dir)
+    if resume is not None and saved["data"].get("tokenizer_fingerprint") != tokenizer_id:
+        raise CheckpointError(
+            f"{data} was tokenized with a different tokenizer than the run {resume}; use the run's data"
+        )
+    if resume is None:
+        check_settings(model, shape)
+        try:
+            family, model_config = preset_config(model, **shape)
+        except ValueError as error:
+            raise UserInputError(str(error)) from None
+        model_config["vocab_size"] = tokenizer.vocab_size
+    torch.manual_seed(config.seed)  # the initial weights, so the same --seed gives the same run
+    try:
+        net = build_model(family, model_config)
+    except (ValueError, TypeError) as error:
+        raise UserInputError(f"bad model settings: {error}") from None
+    window = net.config.block_size
+    for name in ("train", "val"):
+        if len(dataset.split(name)) <= window:
+            raise UserInputError(
+                f"the {name} split of {data} holds {len(dataset.split(name))} tokens, fewer than one "
+                f"window of block_size={window} + 1; lower --block-size or prepare more text"
+            )
+    extra = {
+        "preset": preset,
+        "data": {
+            "path": str(Path(data).resolve()),
+            "tokenizer_fingerprint": tokenizer_id,
+            "tokenizer_kind": tokenizer.kind,
+            "vocab_size": tokenizer.vocab_size,
+        },
+    }
+    return PretrainJob(
+        run_path, resume is not None, overwrite, label, family, net, dataset, Path(data), config, extra
+    )
+
+
+def training_batches(job: PretrainJob) -> tuple[Any, Objective]:
+    """The batch source and objective the model's kind calls for; each rank reads its own part."""
+    from lmforge.data.batching import WindowSampler
+    from lmforge.data.streams import StreamSampler
+
+    config, window = job.config, job.net.config.block_size
+    tokens = job.dataset.split("train")
+    if getattr(
+        job.net, "carries_state", False
+    ):  # TEMP until the protocol lands  # consecutive windows of parallel streams; this rank's slice of them
+        size = len(tokens) // distributed.world_size()
+        tokens = tokens[distributed.rank() * size : (distributed.rank() + 1) * size]
+        return StreamSampler(tokens, config.batch_size, window), CarriedStateLoss()
+    sampler = WindowSampler(tokens, config.batch_size, window, seed=config.seed + distributed.rank())
+    return sampler, language_model_loss
+
+
+def fixed_eval_set(job: PretrainJob) -> list[dict[str, torch.Tensor]]:
+    """The same validation windows at every evaluation, so the curve compares like with like."""
+    from lmforge.data.batching import random_windows
+
+    config, window = job.config, job.net.config.block_size
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    val = job.dataset.split("val")
+    windows = [random_windows(val, config.batch_size, window, generator) for _ in range(config.eval_batches)]
+    return [{"input_ids": x, "labels": y} for x, y in windows]
+
+
+def run_pretraining(job: PretrainJob, *, progress: bool = True) -> dict[str, Any]:
+    """Train ``job`` into its run directory; returns the summary ``pretrain`` prints."""
+    from lmforge.run import Run
+
+    main = distributed.is_main_process()
+    created = False
+    if job.resuming:
+        run = Run.open(job.run_path)
+    elif main:
+        run = Run.create(job.run_path, overwrite=job.overwrite)
+        created = True
+    else:
+        run = Run(job.run_path)
+    try:
+        return _train(job, run, progress)
+    except BaseException:
+        # a fresh run that never reached its first checkpoint holds nothing worth keeping, and
+        # would block the next attempt as "another run"
+        if created and not run.weights_path("last").exists():
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
+
+
+def _train(job: PretrainJob, run, progress: bool) -> dict[str, Any]:
+    from lmforge.train.evaluation import mean_loss
+    from lmforge.train.metrics import MetricsLog, plot_losses
+    from lmforge.train.trainer import Trainer
+    from lmforge.train.transforms import apply_transforms, training_transforms
+
+    net, config = job.net, job.config
+    main = distributed.is_main_process()
+    if main:
+        if not job.resuming:
+            run.save_tokenizer(job.dataset.tokenizer)
+        run.write_config(
+            {
+                "family": job.family,
+                "model": net.config.to_dict(),
+                "train": dataclasses.asdict(config),
+                **job.extra_config,
+            }
+        )
+    device = resolve_device(config.device)
+    net.to(device)
+    transforms = training_transforms(
+        device=device, precision=resolve_precision(config.precision, device), compile=config.compile
+    )
+    train_model = apply_transforms(net, transforms)
+    batches, objective = training_batches(job)
+    eval_set = fixed_eval_set(job)
+    resume_step = run.load_train_state()["step"] if job.resuming else None
+    metrics = MetricsLog(run.metrics_path, resume_step=resume_step) if main else None
+
+    def save(tag: str, _model: nn.Module, state: dict | None) -> None:
+        if not main:
+            return
+        run.save_weights(net, "best" if tag == "best" else "last")  # the plain model: no wrapper's names
+        if state is not None:
+            run.save_train_state(state)
+
+    def redraw() -> None:
+        if main:
+            title = f"{run.path.name}: {job.family}, {net.num_parameters():,} parameters"
+            plot_losses(run.metrics_path, run.plot_path, title=title)
+
+    trainer = Trainer(
+        train_model,
+        config,
+        batches,
+        evaluate=lambda m: mean_loss(m, eval_set)[0],
+        save=save,
+        log=metrics.write if metrics else None,
+        on_eval=redraw,
+        progress=progress and sys.stderr.isatty(),
+        objective=objective,
+    )
+    if job.resuming:
+        run.load_weights(net, "last")
+        trainer.load_state_dict(run.load_train_state())
+    try:
+        result = trainer.fit()
+    finally:
+        if metrics:
+            metrics.close()
+    redraw()
+    return {
+        "run": str(run.path),
+        "steps": result.steps,
+        "tokens": result.tokens,
+        "elapsed_s": round(result.elapsed_s, 2),
+        "tokens_per_s": round(result.tokens / max(result.elapsed_s, 1e-9), 1),
+        "train_loss": result.last_train_loss,
+        "first_val_loss": result.first_val_loss,
+        "val_loss": result.last_val_loss,
+        "best_val_loss": result.best_val_loss,
+        "val_perplexity": perplexity(result.last_val_loss) if result.last_val_loss is not None else None,
+        "parameters": net.num_parameters(),
+        "interrupted": result.interrupted,
+        "transforms": [t.name for t in transforms],
+        "plot": str(run.plot_path),
+    }
+
+
+def flags(names: list[str]) -> str:
+    return ", ".join(flag_name(name) for name in names)
+
+
+def _describe(net) -> str:  # TEMP until the protocol lands
+    if hasattr(net, "describe"):
+        return net.describe()
+    from lmforge.commands.pretrain_old import describe_model
+
+    return describe_model(net.family, net.config)

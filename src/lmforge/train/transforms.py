@@ -1,0 +1,75 @@
+"""Model transforms: how a plain model is made ready for training, from outside (the torchtitan way).
+
+    model = build_model(...)                               # plain, knows nothing of devices
+    model = apply_transforms(model, training_transforms(config, device, precision))
+    trainer = Trainer(model, ...)                          # builds the optimizer on what it gets
+
+Each transform takes a module and returns the module to train: the same object changed in place
+(oneDNN linears share the parameters they replace) or a wrapper around it (torch.compile, and
+later DDP, FSDP, tensor parallelism and LoRA). They run before the optimizer exists, so it sees
+the final parameters. A transform must keep tied weights tied; ``tied_parameters`` lets a caller
+check that it did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+ModelTransform = Callable[[nn.Module], nn.Module]
+
+
+@dataclass(frozen=True)
+class Named:
+    """A transform with a name, for the summary line (``transforms: onednn-linears, compile``)."""
+
+    name: str
+    apply: ModelTransform
+
+    def __call__(self, model: nn.Module) -> nn.Module:
+        return self.apply(model)
+
+
+def apply_transforms(model: nn.Module, transforms: Sequence[ModelTransform]) -> nn.Module:
+    for transform in transforms:
+        model = transform(model)
+    return model
+
+
+def onednn_linears(model: nn.Module) -> nn.Module:
+    from lmforge.train.onednn_linear import use_onednn_linears
+
+    use_onednn_linears(model)
+    return model
+
+
+def compiled(model: nn.Module) -> nn.Module:
+    return torch.compile(model)
+
+
+def training_transforms(*, device: torch.device, precision: str, compile: bool) -> list[Named]:
+    """The transforms a single-process run gets: fp32 linears through oneDNN on a CPU where that
+    pays off (same math; bf16 autocast already uses oneDNN), or torch.compile when asked."""
+    from lmforge.train.onednn_linear import onednn_linears_pay_off
+
+    transforms = []
+    if device.type == "cpu" and precision == "fp32" and not compile and onednn_linears_pay_off(device):
+        transforms.append(Named("onednn-linears", onednn_linears))
+    if compile:
+        transforms.append(Named("compile", compiled))
+    return transforms
+
+
+def tied_parameters(model: nn.Module) -> list[tuple[str, str]]:
+    """Pairs of parameter names that are one tensor (e.g. lm_head.weight and wte.weight)."""
+    first: dict[int, str] = {}
+    ties = []
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in first:
+            ties.append((name, first[id(param)]))
+        else:
+            first[id(param)] = name
+    return ties
