@@ -3,7 +3,7 @@
     lmforge pretrain --data data/shakespeare-char --out runs/gpt --max-time 60                 # gpt-nano
     lmforge pretrain --data data/shakespeare-char --out runs/lstm --model lstm --max-time 60   # an LSTM
 
-Parsing and printing only: the recipe is ``train/recipe.py``, the flags of the model shape and of
+Parsing and printing only: the recipe is ``recipe.py``, the flags of the model shape and of
 training are the fields of ``ModelSettings`` and ``TrainConfig``, declared once with their help.
 """
 
@@ -63,6 +63,7 @@ def pretrain(
         from lmforge.commands.pretrain_ngram import pretrain_ngram
 
         return pretrain_ngram(
+            preset=model,
             data=data,
             out=out,
             resume=resume,
@@ -71,7 +72,7 @@ def pretrain(
             overwrite=overwrite,
             as_json=as_json,
         )
-    from lmforge.train.recipe import plan_pretraining, run_pretraining
+    from lmforge.recipe import plan_pretraining, run_pretraining
 
     job = plan_pretraining(
         data=data, out=out, model=model, shape=shape, train=train, resume=resume, overwrite=overwrite

@@ -25,6 +25,7 @@ from lmforge.models.loss import perplexity as language_model_perplexity
 
 def pretrain_ngram(
     *,
+    preset: str,
     data: Path | None,
     out: Path | None,
     resume: Path | None,
@@ -41,10 +42,10 @@ def pretrain_ngram(
         raise UserInputError("an n-gram model is counted in one pass: give --data DIR and --out RUN")
     if train:
         raise UserInputError(
-            f"{_flags(list(train))} does not apply to --model ngram: it is counted, not trained; its flags "
+            f"{_flags(list(train))} does not apply to --model {preset}: it is counted, not trained; its flags "
             "are --order, --smoothing, --add-k, --discount"
         )
-    check_settings("ngram", settings)
+    check_settings(preset, settings)
     order, smoothing = settings.get("order", 3), settings.get("smoothing", "modified-kn")
     add_k, discount = settings.get("add_k", 1.0), settings.get("discount")
     from lmforge.data.shards import load_prepared
@@ -76,7 +77,7 @@ def pretrain_ngram(
     run.save_tokenizer(tokenizer)
     run.write_config(
         {
-            "family": "ngram",
+            "family": NGramLM.family,
             "model": config.to_dict(),
             "data": {
                 "path": str(Path(data).resolve()),
@@ -93,7 +94,7 @@ def pretrain_ngram(
 
     summary = {
         "run": str(run.path),
-        "family": "ngram",
+        "family": NGramLM.family,
         "order": order,
         "smoothing": smoothing,
         "train_tokens": int(len(train_tokens)),

@@ -1,5 +1,6 @@
 """The pretraining recipe as a library: from a model choice, a prepared dataset and settings to a
 run directory. ``lmforge pretrain`` only parses flags into these calls and prints what they return.
+It sits on the floor of ``run.py`` (it writes run directories), above ``train/`` (which never does).
 
     job = plan_pretraining(data="data/shakespeare-char", out="runs/gpt", model="gpt-nano",
                            train={"max_time": 60})          # checks everything, builds the model
