@@ -114,10 +114,20 @@ def test_unexpected_error_exit_1(monkeypatch, capsys):
     assert "ZeroDivisionError: boom" in capsys.readouterr().err
 
 
-def test_unknown_command_exits_with_message():
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["no-such-command"])
-    assert "unknown command" in str(exc.value.code)
+def test_unknown_command_is_one_error_line_and_exit_2(capsys):
+    assert cli.main(["no-such-command"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown command 'no-such-command'") and len(err.splitlines()) == 1
+    assert cli.main(["pretrian"]) == 2
+    assert "did you mean 'pretrain'?" in capsys.readouterr().err
+
+
+def test_unknown_flag_and_bad_value_are_one_error_line_and_exit_2(capsys):
+    for argv in (["pretrain", "--no-such-flag", "1"], ["pretrain", "--lr", "fast"], ["tokenizer", "nope"]):
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and len(err.splitlines()) == 1, (argv, err)
+        assert "usage:" not in err
 
 
 def test_top_level_help_does_not_import_torch():

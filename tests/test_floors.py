@@ -37,7 +37,9 @@ def imported_parts(tree: ast.AST) -> list[tuple[int, str]]:
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lmforge."):
             found.append((node.lineno, node.module.split(".")[1]))
         elif isinstance(node, ast.Import):
-            found += [(node.lineno, a.name.split(".")[1]) for a in node.names if a.name.startswith("lmforge.")]
+            found += [
+                (node.lineno, a.name.split(".")[1]) for a in node.names if a.name.startswith("lmforge.")
+            ]
     return found
 
 

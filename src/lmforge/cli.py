@@ -2,17 +2,19 @@
 
 Commands are imported only when chosen, so ``lmforge --help`` never loads torch.
 Exit status: 0 on success, 2 for an expected failure (an ``LMForgeError``: bad input the user
-can fix), 1 for anything unexpected, 130 on Ctrl-C. ``--debug`` anywhere shows the traceback.
+can fix, an unknown command or flag), 1 for anything unexpected, 130 on Ctrl-C (after whatever
+the command saves on the way out). ``--debug`` anywhere shows the traceback.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
 from collections.abc import Sequence
 
 from lmforge import __version__
-from lmforge.errors import LMForgeError
+from lmforge.errors import LMForgeError, UserInputError
 
 # command -> (one-line summary, "module:function") or (summary, {subcommand: "module:function"})
 COMMANDS: dict[str, tuple[str, str | dict[str, str]]] = {
@@ -90,7 +92,9 @@ def _resolve(argv: list[str]) -> tuple[str, str, list[str]]:
         raise SystemExit(0)
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        raise SystemExit(f"lmforge: unknown command {name!r}; run 'lmforge --help' for the list.")
+        close = difflib.get_close_matches(name, COMMANDS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UserInputError(f"unknown command {name!r}; {hint}run 'lmforge --help' for the list")
     target = COMMANDS[name][1]
     if isinstance(target, str):
         return f"lmforge {name}", target, rest
@@ -102,7 +106,9 @@ def _resolve(argv: list[str]) -> tuple[str, str, list[str]]:
             print(f"  {sub:<10} {summary(_load(sub_target))}")
         raise SystemExit(0)
     if rest[0] not in target:
-        raise SystemExit(f"lmforge {name}: unknown subcommand {rest[0]!r}; choose from {', '.join(target)}.")
+        raise UserInputError(
+            f"lmforge {name}: unknown subcommand {rest[0]!r}; choose from {', '.join(target)}"
+        )
     return f"lmforge {name} {rest[0]}", target[rest[0]], rest[1:]
 
 
@@ -110,11 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
-    prog, target, rest = _resolve(argv)
-    from lmforge.commands._args import build_parser, parse_with_config
-
-    func = _load(target)
     try:
+        prog, target, rest = _resolve(argv)
+        from lmforge.commands._args import build_parser, parse_with_config
+
+        func = _load(target)
         args = parse_with_config(build_parser(func, prog), rest)
         func(**vars(args))
     except LMForgeError as error:
@@ -125,6 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except SystemExit as exit:  # the parser's one error line is printed; --help exits 0 as usual
+        if exit.code == 2:
+            return 2
+        raise
     except Exception as error:  # noqa: BLE001 - the one place that turns surprises into a line
         if debug:
             raise

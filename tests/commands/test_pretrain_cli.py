@@ -333,3 +333,32 @@ def test_auto_precision_trains_end_to_end_on_either_kind_of_cpu(
     assert ("onednn-linears" in summary["transforms"]) == (not native_bf16 and summary["transforms"] != [])
     assert summary["steps"] == 3 and math.isfinite(summary["val_loss"])
     assert json.loads((out / "config.json").read_text())["train"]["precision"] == "auto"
+
+
+def test_ctrl_c_saves_then_exits_130_and_resume_continues(char_data, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    small = ["--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--block-size", "16", "--batch-size", "4"]
+    args = ["pretrain", "--data", str(char_data / "data"), "--out", str(out), "--max-time", "120", *small]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lmforge", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (
+        not metrics.exists() or metrics.read_text().count("train_loss") < 3
+    ):
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "interrupted at step" in stdout
+    step = torch.load(out / "train_state.pt", weights_only=True)["step"]
+    assert step >= 3
+    assert main(["pretrain", "--resume", str(out), "--max-steps", str(step + 2)]) == 0
+    assert torch.load(out / "train_state.pt", weights_only=True)["step"] == step + 2

@@ -127,10 +127,20 @@ def _add_settings(parser: argparse.ArgumentParser, settings: type) -> list[str]:
     return names
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one ``error:`` line (and exit 2), not the usage block."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        import sys
+
+        sys.stderr.write(f"error: {self.prog}: {message}; see {self.prog} --help\n")
+        raise SystemExit(2)
+
+
 def build_parser(func: Callable[..., Any], prog: str) -> argparse.ArgumentParser:
     """An ArgumentParser whose arguments are ``func``'s parameters."""
     description, arg_help, examples = parse_docstring(func.__doc__)
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=prog,
         description=description,
         epilog=("examples:\n" + examples) if examples else None,

@@ -84,6 +84,8 @@ def pretrain(
         print(json.dumps(summary))
     else:
         print_summary(summary)
+    if summary["interrupted"]:
+        raise KeyboardInterrupt  # saved; exit 130 like every command stopped by Ctrl-C
     return summary
 
 
