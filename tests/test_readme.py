@@ -28,7 +28,16 @@ from lmforge import cli
 from lmforge.commands._args import build_parser
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-INPUT_FLAGS = ("--data", "--checkpoint", "--resume", "--tokenizer", "--prompt-file", "--config", "--to-hf", "--from-hf")
+INPUT_FLAGS = (
+    "--data",
+    "--checkpoint",
+    "--resume",
+    "--tokenizer",
+    "--prompt-file",
+    "--config",
+    "--to-hf",
+    "--from-hf",
+)
 TOKENIZER_KINDS = ("char", "word", "bpe", "wordpiece", "unigram")
 _NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?")
 _VOLATILE_WORDS = re.compile(r"\b(?:bf16|fp16|fp32|cpu|cuda|mps)\b")
@@ -95,7 +104,10 @@ def test_every_lmforge_command_line_in_the_readme_parses():
 def test_the_parse_check_catches_a_flag_that_does_not_exist():
     assert parse_error(argv_of("lmforge prepare --data x --tokenizer char --out d --no-such-flag"))
     assert parse_error(argv_of("lmforge no-such-command --x"))
-    assert parse_error(argv_of("lmforge prepare --data tinyshakespeare --tokenizer char --out d  # a comment")) is None
+    assert (
+        parse_error(argv_of("lmforge prepare --data tinyshakespeare --tokenizer char --out d  # a comment"))
+        is None
+    )
 
 
 def runnable_sessions(text: str) -> list[list[tuple[str, list[str]]]]:

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import sys
 
 import pytest
 
@@ -139,3 +140,13 @@ def test_a_local_path_wins_over_a_corpus_name(cache, server, tmp_path, monkeypat
 def test_an_unknown_name_lists_the_known_ones(cache):
     with pytest.raises(DataError, match="no such file or directory .*tinyshakespeare.*lmforge corpora"):
         list(iter_texts(["tinyshakespear"]))
+
+
+def test_a_parquet_corpus_without_datasets_stops_before_downloading(cache, server, monkeypatch):
+    serve_as(monkeypatch, server, "wikitext-2", "/train.parquet", b"PAR1")
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(
+        DataError, match=r"wikitext-2 \(a Parquet file\) is read with .*pip install 'lmforge\[hf\]'"
+    ):
+        list(iter_texts(["wikitext-2"]))
+    assert server.requests == [] and cached_files(cache) == []

@@ -120,6 +120,10 @@ def resolve_source(spec: str) -> Source:
 
     if spec in CATALOG:
         corpus = CATALOG[spec]
+        if corpus.needs_datasets:
+            from lmforge.data.tables import require_datasets
+
+            require_datasets(f"{spec} (a Parquet file)")  # before downloading it, not after
         path = download.fetch(corpus.url, sha256=corpus.sha256, label=corpus.name)
         return Source(spec, "named", (path,), url=corpus.url)
     raise DataError(

@@ -52,6 +52,14 @@ def is_table_file(path: Path) -> bool:
     return path.suffix.lower() in TABLE_SUFFIXES
 
 
+def require_datasets(what: str) -> None:
+    """Stop before a download whose file only ``datasets`` can read, when it is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("datasets") is None:
+        raise DataError(f"{what} is read with the `datasets` library, which is not installed: {INSTALL_HINT}")
+
+
 def _datasets(what: str) -> Any:
     try:
         import datasets
