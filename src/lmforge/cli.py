@@ -30,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str | dict[str, str]]] = {
         "Tokenize a corpus into train/val token files for training.",
         "lmforge.commands.prepare:prepare",
     ),
+    "corpora": (
+        "List the public corpora --data downloads by name, and which are cached.",
+        "lmforge.commands.corpora:corpora",
+    ),
     "pretrain": (
         "Train a language model from scratch on a prepared dataset.",
         "lmforge.commands.pretrain:pretrain",

@@ -29,3 +29,7 @@ class OutputExistsError(LMForgeError):
 
 class CheckpointError(LMForgeError):
     """A run directory or checkpoint that is missing, corrupt or belongs to another model."""
+
+
+class DownloadError(DataError):
+    """A corpus that could not be downloaded, or whose bytes are not the ones expected."""

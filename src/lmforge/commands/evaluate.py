@@ -64,18 +64,20 @@ def evaluate(
     Args:
         checkpoint: a run directory written by `lmforge pretrain`.
         data: a prepared dataset directory, or raw text sources (files, directories, globs,
-            .jsonl, builtin:NAME) tokenized with the run's tokenizer.
+            .jsonl, tables, corpus names, URLs, hf:NAME, builtin:NAME) tokenized with the run's
+            tokenizer.
         split: which split of a prepared dataset: val or train.
         stride: slide windows by this many tokens (default: block size, no overlap).
         block_size: window length (default: the model's block size; for gpt also the maximum).
         batch_size: windows per forward pass.
         weights: best (lowest validation loss), last, or auto (best when it exists).
-        text_field: the field holding the text in .jsonl sources.
+        text_field: the field (.jsonl) or column (hf:, .parquet, .csv, .arrow) holding the text.
         device: auto, cpu, cuda.
 
     Examples:
         lmforge evaluate --checkpoint runs/shakespeare --data data/shakespeare-char
         lmforge evaluate --checkpoint runs/shakespeare --data notes.txt --stride 32 --json
+        lmforge evaluate --checkpoint runs/shakespeare --data wikitext-2-test
     """
     import numpy as np
 

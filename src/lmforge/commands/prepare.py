@@ -35,14 +35,16 @@ def prepare(
 
     Args:
         data: sources: text files (one document each), directories (every .txt/.md inside,
-            one document per file), globs, .jsonl files (one document per line), or the
-            built-in corpus builtin:stdlib-docs (the standard library's docstrings, 1.7 MB).
+            one document per file), globs, .jsonl files (one document per line), .parquet/.csv/.arrow
+            files (one per row), a corpus name such as tinyshakespeare (lmforge corpora lists them),
+            an https:// URL (downloaded once; optional #sha256=HEX), hf:NAME[:CONFIG][@SPLIT] (a
+            Hugging Face dataset), or builtin:stdlib-docs (the standard library's docstrings, 1.7 MB).
         tokenizer: a tokenizer directory, or a kind to train here: char, word, bpe, wordpiece, unigram.
         out: the dataset directory to create.
         vocab_size: vocabulary size when training a tokenizer (special tokens included).
         val_fraction: share of the corpus held out for validation, strictly between 0 and 1.
         seed: seeds the document shuffle that picks the validation documents.
-        text_field: the field holding the text in .jsonl sources.
+        text_field: the field (.jsonl) or column (hf:, .parquet, .csv, .arrow) holding the text.
         errors: bytes that are not UTF-8: stop and say where (strict), or read them as U+FFFD (replace).
         lowercase: lowercase the text (when training a tokenizer).
         min_frequency: drop rarer characters, words or merges (when training a tokenizer).
@@ -53,10 +55,11 @@ def prepare(
         as_json: print the metadata (meta.json plus "out") as one JSON object.
 
     Examples:
-        lmforge prepare --data ../shared/data/tinyshakespeare.txt --tokenizer char --out data/shakespeare-char
+        lmforge prepare --data tinyshakespeare --tokenizer char --out data/shakespeare-char
         lmforge prepare --data builtin:stdlib-docs --tokenizer bpe --vocab-size 8192 --out data/stdlib-bpe
         lmforge prepare --data posts.jsonl --text-field body --tokenizer tok/bpe --out data/posts
         lmforge prepare --data 'notes/**/*.md' --tokenizer wordpiece --val-fraction 0.05 --out data/notes
+        lmforge prepare --data hf:wikitext:wikitext-2-raw-v1@train --tokenizer bpe --out data/wikitext
     """
     from lmforge.commands.tokenizer import parse_special
     from lmforge.data.prepare import describe, prepare_dataset

@@ -47,7 +47,8 @@ def train(
 
     Args:
         kind: the tokenizer family.
-        data: text sources: files, directories, globs, .jsonl files, builtin:stdlib-docs.
+        data: text sources: files, directories, globs, .jsonl, .parquet/.csv/.arrow files, corpus
+            names (lmforge corpora), https:// URLs, hf:NAME[:CONFIG][@SPLIT], builtin:stdlib-docs.
         out: the directory to write (tokenizer.json and lmforge_tokenizer.json).
         vocab_size: total ids, special tokens included (default: every character or word seen
             for char and word, 8000 for bpe, wordpiece and unigram).
@@ -59,12 +60,12 @@ def train(
             <unk>, so any text decodes back exactly (bpe always does this).
         special: NAME=TOKEN overrides of the default special tokens, NAME one of pad, bos, eos,
             unk, mask, cls, sep; NAME= drops one.
-        text_field: the field holding the text in .jsonl sources.
+        text_field: the field (.jsonl) or column (hf:, .parquet, .csv, .arrow) holding the text.
         errors: what to do with bytes that are not UTF-8: stop (strict) or use U+FFFD (replace).
         as_json: print one JSON object instead of a summary.
 
     Examples:
-        lmforge tokenizer train --kind char --data input.txt --out tok/char
+        lmforge tokenizer train --kind char --data tinyshakespeare --out tok/char
         lmforge tokenizer train --kind bpe --vocab-size 8000 --data corpus/ --out tok/bpe
         lmforge tokenizer train --kind word --lowercase --min-frequency 2 --data a.txt --out tok/word
         lmforge tokenizer train --kind wordpiece --data docs.jsonl --special mask=<mask> --out tok/wp

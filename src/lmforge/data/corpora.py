@@ -1,10 +1,16 @@
-"""Where text comes from: files, directories, globs, JSON Lines and built-in corpora.
+"""Where text comes from: files, directories, globs, JSON Lines, tables, downloads and built-in corpora.
 
     iter_texts(["input.txt"])                       -> 1 document: the whole file (tiny Shakespeare)
     iter_texts(["notes/"])                          -> 1 document per .txt/.md file, recursively, by path
     iter_texts(["books/*.txt"])                     -> 1 document per matching file, by path (** recurses)
     iter_texts(["chat.jsonl"], text_field="body")   -> 1 document per line: that line's "body" field
     iter_texts(["builtin:stdlib-docs"])             -> 1 document per standard-library module
+    iter_texts(["tinyshakespeare"])                 -> a named corpus (catalog.py), downloaded once
+    iter_texts(["https://host/corpus.txt"])         -> downloaded once into the cache, then as a file
+    iter_texts(["hf:wikitext:wikitext-2-raw-v1"])   -> 1 document per row (tables.py; also .parquet,
+                                                       .csv and .arrow files)
+
+A local path wins over a corpus name, so a file called ``tinyshakespeare`` is read, not downloaded.
 
 Text must be UTF-8 (a leading byte-order mark is dropped). Bytes that are not stop with the file,
 byte offset and line, unless ``errors="replace"`` turns them into U+FFFD. Documents that are empty
@@ -43,9 +49,10 @@ class Source:
     """One ``--data`` value, resolved: what kind it is and which files stand behind it."""
 
     spec: str
-    kind: Literal["file", "jsonl", "directory", "glob", "builtin"]
-    files: tuple[Path, ...] = ()  # empty for builtin
+    kind: Literal["file", "jsonl", "table", "directory", "glob", "builtin", "url", "named", "hf"]
+    files: tuple[Path, ...] = ()  # empty for builtin and hf; the cached copy for url and named
     base: Path | None = None  # a directory source's root, for file names in the sha256 listing
+    url: str | None = None  # where a url or named source was downloaded from
 
     @property
     def builtin_name(self) -> str:
@@ -60,9 +67,30 @@ def _is_text_file(path: Path) -> bool:
     return path.suffix.lower() in TEXT_SUFFIXES and not any(p.startswith(".") for p in path.parts)
 
 
+def _file_kind(path: Path) -> Literal["file", "jsonl", "table"]:
+    from lmforge.data.tables import is_table_file
+
+    if path.suffix.lower() == JSONL_SUFFIX:
+        return "jsonl"
+    return "table" if is_table_file(path) else "file"
+
+
 def resolve_source(spec: str) -> Source:
-    """Classify ``spec`` and list its files; a missing path or an empty match is a ``DataError``."""
+    """Classify ``spec`` and list its files; a missing path or an empty match is a ``DataError``.
+
+    A URL or a corpus name is downloaded here (once; later calls find it in the cache), so every
+    source is on disk before the first document is read.
+    """
+    from lmforge.data import download
+    from lmforge.data.tables import HF_PREFIX, HFSpec
+
     spec = str(spec)
+    if spec.startswith(HF_PREFIX):
+        HFSpec.parse(spec)  # a malformed spec fails now, not after the sources before it are read
+        return Source(spec, "hf")
+    if download.is_url(spec):
+        url, _ = download.split_checksum(spec)
+        return Source(spec, "url", (download.fetch(spec),), url=url)
     if spec.startswith(BUILTIN_PREFIX):
         from lmforge.data.builtin import BUILTINS
 
@@ -72,7 +100,7 @@ def resolve_source(spec: str) -> Source:
         return Source(spec, "builtin")
     path = Path(spec).expanduser()
     if path.is_file():
-        return Source(spec, "jsonl" if path.suffix.lower() == JSONL_SUFFIX else "file", (path,))
+        return Source(spec, _file_kind(path), (path,))
     if path.is_dir():
         files = sorted(
             (p for p in path.rglob("*") if p.is_file() and _is_text_file(p.relative_to(path))),
@@ -88,7 +116,19 @@ def resolve_source(spec: str) -> Source:
                 f"the pattern {spec!r} matches no files; check the path (quote it so the shell leaves it)"
             )
         return Source(spec, "glob", tuple(files))
-    raise DataError(f"{spec}: no such file or directory")
+    from lmforge.data.catalog import CATALOG
+
+    if spec in CATALOG:
+        corpus = CATALOG[spec]
+        if corpus.needs_datasets:
+            from lmforge.data.tables import require_datasets
+
+            require_datasets(f"{spec} (a Parquet file)")  # before downloading it, not after
+        path = download.fetch(corpus.url, sha256=corpus.sha256, label=corpus.name)
+        return Source(spec, "named", (path,), url=corpus.url)
+    raise DataError(
+        f"{spec}: no such file or directory (nor a corpus name: {', '.join(CATALOG)}; see lmforge corpora)"
+    )
 
 
 def resolve_sources(specs: Sequence[str]) -> list[Source]:
@@ -96,7 +136,8 @@ def resolve_sources(specs: Sequence[str]) -> list[Source]:
         specs = [str(specs)]
     if not specs:
         raise UserInputError(
-            "no data given; pass --data with a file, directory, glob, .jsonl or builtin:NAME"
+            "no data given; pass --data with a file, directory, glob, .jsonl, URL, corpus name, hf:NAME "
+            "or builtin:NAME"
         )
     return [resolve_source(str(spec)) for spec in specs]
 
@@ -154,6 +195,17 @@ def _jsonl_documents(path: Path, text_field: str, errors: Errors) -> Iterator[Do
             yield Document(value, f"{path}:{line_number}")
 
 
+def _table_documents(dataset, text_field: str, where: str, join_rows: bool) -> Iterator[Document]:
+    from lmforge.data.tables import row_texts
+
+    rows = row_texts(dataset, text_field, where)
+    if join_rows:  # rows that are the lines of one text (WikiText)
+        yield Document("".join(text for _, text in rows), where)
+    else:
+        for row, text in rows:
+            yield Document(text, f"{where}:row {row}")
+
+
 def _raw_documents(source: Source, text_field: str, errors: Errors) -> Iterator[Document]:
     if source.kind == "builtin":
         from lmforge.data.builtin import builtin_documents
@@ -161,9 +213,30 @@ def _raw_documents(source: Source, text_field: str, errors: Errors) -> Iterator[
         for module, text in builtin_documents(source.builtin_name):
             yield Document(text, f"{source.spec}:{module}")
         return
+    if source.kind == "hf":
+        from lmforge.data.tables import load_hf
+
+        yield from _table_documents(load_hf(source.spec), text_field, source.spec, join_rows=False)
+        return
+    corpus = None
+    if source.kind == "named":
+        from lmforge.data.catalog import CATALOG
+
+        corpus = CATALOG[source.spec]
     for path in source.files:
-        if path.suffix.lower() == JSONL_SUFFIX:
+        kind = _file_kind(path)
+        if kind == "jsonl":
             yield from _jsonl_documents(path, text_field, errors)
+        elif kind == "table":
+            from lmforge.data.tables import load_table
+
+            field = "text" if corpus is not None else text_field  # catalog tables hold "text"
+            yield from _table_documents(
+                load_table(path), field, str(path), join_rows=corpus is not None and corpus.join_rows
+            )
+        elif corpus is not None and corpus.separator:
+            for number, text in enumerate(read_text(path, errors).split(corpus.separator)):
+                yield Document(text, f"{source.spec}:document {number}")
         else:
             yield Document(read_text(path, errors), str(path))
 
@@ -181,6 +254,10 @@ def source_documents(
         what = {
             "file": "the file is empty or only whitespace",
             "jsonl": f"every line is blank or has an empty {text_field!r} field",
+            "table": f"every row's {text_field!r} is empty or null",
+            "hf": f"every row's {text_field!r} is empty or null",
+            "url": "the downloaded file is empty or only whitespace",
+            "named": "the downloaded file is empty or only whitespace",
             "directory": "every .txt/.md file in it is empty or only whitespace",
             "glob": "every matching file is empty or only whitespace",
             "builtin": "the built-in corpus came out empty",
@@ -217,8 +294,25 @@ def describe_source(source: Source, *, text_field: str = "text") -> dict:
     sha256 is that of the file for a single file (what ``sha256sum FILE`` prints). For several
     files it is the sha256 of their ``sha256sum``-style listing (``HASH  NAME\\n`` per file, names
     relative to the directory for a directory source), so renaming a file changes it too. For a
-    builtin it is over the documents' UTF-8 text, each followed by a NUL byte.
+    builtin or an ``hf:`` dataset it is over the documents' UTF-8 text, each followed by a NUL
+    byte. A downloaded source (URL or corpus name) is described by its cached file, plus its URL.
     """
+    if source.kind == "hf":
+        digest, size, count = hashlib.sha256(), 0, 0
+        for document in _raw_documents(source, text_field, "strict"):
+            data = document.text.encode("utf-8")
+            digest.update(data + b"\0")
+            size += len(data)
+            count += 1
+        return {
+            "spec": source.spec,
+            "kind": "hf",
+            "description": f"Hugging Face dataset, one document per row (column {text_field!r})",
+            "files": 0,
+            "rows": count,
+            "bytes": size,
+            "sha256": digest.hexdigest(),
+        }
     if source.kind == "builtin":
         from lmforge.data.builtin import builtin_description, builtin_documents, python_version
 
@@ -247,13 +341,17 @@ def describe_source(source: Source, *, text_field: str = "text") -> dict:
         )
         sha256 = hashlib.sha256(listing.encode("utf-8")).hexdigest()
     count = len(source.files)
-    description = {
-        "file": "text file, one document",
-        "jsonl": f"JSON Lines, one document per line (field {text_field!r})",
-        "directory": f"directory, {count} .txt/.md file{'s' if count != 1 else ''}, one document each",
-        "glob": f"pattern, {count} file{'s' if count != 1 else ''}, one document each",
-    }[source.kind]
-    return {
+    if source.kind in ("url", "named"):
+        description = _describe_download(source, text_field)
+    else:
+        description = {
+            "file": "text file, one document",
+            "jsonl": f"JSON Lines, one document per line (field {text_field!r})",
+            "table": f"{source.files[0].suffix.lower()[1:]} table, one document per row (column {text_field!r})",
+            "directory": f"directory, {count} .txt/.md file{'s' if count != 1 else ''}, one document each",
+            "glob": f"pattern, {count} file{'s' if count != 1 else ''}, one document each",
+        }[source.kind]
+    described = {
         "spec": source.spec,
         "kind": source.kind,
         "description": description,
@@ -261,6 +359,24 @@ def describe_source(source: Source, *, text_field: str = "text") -> dict:
         "bytes": sum(size for (_, size), _ in hashes),
         "sha256": sha256,
     }
+    if source.url is not None:
+        described["url"] = source.url
+    return described
+
+
+def _describe_download(source: Source, text_field: str) -> str:
+    if source.kind == "named":
+        from lmforge.data.catalog import CATALOG
+
+        corpus = CATALOG[source.spec]
+        return f"{corpus.description}; licence: {corpus.licence}"
+    kind = _file_kind(source.files[0])
+    what = {
+        "file": "text file, one document",
+        "jsonl": f"JSON Lines, one document per line (field {text_field!r})",
+        "table": f"table, one document per row (column {text_field!r})",
+    }[kind]
+    return f"downloaded {what}"
 
 
 def describe_sources(
