@@ -50,7 +50,7 @@ def pretrain(
         progress: show a progress bar.
 
     Examples:
-        lmforge prepare --data ../shared/data/tinyshakespeare.txt --tokenizer char --out data/shakespeare-char
+        lmforge prepare --data tinyshakespeare --tokenizer char --out data/shakespeare-char
         lmforge pretrain --data data/shakespeare-char --out runs/shakespeare --max-time 60
         lmforge pretrain --resume runs/shakespeare --max-time 120
         lmforge pretrain --data data/shakespeare-char --out runs/lstm --model lstm --n-layer 2 --max-time 60
