@@ -1,6 +1,6 @@
 """The step interface: how any causal model family plugs into greedy, sampling and beam search.
 
-    model = as_step_model(gpt)                                  # GPT + a preallocated KV cache
+    model = as_step_model(gpt)                                  # decoding "kv_cache": a preallocated cache
     logits, state = model.start(prompt_ids, attention_mask, max_new_tokens=20, copies=4)
     # logits (B * 4, V): the next-token scores after each prompt, every prompt row repeated 4 times
     logits, state = model.step(next_ids, state)                 # next_ids (B * 4,) -> logits (B * 4, V)
@@ -26,8 +26,8 @@ ask the model only for what its kind of decoding promises (``cache_layout()`` an
 ``window_size`` for a window), never for its family or its modules, and ``models/`` never imports
 this package: a new family plugs in by naming one of these kinds, or a new kind with its interface.
 
-A Transformer past its context: learned positions stop at ``block_size``, so when the cache is full the
-state drops the oldest half and recomputes the keys and values of the newest ``block_size // 2``
+A Transformer past its context: learned positions stop at ``block_size``, so when the cache is
+full the state drops the oldest half and recomputes the keys and values of the newest ``block_size // 2``
 tokens (llama.cpp's "context shift"); positions restart at 0, as cropping the context does. It
 costs one prompt-sized forward pass every ``block_size // 2`` tokens and never happens when
 prompt + max_new_tokens fits. The rows of a batch shift together, when the padded width fills the

@@ -16,8 +16,9 @@ Two kinds of model meet that contract:
   ``forward(input_ids, attention_mask=None, labels=None, reduction="mean", last_logits_only=False, ...)``
   returns an ``LMOutput``: ``.logits`` (B, T, vocab) where ``logits[:, t]`` scores the token after
   ``input_ids[:, t]``, and ``.loss``, the cross-entropy against ``labels`` (-100 ignored) when given.
-  They subclass ``NeuralLM``, which counts parameters once for every family from the embedding
-  tables each one names in ``embedding_parameters()``;
+  Their ``config.block_size`` is the length of the training windows (for a Transformer also its
+  context). They subclass ``NeuralLM``, which counts parameters once for every family from the
+  embedding tables each one names in ``embedding_parameters()``;
 - counted models (``StreamScorer``, the n-gram model): numpy counts, no forward pass; they score a
   whole stream with ``logprobs(tokens)`` (a document's first tokens see padded contexts, as after
   end-of-text), so windowed evaluation does not apply to them.
