@@ -15,6 +15,7 @@ FLOOR = {
     "serve": 4,
     "run": 3,
     "recipe": 3,
+    "inference": 3,
     "interop": 3,
     "finetune": 3,
     "align": 3,

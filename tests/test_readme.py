@@ -26,6 +26,7 @@ import pytest
 
 from lmforge import cli
 from lmforge.commands._args import build_parser
+from lmforge.errors import LMForgeError
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 INPUT_FLAGS = (
@@ -83,13 +84,13 @@ def parse_error(argv: list[str]) -> str | None:
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
-            prog, target, rest = cli._resolve(argv)  # exits 0 on --help, else on an unknown command
+            prog, target, rest = cli._resolve(argv)  # exits 0 on --help
             parser = build_parser(cli._load(target), prog)
             parser.add_argument("--config")  # as parse_with_config adds it
             parser.parse_args(rest)
     except SystemExit as stop:
         return None if stop.code in (0, None) else f"{stop.code} {stderr.getvalue().strip()}".strip()
-    except argparse.ArgumentError as error:
+    except (argparse.ArgumentError, LMForgeError) as error:  # an unknown command is an LMForgeError
         return str(error)
     return None
 

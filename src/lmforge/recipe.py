@@ -72,7 +72,7 @@ class PretrainJob:
         )
         train, val = len(self.dataset.split("train")), len(self.dataset.split("val"))
         return [
-            f"model: {self.model_label} {_describe(net)}: {net.num_parameters():,} parameters "
+            f"model: {self.model_label} {net.describe()}: {net.num_parameters():,} parameters "
             f"({net.num_parameters(exclude_embeddings=True):,} without embeddings)",
             f"data: {self.data_path} ({train:,} train / {val:,} val tokens, vocab {tokenizer.vocab_size}); "
             f"training on {device} in {resolve_precision(config.precision, device)} for {budget}",
@@ -306,11 +306,3 @@ def _train(job: PretrainJob, run, progress: bool) -> dict[str, Any]:
 
 def flags(names: list[str]) -> str:
     return ", ".join(flag_name(name) for name in names)
-
-
-def _describe(net) -> str:  # TEMP until the protocol lands
-    if hasattr(net, "describe"):
-        return net.describe()
-    from lmforge.commands.pretrain_old import describe_model
-
-    return describe_model(net.family, net.config)

@@ -27,7 +27,7 @@ from torch import nn
 from lmforge import __version__
 from lmforge.errors import CheckpointError
 from lmforge.fileio import atomic_write_bytes, atomic_write_json, replace_previous_output
-from lmforge.models.registry import build_model
+from lmforge.models.registry import build_model, model_class
 from lmforge.train.transforms import tied_parameters
 
 FORMAT_VERSION = 1
@@ -204,13 +204,13 @@ class Run:
     def load_model(self, which: Literal["last", "best", "auto"] = "auto") -> nn.Module:
         """The model with its weights; ``auto`` picks the best-validation weights when present.
 
-        An n-gram run gives its ``NGramLM`` (counts, not an nn.Module; ``which`` does not apply).
+        A counted model (an n-gram run's ``NGramLM``, not an nn.Module) loads itself from its own
+        file; ``which`` does not apply to it.
         """
         config = self.read_config()
-        if config["family"] == "ngram":
-            from lmforge.models.ngram import NGramLM
-
-            return NGramLM.load(self.path, NGRAM_FILE)
+        cls = model_class(config["family"])
+        if not issubclass(cls, nn.Module):
+            return cls.load(self.path, NGRAM_FILE)
         if which == "auto":
             which = "best" if self.weights_path("best").exists() else "last"
         model = build_model(config["family"], config["model"])

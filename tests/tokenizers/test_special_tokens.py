@@ -81,3 +81,22 @@ def test_dropping_unk_where_it_is_needed_is_refused():
     # With byte fallback a character tokenizer never needs <unk>.
     tok = train_tokenizer("char", CORPUS, special_tokens={"unk": ""}, byte_fallback=True)
     assert tok.unk_id is None and tok.decode(tok.encode("✓")) == "✓"
+
+
+def test_document_start_is_the_separator_else_bos():
+    wordpiece, bpe = trained("wordpiece"), trained("bpe")
+    assert bpe.document_start_id == bpe.eos_id == 0  # GPT-style: documents follow <|endoftext|>
+    assert wordpiece.document_start_id == wordpiece.sep_id == 3  # BERT-style: no eos, so [SEP]
+    no_eos = train_tokenizer("char", CORPUS, special_tokens={"eos": "", "bos": "<s>"})
+    assert no_eos.document_separator_id is None and no_eos.document_start_id == no_eos.token_to_id("<s>")
+    neither = train_tokenizer("char", CORPUS, special_tokens={"eos": "", "bos": ""})
+    assert neither.document_start_id is None
+
+
+def test_parse_special_splits_name_and_token():
+    from lmforge.tokenizers import parse_special
+
+    assert parse_special(["eos=</s>", " bos=", "pad=a=b"]) == {"eos": "</s>", "bos": "", "pad": "a=b"}
+    for bad in ("eos", "=</s>"):
+        with pytest.raises(UserInputError, match="--special expects NAME=TOKEN"):
+            parse_special([bad])

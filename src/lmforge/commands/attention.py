@@ -51,9 +51,8 @@ def attention(
         lmforge attention --checkpoint runs/shakespeare --text "ROMEO: Good morrow." --layer 1 --head 2 --out attn.png
         lmforge attention --checkpoint runs/shakespeare --text "To be, or not" --all --out grid.png
     """
-    from lmforge.commands.score import document_start_id
+    from lmforge.inference import load_for_inference
     from lmforge.models.attention_maps import attention_weights, draw_attention, select_maps
-    from lmforge.run import Run
 
     if out.suffix.lower() != ".png":
         raise UserInputError(f"--out {out} should be a .png file")
@@ -61,19 +60,18 @@ def attention(
         raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it")
     if not text:
         raise UserInputError("--text is empty; give the text to look at")
-    run = Run.open(checkpoint)
-    tokenizer = run.load_tokenizer()
-    model = run.load_model(weights)
-    if model.family != "gpt":
+    loaded = load_for_inference(checkpoint, weights=weights, device="cpu")
+    run, model, tokenizer = loaded.run, loaded.model, loaded.tokenizer
+    if not model.has_attention_maps:
         raise UserInputError(
             f"{checkpoint} holds a {model.family} model, which has no attention; attention maps need a "
             "Transformer (gpt) run"
         )
     ids = tokenizer.encode(text)
-    start = document_start_id(tokenizer)
+    start = tokenizer.document_start_id
     ids = ([start] if start is not None else []) + ids
-    context = model.config.block_size
-    if len(ids) > context:
+    context = model.context_limit
+    if context is not None and len(ids) > context:
         print(
             f"warning: the text has {len(ids)} tokens; drawing its first {context} (the model's context)",
             file=sys.stderr,

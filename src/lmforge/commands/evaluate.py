@@ -6,38 +6,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from lmforge.errors import CheckpointError, DataError, UserInputError
-
-
-def _token_stream(data: list[str], run, tokenizer, split: str, text_field: str):
-    """Token ids to score: a prepared split, or raw text tokenized with the run's tokenizer."""
-    import numpy as np
-
-    from lmforge.run import directory_fingerprint
-
-    if len(data) == 1 and Path(data[0]).is_dir() and (Path(data[0]) / "meta.json").exists():
-        from lmforge.data.shards import load_prepared
-
-        dataset = load_prepared(data[0])
-        if directory_fingerprint(dataset.tokenizer_dir) != directory_fingerprint(run.tokenizer_dir):
-            raise CheckpointError(
-                f"{data[0]} was prepared with a different tokenizer than {run.path}; re-run `lmforge prepare` "
-                f"with --tokenizer {run.tokenizer_dir}, or pass raw text instead"
-            )
-        if split not in ("train", "val"):
-            raise UserInputError(f"--split must be train or val; got {split!r}")
-        return dataset.split(split), f"{data[0]} ({split} split)"
-    from lmforge.data.corpora import iter_texts
-
-    separator = tokenizer.document_separator_id
-    ids: list[int] = []
-    for text in iter_texts(data, text_field=text_field):
-        ids.extend(tokenizer.encode(text))
-        if separator is not None:
-            ids.append(separator)
-    if separator is not None and ids:
-        ids.pop()  # nothing follows the last document
-    return np.asarray(ids, dtype=np.int64), " ".join(data)
+from lmforge.errors import DataError
 
 
 def evaluate(
@@ -79,43 +48,18 @@ def evaluate(
         lmforge evaluate --checkpoint runs/shakespeare --data notes.txt --stride 32 --json
         lmforge evaluate --checkpoint runs/shakespeare --data wikitext-2-test
     """
-    import numpy as np
+    from lmforge.inference import check_window, evaluation_tokens, load_for_inference, stream_loss
 
-    from lmforge.data.batching import sequential_windows
-    from lmforge.models.registry import context_limit
-    from lmforge.run import Run
-    from lmforge.train.evaluation import mean_loss
-    from lmforge.train.trainer import resolve_device
-
-    run = Run.open(checkpoint)
-    model = run.load_model(weights)
-    tokenizer = run.load_tokenizer()
-    if model.family == "ngram":  # counts, not a network: score the whole stream at once
-        tokens, described = _token_stream(data, run, tokenizer, split, text_field)
-        if len(tokens) < 2:
-            raise DataError(
-                f"{described} holds {len(tokens)} tokens; at least 2 are needed to score a prediction"
-            )
-        logprobs = model.logprobs(np.asarray(tokens))[1:]  # the tokens a windowed model scores
-        return _report(float(-logprobs.mean()), len(logprobs), described, as_json)
-    context = context_limit(model)
-    block_size = block_size or model.config.block_size
-    if context is not None and block_size > context:
-        raise UserInputError(
-            f"--block-size {block_size} is larger than the model's context of {context} tokens"
-        )
-    if stride is not None and not 0 < stride <= block_size:
-        raise UserInputError(f"--stride must be between 1 and the block size {block_size}; got {stride}")
-    tokens, described = _token_stream(data, run, tokenizer, split, text_field)
+    loaded = load_for_inference(checkpoint, weights=weights, device=device)
+    window = check_window(loaded.model, block_size, stride)  # None: scored as one stream (n-gram)
+    tokens, described = evaluation_tokens(data, loaded.run, loaded.tokenizer, split, text_field)
     if len(tokens) < 2:
         raise DataError(
             f"{described} holds {len(tokens)} tokens; at least 2 are needed to score a prediction"
         )
-    block_size = min(block_size, len(tokens) - 1)
-    device = resolve_device(device)
-    model.to(device)
-    windows = sequential_windows(tokens, block_size, batch_size=batch_size, stride=stride)
-    loss, count = mean_loss(model, windows, device)
+    loss, count = stream_loss(
+        loaded.model, tokens, block_size=window, stride=stride, batch_size=batch_size, device=loaded.device
+    )
     return _report(loss, count, described, as_json)
 
 

@@ -91,11 +91,8 @@ def generate(
 
     from lmforge.generate import GenerationConfig
     from lmforge.generate import generate as run_generation
-    from lmforge.generate.packing import pack_linear_layers
     from lmforge.generate.streaming import TextStream
-    from lmforge.models.registry import context_limit
-    from lmforge.run import Run
-    from lmforge.train.trainer import resolve_device
+    from lmforge.inference import encode_prompt, load_for_inference
 
     config = GenerationConfig(
         strategy=strategy,
@@ -123,18 +120,20 @@ def generate(
     if show_probs and strategy == "beam":
         raise UserInputError("--show-probs shows the choices of greedy decoding or sampling, not beam search")
 
-    run = Run.open(checkpoint)
-    model = run.load_model(weights)
-    tokenizer = run.load_tokenizer()
-    device = resolve_device(device)
-    if isinstance(model, torch.nn.Module):
-        model.to(device=device, dtype=torch.bfloat16 if dtype == "bf16" else torch.float32)
-        rows = (num_beams if strategy == "beam" else num_samples) * (batch_size if prompt_file else 1)
-        pack_linear_layers(model, rows_hint=rows)  # on a CPU oneDNN reads the weights 2-3x faster than MKL
-    else:
-        device = torch.device("cpu")  # an n-gram model: counts in numpy
-    config = dataclasses.replace(config, eos_id=tokenizer.document_separator_id)
-    prompts = [_encode_prompt(text, tokenizer, context_limit(model)) for text in texts]
+    rows = (num_beams if strategy == "beam" else num_samples) * (batch_size if prompt_file else 1)
+    loaded = load_for_inference(checkpoint, weights=weights, device=device, dtype=dtype, pack_rows=rows)
+    model, tokenizer, device = loaded.model, loaded.tokenizer, loaded.device
+    config = dataclasses.replace(config, eos_id=loaded.eos_id)
+    prompts = []
+    for text in texts:
+        ids, dropped = encode_prompt(text, tokenizer, model.context_limit)
+        if dropped:
+            print(
+                f"warning: the prompt has {len(ids) + dropped} tokens; keeping its last {len(ids)} "
+                "(the model's context)",
+                file=sys.stderr,
+            )
+        prompts.append(ids)
     generator = torch.Generator(device=device).manual_seed(seed)
 
     printer = TextStream(tokenizer, config.stop, config.eos_id) if stream else None
@@ -203,23 +202,6 @@ def _read_prompts(path: Path) -> list[str]:
     if not lines:
         raise UserInputError(f"--prompt-file {path} is empty; put one prompt per line")
     return lines
-
-
-def _encode_prompt(text: str, tokenizer, context: int | None) -> list[int]:
-    ids = tokenizer.encode(text) if text else []
-    if not ids:
-        start = tokenizer.document_separator_id
-        start = start if start is not None else tokenizer.bos_id
-        if start is None:
-            raise UserInputError("this tokenizer has no end-of-text or beginning token; give a --prompt")
-        ids = [start]
-    if context is not None and len(ids) > context:
-        print(
-            f"warning: the prompt has {len(ids)} tokens; keeping its last {context} (the model's context)",
-            file=sys.stderr,
-        )
-        ids = ids[-context:]
-    return ids
 
 
 def _probability_collector():

@@ -61,8 +61,8 @@ def prepare(
         lmforge prepare --data 'notes/**/*.md' --tokenizer wordpiece --val-fraction 0.05 --out data/notes
         lmforge prepare --data hf:wikitext:wikitext-2-raw-v1@train --tokenizer bpe --out data/wikitext
     """
-    from lmforge.commands.tokenizer import parse_special
     from lmforge.data.prepare import describe, prepare_dataset
+    from lmforge.tokenizers import parse_special
 
     options = {"lowercase": lowercase, "min_frequency": min_frequency, "byte_fallback": byte_fallback}
     if special:

@@ -13,12 +13,6 @@ from lmforge.errors import UserInputError
 TOKEN_COLUMN = 24  # characters of a token shown in the table before it is cut with "…"
 
 
-def document_start_id(tokenizer) -> int | None:
-    """The token a document follows in training data (end-of-text; else bos): a text's first context."""
-    separator = tokenizer.document_separator_id
-    return separator if separator is not None else tokenizer.bos_id
-
-
 def show_token(tokenizer, token_id: int) -> str:
     """One token as a person reads it: its decoded text, quoted, with newlines and tabs escaped."""
     return json.dumps(tokenizer.decode([token_id]), ensure_ascii=False)
@@ -54,24 +48,20 @@ def score(
         lmforge score --checkpoint runs/shakespeare --text "ROMEO: Good morrow."
         lmforge score --checkpoint runs/shakespeare --text "ROMEO:" --json
     """
-    from lmforge.models.registry import context_limit
-    from lmforge.run import Run
-    from lmforge.train.scoring import TokenScores, score_tokens
-    from lmforge.train.trainer import resolve_device
+    from lmforge.inference import load_for_inference, score_text
 
     if not text:
         raise UserInputError("--text is empty; give the text to score")
-    run = Run.open(checkpoint)
-    tokenizer = run.load_tokenizer()
-    model = run.load_model(weights)
-    context = context_limit(model)  # None: the model reads any length (recurrent, window)
+    loaded = load_for_inference(checkpoint, weights=weights, device=device)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    context = model.context_limit  # None: the model reads any length (recurrent, window, n-gram)
     if stride < 1 or (context is not None and stride > context):
         limit = f"between 1 and the model's context of {context}" if context is not None else "at least 1"
         raise UserInputError(f"--stride must be {limit}; got {stride}")
     if batch_size < 1:
         raise UserInputError(f"--batch-size must be at least 1; got {batch_size}")
     ids = tokenizer.encode(text)
-    start = document_start_id(tokenizer)
+    start = tokenizer.document_start_id
     if start is None:
         print(
             "warning: this tokenizer has no end-of-text or bos token, so the first token is context only "
@@ -82,19 +72,7 @@ def score(
             raise UserInputError(
                 "the text is one token and the tokenizer has no start token: nothing to score"
             )
-    if model.family == "ngram":  # counts: a document's first tokens see padded contexts, as after end-of-text
-        scores = TokenScores(list(ids), [float(value) for value in model.logprobs(ids)])
-    else:
-        device = resolve_device(device)
-        window = context if context is not None else len(ids) + 1  # no limit: the whole text at once
-        scores = score_tokens(
-            model.to(device),
-            ids,
-            block_size=window,
-            start_id=start,
-            stride=min(stride, window),
-            batch_size=batch_size,
-        )
+    scores = score_text(model, ids, start_id=start, stride=stride, batch_size=batch_size)
     tokens = [
         {"token": tokenizer.decode([i]), "id": i, "prob": p} for i, p in zip(scores.token_ids, scores.probs)
     ]

@@ -16,7 +16,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from lmforge.errors import UserInputError
 from lmforge.fileio import atomic_directory, check_output_dir
 
 if TYPE_CHECKING:
@@ -71,7 +70,7 @@ def train(
         lmforge tokenizer train --kind wordpiece --data docs.jsonl --special mask=<mask> --out tok/wp
     """
     from lmforge.data.corpora import iter_texts
-    from lmforge.tokenizers import train_tokenizer
+    from lmforge.tokenizers import parse_special, train_tokenizer
 
     overrides = parse_special(special or [])
     check_output_dir(out, overwrite)  # fail before a long training run, not after it
@@ -157,17 +156,6 @@ def decode(
 
     text = load_tokenizer(tokenizer).decode(ids, skip_special_tokens=skip_special_tokens)
     print(json.dumps({"text": text}, ensure_ascii=False) if as_json else text)
-
-
-def parse_special(items: Iterable[str]) -> dict[str, str]:
-    """``["eos=</s>", "bos="]`` -> ``{"eos": "</s>", "bos": ""}``; the names are checked later."""
-    overrides = {}
-    for item in items:
-        name, sep, token = item.partition("=")
-        if not sep or not name:
-            raise UserInputError(f"--special expects NAME=TOKEN (for example eos=</s>); got {item!r}")
-        overrides[name.strip()] = token
-    return overrides
 
 
 def _show(piece: str) -> str:

@@ -30,7 +30,8 @@ State = tuple[torch.Tensor, ...]
 
 
 class RecurrentStepModel:
-    """An Elman RNN, LSTM or GRU (models/rnn.py) decoding from its hidden state."""
+    """A ``decoding = "recurrent_state"`` model (the Elman RNN, LSTM and GRU of models/rnn.py)
+    decoding from its hidden state."""
 
     block_size = None
 
@@ -67,13 +68,14 @@ class WindowState:
 
 
 class WindowStepModel:
-    """A fixed-window model (models/window.py): the state is the window itself."""
+    """A ``decoding = "window"`` model (models/window.py): the state is the window of its last
+    ``window_size`` tokens."""
 
     block_size = None
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
-        self.n = model.config.context
+        self.n = model.window_size
 
     def start(
         self,

@@ -54,7 +54,8 @@ def generate(
 ) -> list[list[Continuation]]:
     """For each prompt (a list of ids), ``config.num_return_sequences`` continuations.
 
-    model: a GPT (or any model with a step interface, see step.py), in eval mode, on its device.
+    model: any language model (its ``decoding`` picks the step interface, step.py) or a StepModel,
+        in eval mode, on its device.
     generator: the randomness for sampling (on the model's device); the same seed, the same text.
     tokenizer: needed for stop strings; when given, each continuation also carries its text.
     on_token: called after every step with the chosen ids (N,) and their distribution (N, V)

@@ -1,6 +1,6 @@
 """The step interface: how any causal model family plugs into greedy, sampling and beam search.
 
-    model = as_step_model(gpt)                                  # GPT + a preallocated KV cache
+    model = as_step_model(gpt)                                  # decoding "kv_cache": a preallocated cache
     logits, state = model.start(prompt_ids, attention_mask, max_new_tokens=20, copies=4)
     # logits (B * 4, V): the next-token scores after each prompt, every prompt row repeated 4 times
     logits, state = model.step(next_ids, state)                 # next_ids (B * 4,) -> logits (B * 4, V)
@@ -12,15 +12,22 @@ A strategy sees only this protocol, so a family plugs in by implementing three m
   with each row repeated ``copies`` times (samples or beams share one prompt computation);
 - ``step`` feeds one token per row and returns the logits after it;
 - ``reorder`` keeps rows ``index`` (beam search), in place where it can.
-The state is whatever the family needs: GPT's keys and values (``GPTStepModel`` below), an RNN's
-hidden state (reorder = index_select on the batch dimension) or a window model's last n tokens
-(``classic_step.py``), an n-gram model's last n - 1 tokens. ``as_step_model`` finds a model's
-step interface by its ``family``.
-``max_new_tokens`` lets a family preallocate; a family with a finite context says so in
+The state is whatever the model needs: a Transformer's keys and values (``KVCacheStepModel``
+below), an RNN's hidden state (reorder = index_select on the batch dimension) or a window model's
+last n tokens (``classic_step.py``), an n-gram model's last n - 1 tokens (``ngram_step.py``).
+``max_new_tokens`` lets a model preallocate; a model with a finite context says so in
 ``block_size`` (None: unbounded) and handles running past it itself.
 
-GPT past its context: learned positions stop at ``block_size``, so when the cache is full the
-state drops the oldest half and recomputes the keys and values of the newest ``block_size // 2``
+Which interface drives a model. Every model states how it is decoded in its ``decoding``
+attribute (models/protocol.py): "kv_cache", "recurrent_state", "window" or "counts", and
+``as_step_model`` picks the step interface for that kind from ``STEP_MODELS``. The step interfaces
+ask the model only for what its kind of decoding promises (``cache_layout()`` and
+``context_limit`` for a key-value cache, ``forward(state=)`` for a recurrent state,
+``window_size`` for a window), never for its family or its modules, and ``models/`` never imports
+this package: a new family plugs in by naming one of these kinds, or a new kind with its interface.
+
+A Transformer past its context: learned positions stop at ``block_size``, so when the cache is
+full the state drops the oldest half and recomputes the keys and values of the newest ``block_size // 2``
 tokens (llama.cpp's "context shift"); positions restart at 0, as cropping the context does. It
 costs one prompt-sized forward pass every ``block_size // 2`` tokens and never happens when
 prompt + max_new_tokens fits. The rows of a batch shift together, when the padded width fills the
@@ -70,12 +77,12 @@ class GPTState:
     fed: int  # columns of ``tokens`` fed to the model
 
 
-class GPTStepModel:
-    """GPT (models/gpt.py) decoding through a preallocated KV cache."""
+class KVCacheStepModel:
+    """A ``decoding = "kv_cache"`` model (GPT, models/gpt.py) decoding through a preallocated KV cache."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
-        self.block_size: int | None = model.config.block_size
+        self.block_size: int | None = model.context_limit
 
     def start(
         self,
@@ -86,17 +93,18 @@ class GPTStepModel:
         copies: int = 1,
     ) -> tuple[torch.Tensor, GPTState]:
         B, P = input_ids.shape
-        config, device = self.model.config, input_ids.device
+        device, context = input_ids.device, self.block_size
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None  # no padding: the plain causal path is faster
         total = P + max_new_tokens
+        layout = self.model.cache_layout()
         cache = KVCache(
-            config.n_layer,
+            layout.layers,
             B * copies,
-            config.n_head,
-            min(total, config.block_size),
-            config.n_embd // config.n_head,
-            dtype=self.model.wte.weight.dtype,
+            layout.heads,
+            min(total, context),
+            layout.head_size,
+            dtype=layout.dtype,
             device=device,
         )
         tokens = torch.zeros(B, total, dtype=torch.long, device=device)
@@ -106,7 +114,7 @@ class GPTStepModel:
             mask = torch.ones(B, total, dtype=torch.long, device=device)
             mask[:, :P] = attention_mask
         state = GPTState(cache, tokens, mask, None, fed=P)
-        logits = self._prefill(state, window=min(P, config.block_size))
+        logits = self._prefill(state, window=min(P, context))
         if copies > 1:
             state = self.reorder(state, torch.arange(B, device=device).repeat_interleave(copies))
             logits = logits.repeat_interleave(copies, dim=0)
@@ -152,26 +160,27 @@ class GPTStepModel:
         return out.logits[:, -1].float()
 
 
-# model family -> its step interface
-STEP_MODELS: dict[str, Callable[[nn.Module], StepModel]] = {
-    "gpt": GPTStepModel,
-    "rnn": RecurrentStepModel,
-    "lstm": RecurrentStepModel,
-    "gru": RecurrentStepModel,
+GPTStepModel = KVCacheStepModel  # the name earlier callers import
+
+# a model's ``decoding`` (models/protocol.py) -> the step interface that drives it
+STEP_MODELS: dict[str, Callable[[Any], StepModel]] = {
+    "kv_cache": KVCacheStepModel,
+    "recurrent_state": RecurrentStepModel,
     "window": WindowStepModel,
-    "ngram": NGramStepModel,
+    "counts": NGramStepModel,
 }
 
 
-def as_step_model(model: nn.Module | StepModel) -> StepModel:
-    """The step interface for a model: itself when it has one, else its family's (by ``model.family``):
-    GPT with a KV cache, a recurrent model with its hidden state, a window model with its window."""
+def as_step_model(model: Any) -> StepModel:
+    """The step interface for a model: itself when it has one, else the one its ``decoding`` names:
+    a key-value cache, a recurrent hidden state, a window of tokens, an n-gram context."""
     if isinstance(model, StepModel):
         return model
-    wrapper = STEP_MODELS.get(getattr(model, "family", None))
+    wrapper = STEP_MODELS.get(getattr(model, "decoding", None))
     if wrapper is not None:
         return wrapper(model)
     raise TypeError(
-        f"{type(model).__name__} has no decoding step interface; implement "
-        "lmforge.generate.step.StepModel (start, step, reorder) for its family"
+        f"{type(model).__name__} has no decoding step interface; give it a ``decoding`` of "
+        f"{', '.join(STEP_MODELS)} (models/protocol.py) or implement lmforge.generate.step.StepModel "
+        "(start, step, reorder)"
     )

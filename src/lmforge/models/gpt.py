@@ -21,6 +21,7 @@ from torch import nn
 
 from lmforge.models.layers import Block, RotaryEmbedding, causal_mask, make_norm, sinusoidal_table
 from lmforge.models.loss import language_model_loss
+from lmforge.models.protocol import CacheLayout, LMOutput, NeuralLM
 
 
 @dataclass
@@ -57,16 +58,14 @@ def _round_up(x: int, multiple: int) -> int:
     return multiple * math.ceil(x / multiple)
 
 
-@dataclass
-class ModelOutput:
-    logits: torch.Tensor  # (B, T, vocab)
-    loss: torch.Tensor | None = None  # mean (or summed) cross-entropy over labels != -100
-    attentions: list[torch.Tensor] | None = None  # per layer (B, nh, T, S), reference path only
+ModelOutput = LMOutput  # the name earlier callers import from here
 
 
-class GPT(nn.Module):
+class GPT(NeuralLM):
     family = "gpt"
     config_class = GPTConfig
+    decoding = "kv_cache"  # generate/step.py decodes through a preallocated key-value cache
+    has_attention_maps = True
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -116,16 +115,28 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def num_parameters(self, exclude_embeddings: bool = False) -> int:
-        """Parameters counted once (tied weights once); optionally without token/position tables."""
-        total = sum(p.numel() for p in self.parameters())
-        if exclude_embeddings:
-            total -= self.wte.weight.numel()
-            if self.config.pos_encoding == "learned":
-                total -= self.wpe.weight.numel()
-            if not self.config.tie_embeddings:
-                total -= self.lm_head.weight.numel()
-        return total
+    @property
+    def context_limit(self) -> int:
+        """Learned (and precomputed) positions stop at ``block_size``: the longest input."""
+        return self.config.block_size
+
+    def describe(self) -> str:
+        config = self.config
+        return f"{config.n_layer} layers x {config.n_embd} wide, context {config.block_size}"
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        """The token table, learned positions, and the output head (the token table itself when tied)."""
+        tables = [self.wte.weight, self.lm_head.weight]
+        if self.config.pos_encoding == "learned":
+            tables.append(self.wpe.weight)
+        return tables
+
+    def cache_layout(self) -> CacheLayout:
+        """Keys and values per layer: (n_head, head size) in the embedding's dtype."""
+        config = self.config
+        return CacheLayout(
+            config.n_layer, config.n_head, config.n_embd // config.n_head, self.wte.weight.dtype
+        )
 
     def forward(
         self,
@@ -137,7 +148,7 @@ class GPT(nn.Module):
         reduction: Literal["mean", "sum"] = "mean",
         output_attentions: bool = False,
         last_logits_only: bool = False,
-    ) -> ModelOutput:
+    ) -> LMOutput:
         """Logits for every position, and the loss when ``labels`` are given.
 
         attention_mask: (B, S) with 1 for real tokens and 0 for padding (S counts cached tokens
@@ -189,4 +200,4 @@ class GPT(nn.Module):
         loss = None
         if labels is not None:
             loss = language_model_loss(logits, labels, reduction)
-        return ModelOutput(logits=logits, loss=loss, attentions=attentions)
+        return LMOutput(logits=logits, loss=loss, attentions=attentions)

@@ -137,10 +137,18 @@ def estimate_discounts(values: np.ndarray, modified: bool) -> np.ndarray:
 
 
 class NGramLM:
-    """An n-gram model: count tables plus a smoothing rule, scoring whole arrays at once."""
+    """An n-gram model: count tables plus a smoothing rule, scoring whole arrays at once.
+
+    It meets the model protocol (models/protocol.py) as a ``StreamScorer``: no forward pass, a
+    stream scored by ``logprobs``, decoded through its contexts (generate/ngram_step.py)."""
 
     family = "ngram"
     config_class = NGramConfig
+    context_limit = None  # reads any length; only the last order - 1 tokens matter
+    carries_state = False
+    decoding = "counts"
+    has_attention_maps = False
+    scores_whole_stream = True
 
     def __init__(self, config: NGramConfig, counts: NGramCounts) -> None:
         if config.vocab_size != counts.vocab_size or config.order != counts.order:
@@ -210,6 +218,13 @@ class NGramLM:
     def num_grams(self) -> list[int]:
         """Distinct k-grams counted, k = 1 .. order."""
         return [len(keys) for keys in self.counts.gram_keys]
+
+    def describe(self) -> str:
+        return f"{self.order}-gram, {self.config.smoothing}"
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """The stored n-grams, one count each: what the model learned (it has no embeddings)."""
+        return int(sum(self.num_grams))
 
     # --- scoring -----------------------------------------------------------------------------
     def logprobs(self, tokens: np.ndarray | Sequence[int]) -> np.ndarray:

@@ -22,8 +22,10 @@ in about a minute of character-level training on a 2-core CPU (parameters for a 
 | lstm   | LSTM, 1 layer x 512, 128-dim embeddings                                 | 64     | 1.36M      |
 | gru    | GRU, 1 layer x 256, 64-dim embeddings                                   | 64     | 0.27M      |
 
-Every model has ``block_size``: GPT's context (its longest input), the classic models' training
-window (they read inputs of any length). ``context_limit(model)`` tells them apart.
+Every neural model has ``block_size``: GPT's context (its longest input), the classic models'
+training window (they read inputs of any length). ``model.context_limit`` tells them apart
+(models/protocol.py). The n-gram family is counted from data (``NGramLM.fit``), not built from a
+config; it is listed here so that a family's name maps to its class in this one place.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ FAMILIES = {
     "rnn": "lmforge.models.rnn:ElmanRNN",
     "lstm": "lmforge.models.rnn:LSTMLM",
     "gru": "lmforge.models.rnn:GRULM",
+    "ngram": "lmforge.models.ngram:NGramLM",
 }
 
 MODERN = {"dropout": 0.0, "bias": False, "pos_encoding": "rope", "norm": "layernorm", "mlp": "swiglu"}
@@ -61,7 +64,8 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def model_class(family: str) -> type[nn.Module]:
+def model_class(family: str) -> type:
+    """The class of a family (every one meets ``models.protocol.LanguageModel``)."""
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
     module_name, class_name = FAMILIES[family].split(":")
@@ -138,13 +142,9 @@ def _flags(names: list[str]) -> str:
     return ", ".join("--" + name.replace("_", "-") for name in names)
 
 
-def context_limit(model: nn.Module) -> int | None:
-    """The longest input ``model`` accepts: GPT's ``block_size``; None for models that read any length."""
-    if hasattr(model, "context_limit"):
-        return model.context_limit
-    return getattr(model.config, "block_size", None)  # an n-gram model's config has none
-
-
 def build_model(family: str, config: dict[str, Any]) -> nn.Module:
+    """A freshly initialised neural model of ``family`` from its config dict."""
     cls = model_class(family)
+    if not issubclass(cls, nn.Module):
+        raise ValueError(f"{family} models are counted from data, not built from a config")
     return cls(cls.config_class(**config))

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.models.loss import language_model_loss
+from lmforge.models.protocol import LMOutput, NeuralLM
 
 State = tuple[torch.Tensor, ...]  # each (n_layer, B, H)
 
@@ -76,13 +77,6 @@ class ElmanConfig(RNNConfig):
     recurrence: Literal["fused", "loop"] = "fused"  # nn.RNN, or the lecture's loop in Python
 
 
-@dataclass
-class RecurrentOutput:
-    logits: torch.Tensor  # (B, T, vocab), or (B, 1, vocab) with last_logits_only
-    loss: torch.Tensor | None = None  # mean (or summed) cross-entropy over labels != -100
-    state: State | None = None  # the hidden state after the last position
-
-
 def elman_loop(
     x: torch.Tensor,
     h0: torch.Tensor,
@@ -114,11 +108,12 @@ def elman_loop(
     return x, torch.stack(finals)
 
 
-class RecurrentLM(nn.Module):
+class RecurrentLM(NeuralLM):
     """Embedding -> ``self.recurrence`` (an nn.RNN, nn.LSTM or nn.GRU) -> head; subclasses pick it."""
 
     family = "recurrent"
     config_class = RNNConfig
+    decoding = "recurrent_state"  # a decoder feeds one token at a time from the state (classic_step.py)
     context_limit = None  # reads any length
     carries_state = True  # trains on consecutive windows (data/streams.py), state carried across
     state_tensors = 1  # (h,); the LSTM has (h, c)
@@ -138,14 +133,23 @@ class RecurrentLM(nn.Module):
         else:
             nn.init.uniform_(self.head.weight, -0.1, 0.1)
 
-    def num_parameters(self, exclude_embeddings: bool = False) -> int:
-        """Parameters counted once (tied weights once); optionally without the token table(s)."""
-        total = sum(p.numel() for p in self.parameters())
-        if exclude_embeddings:
-            total -= self.embedding.weight.numel()
-            if not self.config.tie_embeddings:
-                total -= self.head.weight.numel()
-        return total
+    def describe(self) -> str:
+        config = self.config
+        layers = f"{config.n_layer} layer{'s' if config.n_layer > 1 else ''}"
+        tied = ", tied" if config.tie_embeddings else ""
+        return (
+            f"({self.kind}, {layers} x {config.hidden_size}, {config.n_embd}-dim embeddings{tied}; "
+            f"truncated BPTT over windows of {config.block_size})"
+        )
+
+    @property
+    def kind(self) -> str:
+        """The network's name in a summary: LSTM, GRU (the Elman RNN adds its activation)."""
+        return self.family.upper()
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        """The token table and the output head (the same tensor when tied)."""
+        return [self.embedding.weight, self.head.weight]
 
     def initial_state(self, batch_size: int, like: torch.Tensor) -> State:
         """Zeros: h_0 = 0 (and c_0 = 0), as in the lecture's algorithm."""
@@ -180,7 +184,7 @@ class RecurrentLM(nn.Module):
         reduction: Literal["mean", "sum"] = "mean",
         state: State | None = None,
         last_logits_only: bool = False,
-    ) -> RecurrentOutput:
+    ) -> LMOutput:
         """Logits for every position, the final state, and the loss when ``labels`` are given.
 
         attention_mask: (B, T), 1 real token, 0 padding (the state does not change there).
@@ -199,7 +203,7 @@ class RecurrentLM(nn.Module):
         loss = None
         if labels is not None:
             loss = language_model_loss(logits, labels, reduction)
-        return RecurrentOutput(logits=logits, loss=loss, state=state)
+        return LMOutput(logits=logits, loss=loss, state=state)
 
 
 def recurrent_layers(kind: type[nn.RNNBase], config: RNNConfig, **extra) -> nn.RNNBase:
@@ -221,6 +225,10 @@ class ElmanRNN(RecurrentLM):
 
     family = "rnn"
     config_class = ElmanConfig
+
+    @property
+    def kind(self) -> str:
+        return f"Elman RNN, {self.config.activation}"
 
     def __init__(self, config: ElmanConfig) -> None:
         nonlinearity = config.activation if config.activation != "sigmoid" else "tanh"  # sigmoid: loop

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.models.loss import language_model_loss
+from lmforge.models.protocol import LMOutput, NeuralLM
 
 
 @dataclass
@@ -52,15 +53,10 @@ class WindowConfig:
         return asdict(self)
 
 
-@dataclass
-class WindowOutput:
-    logits: torch.Tensor  # (B, T, vocab), or (B, 1, vocab) with last_logits_only
-    loss: torch.Tensor | None = None  # mean (or summed) cross-entropy over labels != -100
-
-
-class FixedWindowLM(nn.Module):
+class FixedWindowLM(NeuralLM):
     family = "window"
     config_class = WindowConfig
+    decoding = "window"  # a decoder keeps the last ``window_size`` tokens (generate/classic_step.py)
     context_limit = None  # reads any length; only the last ``config.context`` tokens matter
 
     def __init__(self, config: WindowConfig) -> None:
@@ -76,9 +72,22 @@ class FixedWindowLM(nn.Module):
         if self.direct is not None:
             nn.init.zeros_(self.direct.weight)  # start as a plain MLP; the shortcut is learned
 
-    def num_parameters(self, exclude_embeddings: bool = False) -> int:
-        total = sum(p.numel() for p in self.parameters())
-        return total - self.embedding.weight.numel() if exclude_embeddings else total
+    @property
+    def window_size(self) -> int:
+        """n: the tokens one prediction reads."""
+        return self.config.context
+
+    def describe(self) -> str:
+        config = self.config
+        direct = " + direct connections" if config.direct else ""
+        return (
+            f"(the previous {config.context} tokens x {config.n_embd}-dim embeddings -> "
+            f"{config.hidden_size} tanh units{direct}; trained on windows of {config.block_size})"
+        )
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        """C, the token table (the output layers read hidden units and windows, not single tokens)."""
+        return [self.embedding.weight]
 
     def windows(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, last_only: bool = False
@@ -102,7 +111,7 @@ class FixedWindowLM(nn.Module):
         labels: torch.Tensor | None = None,
         reduction: Literal["mean", "sum"] = "mean",
         last_logits_only: bool = False,
-    ) -> WindowOutput:
+    ) -> LMOutput:
         """Logits for every position (or the last), and the loss when ``labels`` are given.
 
         attention_mask: (B, T), 1 real token, 0 padding: a padded slot counts as a zero vector.
@@ -116,4 +125,4 @@ class FixedWindowLM(nn.Module):
         loss = None
         if labels is not None:
             loss = language_model_loss(logits, labels, reduction)
-        return WindowOutput(logits=logits, loss=loss)
+        return LMOutput(logits=logits, loss=loss)

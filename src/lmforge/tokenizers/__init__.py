@@ -39,6 +39,7 @@ __all__ = [
     "SPECIAL_NAMES",
     "Tokenizer",
     "load_tokenizer",
+    "parse_special",
     "resolve_special_tokens",
     "train_tokenizer",
 ]
@@ -86,6 +87,18 @@ def resolve_special_tokens(kind: str, overrides: dict[str, str] | None = None) -
         else:
             special.pop(name, None)
     return special
+
+
+def parse_special(items: Iterable[str]) -> dict[str, str]:
+    """``["eos=</s>", "bos="]`` -> ``{"eos": "</s>", "bos": ""}`` (``--special``); the names are
+    checked by ``resolve_special_tokens``."""
+    overrides = {}
+    for item in items:
+        name, sep, token = item.partition("=")
+        if not sep or not name:
+            raise UserInputError(f"--special expects NAME=TOKEN (for example eos=</s>); got {item!r}")
+        overrides[name.strip()] = token
+    return overrides
 
 
 def train_tokenizer(

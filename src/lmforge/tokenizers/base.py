@@ -8,7 +8,8 @@
 Special-token names are fixed: ``pad, bos, eos, unk, mask, cls, sep``. Each kind has defaults
 (``<|endoftext|>`` for GPT-style, ``[PAD] [UNK] [CLS] [SEP] [MASK]`` for BERT-style) that a user
 can override. ``document_separator_id`` is what ``prepare`` puts between documents: ``eos``
-when the family has one, else ``sep``.
+when the family has one, else ``sep``; ``document_start_id`` is what a text starts from when
+scored or continued (that separator, else ``bos``).
 """
 
 from __future__ import annotations
@@ -81,6 +82,13 @@ class Tokenizer(ABC):
     @property
     def document_separator_id(self) -> int | None:
         return self.eos_id if self.eos_id is not None else self.sep_id
+
+    @property
+    def document_start_id(self) -> int | None:
+        """What a document follows in prepared data (the separator; else ``bos``): the context a
+        text starts from when it is scored, drawn or continued from nothing."""
+        separator = self.document_separator_id
+        return separator if separator is not None else self.bos_id
 
     def tokens(self, ids: Sequence[int]) -> list[str]:
         """The token strings of ``ids``, for showing a person how text splits."""

@@ -1,0 +1,140 @@
+"""The model protocol: what every language model family offers, so nothing above ``models/`` asks
+which family it holds (the registry is the one place that maps a family's name to its class).
+
+    model = Run(path).load_model()        # a GPT, a window model, an RNN/LSTM/GRU or an n-gram model
+    isinstance(model, LanguageModel)      # True for every family
+    model.describe()                      # "4 layers x 128 wide, context 64"
+    model.context_limit                   # 64: the longest input it reads; None: any length
+    model.num_parameters(exclude_embeddings=True)
+    model.carries_state                   # True: trains on consecutive windows of streams, state carried
+    model.decoding                        # "kv_cache": which step interface generate/step.py drives it with
+    model.has_attention_maps              # forward(output_attentions=True) gives per-layer attention weights
+    model.scores_whole_stream             # True: logprobs(tokens) scores a whole token stream at once
+
+Two kinds of model meet that contract:
+- neural models (``NeuralLanguageModel``): ``nn.Module``s whose
+  ``forward(input_ids, attention_mask=None, labels=None, reduction="mean", last_logits_only=False, ...)``
+  returns an ``LMOutput``: ``.logits`` (B, T, vocab) where ``logits[:, t]`` scores the token after
+  ``input_ids[:, t]``, and ``.loss``, the cross-entropy against ``labels`` (-100 ignored) when given.
+  Their ``config.block_size`` is the length of the training windows (for a Transformer also its
+  context). They subclass ``NeuralLM``, which counts parameters once for every family from the
+  embedding tables each one names in ``embedding_parameters()``;
+- counted models (``StreamScorer``, the n-gram model): numpy counts, no forward pass; they score a
+  whole stream with ``logprobs(tokens)`` (a document's first tokens see padded contexts, as after
+  end-of-text), so windowed evaluation does not apply to them.
+
+``decoding`` names what the step layer (generate/step.py) needs from a model, in that model's own
+terms, so the step layer never looks at a family:
+- ``"kv_cache"``: ``forward(..., position_ids=, kv_cache=)`` fills a key-value cache laid out as
+  ``cache_layout()`` says; ``context_limit`` bounds it;
+- ``"recurrent_state"``: ``forward(..., state=)`` starts from a state and returns the one it ends in
+  (``LMOutput.state``, a tuple of (n_layer, B, H) tensors whose dimension 1 is the batch);
+- ``"window"``: each prediction reads only the last ``window_size`` tokens (``attention_mask`` 0:
+  an empty slot);
+- ``"counts"``: ``prompt_contexts``, ``advance`` and ``next_distributions`` (models/ngram.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+Decoding = Literal["kv_cache", "recurrent_state", "window", "counts"]
+
+
+@dataclass
+class LMOutput:
+    """What every neural family's forward returns."""
+
+    logits: torch.Tensor  # (B, T, vocab), or (B, 1, vocab) with last_logits_only
+    loss: torch.Tensor | None = None  # mean (or summed) cross-entropy over labels != -100
+    state: tuple[torch.Tensor, ...] | None = None  # recurrent models: the state after the last position
+    attentions: list[torch.Tensor] | None = None  # output_attentions: per layer (B, nh, T, S)
+
+
+class CacheLayout(NamedTuple):
+    """The shape of a key-value cache for a ``"kv_cache"`` model: (layers, heads, head_size) and dtype."""
+
+    layers: int
+    heads: int
+    head_size: int
+    dtype: torch.dtype
+
+
+@runtime_checkable
+class LanguageModel(Protocol):
+    """What every family offers, neural or counted."""
+
+    family: str  # the registry's name for the family (config.json's "family")
+    config: Any  # a dataclass with ``to_dict()``; the model is rebuilt from it
+    context_limit: int | None  # the longest input it accepts; None: any length
+    carries_state: bool  # recurrent: trains on consecutive windows of streams, state carried across
+    decoding: Decoding  # how a sampler drives it (module docstring)
+    has_attention_maps: bool  # forward(output_attentions=True) returns ``.attentions``
+    scores_whole_stream: bool  # logprobs(tokens) scores a whole stream (no windows, no forward)
+
+    def describe(self) -> str:
+        """The shape in a few words, for a summary line."""
+        ...
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Numbers learned from data, tied weights counted once; optionally without embedding tables."""
+        ...
+
+
+@runtime_checkable
+class NeuralLanguageModel(LanguageModel, Protocol):
+    """A neural family: an ``nn.Module`` with the forward contract of the module docstring."""
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        reduction: Literal["mean", "sum"] = "mean",
+        last_logits_only: bool = False,
+    ) -> LMOutput: ...
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        """The token (and position) tables and any untied output table: what ``exclude_embeddings`` drops."""
+        ...
+
+
+@runtime_checkable
+class StreamScorer(LanguageModel, Protocol):
+    """A counted model: scores token streams without a forward pass."""
+
+    def logprobs(self, tokens: Any) -> Any:
+        """(N,) natural-log p of each token of a 1-D id stream given the tokens before it."""
+        ...
+
+
+class NeuralLM(nn.Module):
+    """The defaults every neural family shares; a family sets ``family``, ``config_class``,
+    ``decoding`` and writes ``describe``, ``embedding_parameters`` and ``forward``."""
+
+    family: str
+    config_class: type
+    decoding: Decoding
+    context_limit: int | None = None  # reads any length unless the family says otherwise
+    carries_state = False
+    has_attention_maps = False
+    scores_whole_stream = False
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        raise NotImplementedError
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Parameters counted once (``parameters()`` yields a tied tensor once); optionally without
+        the embedding tables, each of those also counted once."""
+        total = sum(p.numel() for p in self.parameters())
+        if exclude_embeddings:
+            tables = {id(p): p for p in self.embedding_parameters()}
+            total -= sum(p.numel() for p in tables.values())
+        return total
