@@ -30,9 +30,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+import torch
 from safetensors.numpy import load_file
 
 from lmforge.errors import CheckpointError, DataError, UserInputError
+from lmforge.generate.config import GenerationConfig
+from lmforge.generate.decode import generate
 from lmforge.models import ngram_counts
 from lmforge.models.ngram import NGramConfig, NGramLM, estimate_discounts
 
@@ -266,9 +269,12 @@ def test_lecture_cows_eat_corn_is_four_elevenths():
     p = lm.next_distribution([COWS.index("cows"), COWS.index("eat")])
     for word, count in {"corn": 4, "grass": 3, "hay": 2, "if": 1, "which": 1, "oats": 0}.items():
         assert p[COWS.index(word)] == count / 11
-    assert lm.greedy([0, 1], 1).tolist() == [COWS.index("corn")]
-    rng = np.random.default_rng(0)
-    draws = np.concatenate([lm.sample([0, 1], 1, rng) for _ in range(4400)])
+    greedy = generate(lm, [[0, 1]], GenerationConfig(strategy="greedy", max_new_tokens=1))
+    assert greedy[0][0].ids == [COWS.index("corn")]
+    rolls = GenerationConfig(strategy="sample", max_new_tokens=1, num_return_sequences=4400)
+    draws = np.array(
+        [c.ids[0] for c in generate(lm, [[0, 1]], rolls, generator=torch.Generator().manual_seed(0))[0]]
+    )
     frequencies = np.bincount(draws, minlength=9)[2:7] / len(draws)
     np.testing.assert_allclose(frequencies, np.array([4, 3, 2, 1, 1]) / 11, atol=0.025)  # the weighted die
 

@@ -313,41 +313,6 @@ class NGramLM:
             out[np.asarray(next_ids) == self.config.eos_id] = self.counts.pad_id
         return out
 
-    def sample(
-        self,
-        context: Sequence[int],
-        max_new_tokens: int,
-        generator: np.random.Generator,
-        *,
-        stop_at_eos: bool = True,
-    ) -> np.ndarray:
-        """Roll the weighted die ``max_new_tokens`` times (or until end-of-text): the new ids."""
-        return self._decode(context, max_new_tokens, generator, stop_at_eos)
-
-    def greedy(self, context: Sequence[int], max_new_tokens: int, *, stop_at_eos: bool = True) -> np.ndarray:
-        """The likeliest next token, ``max_new_tokens`` times (or until end-of-text); ties: lowest id."""
-        return self._decode(context, max_new_tokens, None, stop_at_eos)
-
-    def _decode(
-        self, context: Sequence[int], steps: int, generator: np.random.Generator | None, stop_at_eos: bool
-    ) -> np.ndarray:
-        contexts = self.prompt_contexts(np.asarray(context, dtype=np.int64).reshape(1, -1))
-        out: list[int] = []
-        for _ in range(steps):
-            weights = self.next_distributions(contexts)[0]
-            if generator is None:
-                token = int(np.argmax(weights))
-            else:  # the die: a uniform draw against the running total of the weights
-                edges = np.cumsum(weights)
-                token = int(np.searchsorted(edges, generator.random() * edges[-1], side="right"))
-                token = min(token, self.vocab_size - 1)
-            out.append(token)
-            if stop_at_eos and token == self.config.eos_id:
-                break
-            contexts = self.advance(contexts, np.array([token]))
-        return np.array(out, dtype=np.int64)
-
-    # --- saving ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
         """The arrays that define the model (lower orders and discounts are derived from them)."""
         arrays = {
