@@ -28,9 +28,9 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import torch
 from safetensors.numpy import load_file
 
 from lmforge.errors import CheckpointError, DataError, UserInputError
