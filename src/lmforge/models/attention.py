@@ -21,10 +21,13 @@ Which path runs (``attend``), given a mask or ``None``:
     (and no dropout)          into the first as an additive bias (no mask and not causal: no bias)
     otherwise                 F.scaled_dot_product_attention: mask=None with is_causal -> its causal
                               kernel; mask=None without -> its unmasked kernel; else the bool mask
+                              (a causal chunk after a cached past, T > 1 and T != S, gets a built
+                              causal_mask: SDPA's is_causal would align it top-left)
 
 A query row whose mask is all False (a padding query, or one whose every visible key is padding)
 gets output exactly 0 and weights exactly 0 on every path, and no NaN in any gradient: PyTorch's
-SDPA does so itself, the two hand-written paths do the same. Such rows are what a query padding
+SDPA does so itself (checked on a CPU with torch 2.13; the CUDA kernels are untested here), and
+the two hand-written paths do the same. Such rows are what a query padding
 mask produces; nothing downstream should read them (mask them out of any loss).
 
 A KV cache (generate/cache.py) holds the self-attention keys and values of past tokens:
