@@ -1,0 +1,321 @@
+"""Multi-head attention for every Transformer family: causal (GPT), bidirectional (BERT), cross.
+
+Shapes in comments: B batch, T query length, S key length (T plus any cached past, or the memory
+length in cross-attention), C model width, nh heads, hs head size (C // nh).
+
+Masks are bool, broadcastable to (B, nh, T, S), True where a query may attend to a key:
+
+    causal_mask(3, 5)                      queries are the last 3 of 5 positions (2 cached):
+        [[1 1 1 0 0],                      query t sees keys s <= t + 2
+         [1 1 1 1 0],
+         [1 1 1 1 1]]
+    build_attention_mask(key_padding_mask=[[1, 1, 1, 0]])  -> (1, 1, 1, 4): no query sees key 3
+    build_attention_mask(query_padding_mask=[[1, 0]], key_padding_mask=[[1, 1, 0]])
+        -> (1, 1, 2, 3): query 0 sees keys 0, 1; query 1 (padding) sees nothing, so its output is 0
+
+Which path runs (``attend``), given a mask or ``None``:
+
+    reference=True            reference_attention: softmax(QK^T / sqrt(hs)) V written out (Vaswani
+                              et al. eq. 1), in fp32 softmax; the only path that returns the weights
+    bf16 on a CPU, T <= 256   matmul_attention: two batched matmuls and a softmax, the mask fused
+    (and no dropout)          into the first as an additive bias (no mask and not causal: no bias)
+    otherwise                 F.scaled_dot_product_attention: mask=None with is_causal -> its causal
+                              kernel; mask=None without -> its unmasked kernel; else the bool mask
+                              (a causal chunk after a cached past, T > 1 and T != S, gets a built
+                              causal_mask: SDPA's is_causal would align it top-left)
+
+A query row whose mask is all False (a padding query, or one whose every visible key is padding)
+gets output exactly 0 and weights exactly 0 on every path, and no NaN in any gradient: PyTorch's
+SDPA does so itself (checked on a CPU with torch 2.13; the CUDA kernels are untested here), and
+the two hand-written paths do the same. Such rows are what a query padding
+mask produces; nothing downstream should read them (mask them out of any loss).
+
+A KV cache (generate/cache.py) holds the self-attention keys and values of past tokens:
+``kv_cache.update(layer, k, v)`` returns past + present, the caller advances it once per forward.
+Cross-attention keys and values depend only on the memory (the encoder's output), so a decoder
+computes them once with ``CrossAttention.project_memory`` and passes them to every step as
+``memory_kv`` instead of the memory.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half rotary embedding (layers.RotaryEmbedding gives cos, sin) applied to q or k."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return (x * cos.to(x.dtype)) + (rotated * sin.to(x.dtype))
+
+
+# --- masks -----------------------------------------------------------------------------------
+
+
+def causal_mask(
+    query_len: int,
+    key_len: int,
+    device: torch.device | None = None,
+    padding_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Bool mask (B or 1, 1, T, S), True where query t may attend to key s.
+
+    Queries are the last ``query_len`` of ``key_len`` positions (earlier ones sit in a KV cache),
+    so query t sees keys s <= t + (S - T). ``padding_mask`` (B, S), 1 for real tokens, hides
+    padding keys. Every query may always see itself, so a left-padding query still has a key;
+    its output is garbage that no loss or sample reads. (``build_attention_mask`` instead leaves
+    such a row empty, which gives output 0.)
+    """
+    offset = key_len - query_len
+    query_pos = torch.arange(query_len, device=device)[:, None] + offset
+    key_pos = torch.arange(key_len, device=device)[None, :]
+    allowed = key_pos <= query_pos  # (T, S)
+    allowed = allowed[None, None]
+    if padding_mask is not None:
+        allowed = allowed & padding_mask[:, None, None, :].bool()
+        allowed = allowed | (key_pos == query_pos)[None, None]
+    return allowed
+
+
+def build_attention_mask(
+    *,
+    key_padding_mask: torch.Tensor | None = None,
+    query_padding_mask: torch.Tensor | None = None,
+    causal: bool = False,
+    query_len: int | None = None,
+    key_len: int | None = None,
+    device: torch.device | None = None,
+) -> torch.Tensor | None:
+    """The bool mask for padded batches of encoders, decoders and cross-attention.
+
+    key_padding_mask (B, S) and query_padding_mask (B, T): 1 (or True) for real tokens.
+    causal: queries are the last T of S positions, as in ``causal_mask`` (self-attention only);
+    T defaults to S (nothing cached).
+    Returns (B or 1, 1, T or 1, S), True where attention is allowed, or None when there is
+    nothing to mask (no padding, not causal): pass None on to keep SDPA's unmasked kernel.
+    Padding queries get an empty row (output 0, see the module docstring); keys are never
+    unmasked to fill a row, unlike ``causal_mask``.
+    """
+    if key_padding_mask is not None:
+        key_len = key_padding_mask.shape[1]
+        device = key_padding_mask.device
+    if query_padding_mask is not None:
+        query_len = query_padding_mask.shape[1]
+        device = query_padding_mask.device
+    allowed = None
+    if causal:
+        query_len = key_len if query_len is None else query_len  # self-attention, nothing cached
+        if query_len is None or key_len is None:
+            raise ValueError("a causal mask needs query_len and key_len (or padding masks that give them)")
+        allowed = causal_mask(query_len, key_len, device)  # (1, 1, T, S)
+    if key_padding_mask is not None:
+        keys = key_padding_mask.bool()[:, None, None, :]  # (B, 1, 1, S)
+        allowed = keys if allowed is None else allowed & keys
+    if query_padding_mask is not None:
+        queries = query_padding_mask.bool()[:, None, :, None]  # (B, 1, T, 1)
+        allowed = queries if allowed is None else allowed & queries
+    return allowed
+
+
+# --- the three paths -------------------------------------------------------------------------
+
+
+def reference_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(QK^T / sqrt(hs)) V with disallowed positions set to -inf before the softmax.
+
+    q (B, nh, T, hs), k and v (B, nh, S, hs), mask bool broadcastable to (B, nh, T, S), True
+    where attention is allowed; None attends everywhere. Returns (output (B, nh, T, hs),
+    weights (B, nh, T, S)); a row with no allowed key gets weights and output 0.
+    """
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, nh, T, S)
+    if mask is not None:
+        has_key = mask.any(-1, keepdim=True)  # (B|1, 1, T|1, 1)
+        # an empty row softmaxes finite zeros instead of -inf (NaN), then is zeroed
+        scores = scores.masked_fill(~mask, float("-inf")).masked_fill(~has_key, 0.0)
+    weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+    if mask is not None:
+        weights = weights * has_key
+    return weights @ v, weights
+
+
+def _matmul_attention_is_faster(q: torch.Tensor) -> bool:
+    """On a CPU in bf16, up to 256 queries, PyTorch's flash kernel is 1.6-3x slower (forward plus
+    backward) than two batched bf16 matmuls and a softmax; in fp32, and for longer sequences, it
+    wins. Measured on an AVX-512 BF16 AMD EPYC with torch 2.13 (benchmarks/train_throughput.py)."""
+    return q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.shape[-2] <= 256
+
+
+def matmul_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    is_causal: bool = True,
+) -> torch.Tensor:
+    """reference_attention's result through as few kernels as possible: the mask becomes an
+    additive 0/-inf bias fused into the score matmul (baddbmm), softmax runs in the input dtype.
+    q (B, nh, T, hs), k and v (B, nh, S, hs); mask as in reference_attention; None means causal
+    (queries the last T of S positions) when ``is_causal``, else no mask and no bias at all."""
+    B, nh, T, hs = q.shape
+    S = k.shape[2]
+    if mask is None and is_causal:
+        mask = causal_mask(T, S, q.device)
+    q3, kt3 = q.reshape(B * nh, T, hs), k.reshape(B * nh, S, hs).transpose(1, 2)
+    if mask is None:
+        scores = torch.bmm(q3, kt3) * (1 / math.sqrt(hs))  # (B*nh, T, S)
+        return (torch.softmax(scores, dim=-1) @ v.reshape(B * nh, S, hs)).view(B, nh, T, hs)
+    has_key = mask.any(-1, keepdim=True)  # (B|1, 1, T|1, 1)
+    bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, float("-inf"))
+    bias.masked_fill_(~has_key, 0.0)  # an empty row: finite scores, zeroed below
+    bias = bias.expand(B, nh, T, S).reshape(B * nh, T, S)
+    scores = torch.baddbmm(bias, q3, kt3, alpha=1 / math.sqrt(hs))  # (B*nh, T, S)
+    y = (torch.softmax(scores, dim=-1) @ v.reshape(B * nh, S, hs)).view(B, nh, T, hs)
+    return y * has_key
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    *,
+    is_causal: bool,
+    dropout_p: float = 0.0,
+    reference: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Pick a path (see the module docstring). q (B, nh, T, hs), k and v (B, nh, S, hs).
+
+    mask: bool (B|1, 1|nh, T|1, S) used as is, or None: causal when ``is_causal`` (queries are
+    the last T of S positions), else unmasked. Returns (output (B, nh, T, hs), weights or None).
+    """
+    T, S = q.shape[2], k.shape[2]
+    if mask is None and is_causal and T > 1 and T != S:
+        # SDPA's is_causal aligns the mask top-left; a cached past needs it bottom-right
+        mask = causal_mask(T, S, q.device)
+    if reference:
+        if mask is None and is_causal:
+            mask = causal_mask(T, S, q.device)
+        return reference_attention(q, k, v, mask)
+    if _matmul_attention_is_faster(q) and dropout_p == 0:
+        return matmul_attention(q, k, v, mask, is_causal), None
+    y = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None and is_causal and T > 1
+    )
+    return y, None
+
+
+# --- modules ---------------------------------------------------------------------------------
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with one fused QKV projection.
+
+    ``is_causal`` (GPT: True, BERT: False) says what ``mask=None`` means; a mask given to
+    ``forward`` is used as is and must already include causality where wanted.
+    """
+
+    def __init__(
+        self, n_embd: int, n_head: int, bias: bool = True, dropout: float = 0.0, is_causal: bool = True
+    ) -> None:
+        super().__init__()
+        if n_embd % n_head:
+            raise ValueError(f"n_embd={n_embd} is not divisible by n_head={n_head}")
+        self.n_head = n_head
+        self.is_causal = is_causal
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+        kv_cache=None,
+        layer: int = 0,
+        reference: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, T, C) -> (B, T, C), plus the weights (B, nh, T, S) on the reference path.
+
+        ``kv_cache``, when given, stores this step's keys and values for ``layer`` and returns
+        all of them (past + present); the caller advances it after the last layer.
+        """
+        B, T, C = x.shape
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)
+        if rotary is not None:
+            q, k = apply_rotary(qkv[:, :, :2], *rotary).unbind(2)  # queries and keys in one pass
+        else:
+            q, k = qkv[:, :, 0], qkv[:, :, 1]
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), qkv[:, :, 2].transpose(1, 2)  # (B, nh, T, hs)
+        if kv_cache is not None:
+            k, v = kv_cache.update(layer, k, v)  # (B, nh, S, hs)
+        dropout_p = self.dropout if self.training else 0.0
+        y, weights = attend(q, k, v, mask, is_causal=self.is_causal, dropout_p=dropout_p, reference=reference)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads side by side
+        return self.resid_dropout(self.c_proj(y)), weights
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention of x (B, T, C) over a memory (B, S, memory_dim), never causal.
+
+    Queries come from x through ``q_proj``; keys and values from the memory through one fused
+    ``kv_proj`` (an encoder-decoder's decoder attending to the encoder's output).
+    """
+
+    def __init__(
+        self,
+        n_embd: int,
+        n_head: int,
+        bias: bool = True,
+        dropout: float = 0.0,
+        memory_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        if n_embd % n_head:
+            raise ValueError(f"n_embd={n_embd} is not divisible by n_head={n_head}")
+        self.n_head = n_head
+        self.q_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.kv_proj = nn.Linear(memory_dim or n_embd, 2 * n_embd, bias=bias)
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def project_memory(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, nh, S, hs) of a memory (B, S, memory_dim): compute once per
+        memory and pass as ``memory_kv`` to every decoding step."""
+        B, S, _ = memory.shape
+        C = self.c_proj.in_features
+        kv = self.kv_proj(memory).view(B, S, 2, self.n_head, C // self.n_head)
+        return kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)  # (B, nh, S, hs) each
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        *,
+        memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        reference: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, T, C) over ``memory`` (B, S, memory_dim) or its precomputed ``memory_kv`` ->
+        (B, T, C), plus the weights (B, nh, T, S) on the reference path.
+
+        mask: bool (B, 1, 1 or T, S), e.g. ``build_attention_mask(key_padding_mask=memory_padding)``;
+        None lets every query see the whole memory.
+        """
+        if (memory is None) == (memory_kv is None):
+            raise ValueError("give either memory or its precomputed memory_kv, not both or neither")
+        B, T, C = x.shape
+        k, v = self.project_memory(memory) if memory_kv is None else memory_kv
+        q = self.q_proj(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        dropout_p = self.dropout if self.training else 0.0
+        y, weights = attend(q, k, v, mask, is_causal=False, dropout_p=dropout_p, reference=reference)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y)), weights
