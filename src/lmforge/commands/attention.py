@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Literal
 
+from lmforge.commands._json import print_json
 from lmforge.errors import OutputExistsError, UserInputError
 
 LABEL_LENGTH = 14  # characters of a token label before it is cut with "…"
@@ -88,7 +88,7 @@ def attention(
         "maps": [{"layer": i, "head": j, "weights": attended[i, j].tolist()} for i, j in maps],
     }
     if as_json:
-        print(json.dumps(result, ensure_ascii=False))
+        print_json(result)
     else:
         which = f"every layer x head ({len(maps)} maps)" if all else f"layer {maps[0][0]}, head {maps[0][1]}"
         print(f"wrote {out}: attention of {which} over {len(ids)} tokens")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Literal
 
+from lmforge.commands._json import print_json
 from lmforge.errors import UserInputError
 
 
@@ -70,7 +70,7 @@ def convert(
             file=sys.stderr,
         )
     if as_json:
-        print(json.dumps(result))
+        print_json(result)
         return result
     m = done.model
     shape = f"{m['n_layer']} layers x {m['n_embd']} wide, context {m['block_size']}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from lmforge.commands._json import print_json
 
 
 def corpora(*, as_json: bool = False) -> list[dict]:
@@ -39,7 +39,7 @@ def corpora(*, as_json: bool = False) -> list[dict]:
         for corpus in CATALOG.values()
     ]
     if as_json:
-        print(json.dumps({"corpora": rows}, ensure_ascii=False))
+        print_json({"corpora": rows})
         return rows
     name_width = max(len(row["name"]) for row in rows)
     licence_width = max(len(row["licence"]) for row in rows)

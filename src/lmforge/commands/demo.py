@@ -6,6 +6,8 @@ import math
 import time
 from pathlib import Path
 
+from lmforge.commands._json import print_json
+
 PROMPTS = ["Return the", "This module provides", ""]
 MARKER = ".lmforge-demo"
 DEMO_ENTRIES = frozenset({MARKER, "data", "run"})
@@ -109,9 +111,7 @@ def demo(
         "elapsed_s": round(time.perf_counter() - start, 1),
     }
     if as_json:
-        import json
-
-        print(json.dumps(summary))
+        print_json(summary)
     else:
         drop = summary["perplexity_drop"]
         change = f"{drop:.0f}x lower" if drop >= 1 else f"rose {1 / drop:.1f}x"

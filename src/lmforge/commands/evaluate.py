@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
+from lmforge.commands._json import print_json
 from lmforge.errors import DataError
 
 
@@ -68,7 +68,7 @@ def _report(loss: float, count: int, described: str, as_json: bool) -> dict:
 
     result = {"loss": loss, "perplexity": perplexity(loss), "tokens": count}
     if as_json:
-        print(json.dumps(result))
+        print_json(result)
     else:
         print(
             f"{described}: {count:,} tokens scored, loss {loss:.4f} nats/token, perplexity {result['perplexity']:.3f}"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
+
+from lmforge.commands._json import print_json
 
 
 def prepare(
@@ -81,7 +82,7 @@ def prepare(
         progress=False if as_json else progress,
     )
     if as_json:
-        print(json.dumps({"out": str(out), **meta}, ensure_ascii=False))
+        print_json({"out": str(out), **meta})
     else:
         print(f"prepared {out}/: {describe(meta)}")
         print(f"next: lmforge pretrain --data {out} --out runs/NAME --max-time 60")

@@ -9,11 +9,11 @@ training are the fields of ``ModelSettings`` and ``TrainConfig``, declared once 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Annotated, Any
 
+from lmforge.commands._json import print_json
 from lmforge.train.config import TrainConfig
 from lmforge.train.model_settings import ModelSettings
 
@@ -81,7 +81,7 @@ def pretrain(
         print("\n".join(job.describe()))
     summary = run_pretraining(job, progress=progress)
     if as_json:
-        print(json.dumps(summary))
+        print_json(summary)
     else:
         print_summary(summary)
     if summary["interrupted"]:

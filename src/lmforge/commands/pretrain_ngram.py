@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from lmforge.commands._json import print_json
 from lmforge.errors import UserInputError
 from lmforge.models.loss import perplexity as language_model_perplexity
 
@@ -107,7 +108,7 @@ def pretrain_ngram(
         "val_perplexity": perplexity,
     }
     if as_json:
-        print(json.dumps(summary))
+        print_json(summary)
     else:
         grams = ", ".join(f"{n:,}" for n in lm.num_grams)
         print(

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
+from lmforge.commands._json import print_json
 from lmforge.errors import UserInputError
 
 TOKEN_COLUMN = 24  # characters of a token shown in the table before it is cut with "…"
@@ -83,7 +84,7 @@ def score(
         "tokens": tokens,
     }
     if as_json:
-        print(json.dumps(result, ensure_ascii=False))
+        print_json(result)
         return result
     print(_table(tokenizer, scores))
     after = f" after {show_token(tokenizer, start)}" if start is not None else ""

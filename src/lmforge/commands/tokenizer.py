@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from lmforge.commands._json import print_json
 from lmforge.fileio import atomic_directory, check_output_dir
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ def train(
         "seconds": round(seconds, 3),
     }
     if as_json:
-        print(json.dumps(result, ensure_ascii=False))
+        print_json(result)
         return
     documents = f"{stats.documents:,} document{'s' if stats.documents != 1 else ''}"
     print(f"trained a {kind} tokenizer on {stats.characters:,} characters ({documents}) in {seconds:.2f} s")
@@ -129,7 +130,7 @@ def encode(text: str, *, tokenizer: Path, as_json: bool = False) -> None:
     ids = tok.encode(text)
     tokens = tok.tokens(ids)
     if as_json:
-        print(json.dumps({"ids": ids, "tokens": tokens}, ensure_ascii=False))
+        print_json({"ids": ids, "tokens": tokens})
         return
     print(" ".join(f"{_show(piece)}({i})" for piece, i in zip(tokens, ids)))
     counts = f"{len(ids):,} tokens"

@@ -30,6 +30,6 @@ def language_model_loss(
 
 
 def perplexity(loss: float) -> float:
-    """exp(mean cross-entropy): as unsure as a fair die with that many faces (capped where exp
-    would overflow a float)."""
-    return math.exp(min(loss, 700.0))
+    """exp(mean cross-entropy): as unsure as a fair die with that many faces. Infinite where exp
+    overflows a float (a loss past 709): no figure of that size means anything else."""
+    return math.exp(loss) if loss < 709.0 else math.inf
