@@ -1,4 +1,4 @@
-"""n-gram language models on token ids: count, smooth, score and sample (the lecture's first LM).
+"""n-gram language models on token ids: count, smooth and score (the lecture's first LM).
 
     "cows eat corn" 4 times, "cows eat grass" 3, "cows eat hay" 2, "cows eat if" 1, "cows eat which" 1
     -> c(cows eat .) = 11, so the maximum-likelihood trigram says p(corn | cows eat) = 4/11,
@@ -9,7 +9,7 @@
     lm.logprobs(val_ids)             # (N,) natural-log p of every token given its context
     lm.perplexity(val_ids)           # exp(-mean log p)
     lm.next_distribution([5, 6])     # (V,) p(. | 5 6), sums to 1
-    lm.sample([5, 6], 20, np.random.default_rng(0)); lm.greedy([5, 6], 20)
+    generate(lm, [[5, 6]], GenerationConfig(...))   # sampling, greedy, beam (lmforge.generate)
     lm.save(run_dir); NGramLM.load(run_dir)
 
 Documents. Token arrays are streams of documents each ended by ``eos_id`` (what ``lmforge prepare``
