@@ -144,7 +144,8 @@ def pretrain(
         log_every: refresh the progress line every this many steps (metrics.jsonl gets every step).
         seed: seeds initialisation, data order and dropout.
         precision: auto (bf16 where the hardware computes it natively: recent GPUs, CPUs with
-            AVX-512 BF16 or AMX; else fp32), fp32, bf16 (autocast) or fp16 (autocast with loss
+            AVX-512 BF16 or AMX; else fp32), fp32, bf16 (autocast; emulated and about 8x slower than
+            fp32 on CPUs without bf16 hardware, e.g. AVX2 Zen 3) or fp16 (autocast with loss
             scaling; GPU only).
         compile: compile the model with torch.compile (slower start, faster steps).
         device: auto, cpu, cuda or cuda:N.
@@ -187,6 +188,7 @@ def pretrain(
     from lmforge.data.batching import WindowSampler, random_windows
     from lmforge.data.shards import load_prepared
     from lmforge.data.streams import StreamSampler
+    from lmforge.hardware import EMULATED_BF16_SLOWDOWN, bf16_is_emulated
     from lmforge.models.registry import build_model, preset_config
     from lmforge.run import Run, directory_fingerprint
     from lmforge.train.evaluation import mean_loss, perplexity
@@ -381,6 +383,12 @@ def pretrain(
         print(
             f"data: {data} ({len(train_tokens):,} train / {len(val_tokens):,} val tokens, vocab {tokenizer.vocab_size}); "
             f"training on {trainer.device} in {trainer.precision} for {budget}"
+        )
+    if trainer.precision == "bf16" and bf16_is_emulated(trainer.device):
+        print(
+            f"warning: this {trainer.device.type} has no bf16 hardware: bf16 is emulated, about "
+            f"{EMULATED_BF16_SLOWDOWN}x slower than --precision fp32",
+            file=sys.stderr,
         )
     try:
         result = trainer.fit()

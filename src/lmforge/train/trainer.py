@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from lmforge.errors import LMForgeError
-from lmforge.train.onednn_linear import use_onednn_linears
+from lmforge.hardware import cpu_has_native_bf16, resolve_device, resolve_precision  # noqa: F401 (old home)
+from lmforge.train.onednn_linear import onednn_linears_pay_off, use_onednn_linears
 from lmforge.train.optim import CosineSchedule, build_optimizer, set_lr
 
 
@@ -81,36 +82,6 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise LMForgeError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
-    return torch.device(device)
-
-
-def cpu_has_native_bf16() -> bool:
-    """AVX-512 BF16 or AMX: bf16 matmuls run at 2-4x fp32 speed, not emulated (Linux flags)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            flags = next((line for line in cpuinfo if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto``: bf16 where the hardware computes it natively (recent GPUs, AVX-512 BF16 or AMX
-    CPUs), else fp32. On the 2-core Zen 5 EPYC this project is measured on, bf16 autocast trains
-    gpt-nano 1.2x and a 6x384 model 1.9x faster than fp32 with a matching loss curve
-    (benchmarks/train_throughput.py, benchmarks/shakespeare_char.py)."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
-
-
 class Trainer:
     def __init__(
         self,
@@ -147,8 +118,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         if self.precision == "fp16" and self.device.type != "cuda":
             raise LMForgeError("--precision fp16 needs a CUDA GPU; on a CPU use bf16 or fp32")
-        if self.device.type == "cpu" and self.precision == "fp32" and not config.compile:
-            use_onednn_linears(model)  # same math, about 2x MKL's fp32 speed on AMD CPUs
+        cpu_fp32 = self.device.type == "cpu" and self.precision == "fp32" and not config.compile
+        if cpu_fp32 and onednn_linears_pay_off(self.device, model):  # raced against MKL once per CPU
+            use_onednn_linears(model)
         self.forward_model = torch.compile(model) if config.compile else model
         self.step = 0
         self.tokens = 0
