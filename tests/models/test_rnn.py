@@ -153,3 +153,24 @@ def test_bf16_autocast_trains_and_carries():
         out = model(x_ids, labels=x_ids, carry_state=torch.tensor([True, True]))
     out.loss.backward()
     assert torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bf16_autocast_recurrence_runs_on_every_cpu(family, cpu_capability):
+    """Where the layer has no bf16 kernel (forced: every layer) the recurrence runs in fp32 inside
+    autocast, so its output is exactly the plain fp32 recurrence of the same embeddings."""
+    from lmforge.hardware import bf16_recurrent_works
+
+    model = tiny(family).train()
+    x_ids = ids(2, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x_ids, labels=x_ids)
+        h, _ = model.recur(model.embedding(x_ids), model.initial_state(2, torch.zeros(1)), None)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and model.recurrence.weight_hh_l0.grad is not None
+    if not bf16_recurrent_works(type(model.recurrence)):
+        assert h.dtype == torch.float32
+        fp32_h, _ = model.recur(model.embedding(x_ids), model.initial_state(2, torch.zeros(1)), None)
+        torch.testing.assert_close(h, fp32_h, rtol=0, atol=0)
+    if cpu_capability == "avx2":
+        assert not bf16_recurrent_works(type(model.recurrence))
