@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from lmforge import hardware
+
 RESULTS = Path(__file__).parent / "results"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -25,6 +27,9 @@ def machine() -> dict:
         pass
     info = {
         "cpu": cpu,
+        "cpu_detail": hardware.cpu_name(),  # family/model: "AMD EPYC" alone is Zen 3 or Zen 5
+        "cpu_capability": hardware.cpu_capability(),
+        "native_bf16": hardware.cpu_has_native_bf16(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -46,7 +51,8 @@ def matmul_peak(
     """Best measured FLOP/s of large square matmuls: the practical ceiling for model FLOPs.
 
     The best over a few sizes and repeats, so a moment of noise from another process lowers
-    nothing but one sample.
+    nothing but one sample. A kernel this CPU refuses (oneDNN's bf16 without AVX-512) is left out:
+    the peak comes from what runs.
     """
     best = 0.0
     for size in sizes:
@@ -58,8 +64,11 @@ def matmul_peak(
             # lmforge trains with there) is the honest ceiling, so take the better of the two.
             kernels.append(lambda a=a, b=b: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], ""))
         for kernel in kernels:
-            for _ in range(2):
-                kernel()
+            try:
+                for _ in range(2):
+                    kernel()
+            except RuntimeError:
+                continue
             for _ in range(3):
                 count, start = 0, time.perf_counter()
                 while time.perf_counter() - start < seconds / 3:
@@ -71,9 +80,18 @@ def matmul_peak(
     return best
 
 
+def bf16_runs_natively(device: str = "cpu") -> bool:
+    """Whether bf16 rows are worth timing here: where bf16 is emulated (CPUs without AVX-512 BF16
+    or AMX, e.g. Zen 3) they run about 8x slower than fp32, so the scripts skip them and say so."""
+    return not hardware.bf16_is_emulated(device)
+
+
 def write_result(name: str, payload: dict) -> Path:
+    """``results/<name>.json``, or ``results/<name>-<tag>.json`` with ``LMFORGE_BENCH_TAG=<tag>``
+    (figures from a second machine, e.g. ``zen3``, beside the reference ones)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    tag = os.environ.get("LMFORGE_BENCH_TAG")
+    path = RESULTS / (f"{name}-{tag}.json" if tag else f"{name}.json")
     payload = {"machine": machine(), "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), **payload}
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path

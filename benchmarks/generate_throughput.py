@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import table, write_result  # noqa: E402
+from common import bf16_runs_natively, table, write_result  # noqa: E402
 from lmforge.generate import GenerationConfig, generate  # noqa: E402
-from lmforge.generate.packing import pack_linear_layers  # noqa: E402
+from lmforge.generate.packing import pack_linear_layers, packing_pays_off  # noqa: E402
 from lmforge.interop.gpt2 import from_hf_names, gpt_config  # noqa: E402
 from lmforge.models.gpt import GPT, GPTConfig  # noqa: E402
 
@@ -90,8 +90,12 @@ def main() -> None:
     ours_bf16.to(torch.bfloat16)
     unpacked = GPT(ours.config).eval()  # the no-cache loop, as plain as it gets
     unpacked.load_state_dict(ours.state_dict())
-    for model in (ours, ours_bf16):
-        pack_linear_layers(model)  # what `lmforge generate` does on a CPU
+    with_bf16 = bf16_runs_natively()
+    if not with_bf16:
+        print("bf16 rows skipped: this CPU has no bf16 hardware (emulated, slower than fp32)")
+    packed = {}
+    for name, model in (("fp32", ours), ("bf16", ours_bf16)):
+        packed[name] = packing_pays_off(model, 1) and pack_linear_layers(model) > 0  # as `lmforge generate`
     bandwidth = read_bandwidth()
     ceiling = bandwidth / weight_bytes
     print(
@@ -134,7 +138,8 @@ def main() -> None:
         agreement[f"batch {batch} greedy ids equal HF"] = ours_ids == hf_ids
         variants[f"lmforge cached, batch {batch}"] = lmforge_cached
         variants[f"HF generate, batch {batch}"] = hf_generate
-        variants[f"lmforge cached bf16, batch {batch}"] = lambda p=prompts: generate(ours_bf16, p, greedy)
+        if with_bf16:
+            variants[f"lmforge cached bf16, batch {batch}"] = lambda p=prompts: generate(ours_bf16, p, greedy)
         if not args.skip_uncached and batch == 1:
             variants[f"lmforge no cache, batch {batch}"] = lambda p=prompt: greedy_without_cache(
                 unpacked, p, new
@@ -186,6 +191,7 @@ def main() -> None:
             "read_bandwidth_bytes_per_s": bandwidth,
             "batch1_ceiling_tokens_per_s": ceiling,
             "agreement": agreement,
+            "packed": packed,
             "results": results,
         },
     )

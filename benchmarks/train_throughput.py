@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import matmul_peak, table, write_result  # noqa: E402
+from common import bf16_runs_natively, matmul_peak, table, write_result  # noqa: E402
 from lmforge.models.gpt import GPT, GPTConfig  # noqa: E402
-from lmforge.train.onednn_linear import use_onednn_linears  # noqa: E402
+from lmforge.train.onednn_linear import onednn_linears_pay_off, use_onednn_linears  # noqa: E402
 from lmforge.train.optim import build_optimizer  # noqa: E402
 
 SHAPES = {
@@ -60,6 +60,7 @@ class Variant:
             )
             self.model = transformers.GPT2LMHeadModel(config)
             self.hf = True
+            self.onednn = False
         else:
             config = GPTConfig(
                 vocab_size=VOCAB,
@@ -72,7 +73,10 @@ class Variant:
             )
             self.model = GPT(config)
             self.hf = False
-            if precision == "fp32" and not compile_model:
+            self.onednn = (
+                precision == "fp32" and not compile_model and onednn_linears_pay_off("cpu", self.model)
+            )
+            if self.onednn:
                 use_onednn_linears(self.model)  # what `lmforge pretrain` does for fp32 on a CPU
         self.model.train()
         self.optimizer = build_optimizer(self.model, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.99))
@@ -131,21 +135,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=0, help="steps per round (0: 20 small, 4 large)")
     parser.add_argument("--compile", action="store_true", help="also time lmforge with torch.compile")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    print(f"matmul peak: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
+    precisions = ["fp32", "bf16"] if bf16_runs_natively() else ["fp32"]
+    if "bf16" not in precisions:
+        print("bf16 rows skipped: this CPU has no bf16 hardware (emulated, about 8x slower than fp32)")
+    peaks = {p: matmul_peak(torch.float32 if p == "fp32" else torch.bfloat16) for p in precisions}
+    print("matmul peak: " + ", ".join(f"{p} {peak / 1e9:.0f} GFLOP/s" for p, peak in peaks.items()))
     results, rows = {}, []
     for shape_name in args.shapes:
         shape = SHAPES[shape_name]
-        specs = [
-            ("lmforge", "fp32", False),
-            ("hf", "fp32", False),
-            ("lmforge", "bf16", False),
-            ("hf", "bf16", False),
-        ]
+        specs = [(name, p, False) for p in precisions for name in ("lmforge", "hf")]
         if args.compile:
-            specs += [("lmforge", "fp32", True), ("lmforge", "bf16", True)]
+            specs += [("lmforge", p, True) for p in precisions]
         variants = []
         for name, precision, compiled in specs:
             variant = Variant(name, shape, precision, compiled)
@@ -166,6 +171,7 @@ def main() -> None:
                 "mfu": mfu,
             }
         results[shape_name]["shape"] = shape
+        results[shape_name]["lmforge onednn linears"] = variants[0].onednn
     print(table(rows, ["shape", "variant", "tokens/s", "vs HF fp32", "MFU"]))
     path = write_result(
         "train_throughput",

@@ -17,6 +17,8 @@ weights 2-3x faster); a counted model (n-gram) stays in numpy on the CPU and sco
 
 from __future__ import annotations
 
+import sys
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,9 +62,10 @@ def load_for_inference(
     weights: best (lowest validation loss), last, or auto (best when it exists).
     device: auto (a CUDA GPU when one is visible), cpu, cuda; a counted model always runs on the CPU.
     dtype: fp32, or bf16 (half the memory; fast where the hardware computes it natively).
-    pack_rows: pack the linear layers for oneDNN, for decoding this many rows at a time (None: don't).
+    pack_rows: pack the linear layers for oneDNN, for decoding this many rows at a time, where a
+        one-time race on this CPU says packing beats plain layers (None: don't).
     """
-    from lmforge.train.trainer import resolve_device
+    from lmforge.hardware import bf16_is_emulated, resolve_device
 
     run = Run.open(checkpoint)
     model = run.load_model(weights)
@@ -72,9 +75,15 @@ def load_for_inference(
     resolved = resolve_device(device)
     model.to(device=resolved, dtype=torch.bfloat16 if dtype == "bf16" else torch.float32)
     if pack_rows is not None:
-        from lmforge.generate.packing import pack_linear_layers
+        from lmforge.generate.packing import pack_linear_layers, packing_pays_off
 
-        pack_linear_layers(model, rows_hint=pack_rows)
+        if packing_pays_off(model, pack_rows):
+            pack_linear_layers(model, rows_hint=pack_rows)
+    if dtype == "bf16" and bf16_is_emulated(resolved):
+        print(
+            f"note: this {resolved.type} has no bf16 hardware: bf16 is emulated, slower than --dtype fp32",
+            file=sys.stderr,
+        )
     return LoadedModel(run, model, tokenizer, resolved)
 
 

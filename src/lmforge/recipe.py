@@ -37,7 +37,7 @@ from lmforge.train import distributed
 from lmforge.train.config import TrainConfig, check_bounds, flag_name
 from lmforge.train.model_settings import ModelSettings
 from lmforge.train.objectives import CarriedStateLoss, Objective, language_model_loss
-from lmforge.train.trainer import resolve_device, resolve_precision
+from lmforge.hardware import resolve_device, resolve_precision
 
 SHAPE_KEYS = tuple(f.name for f in dataclasses.fields(ModelSettings))
 
@@ -56,6 +56,18 @@ class PretrainJob:
     data_path: Path
     config: TrainConfig
     extra_config: dict[str, Any] = field(default_factory=dict)  # written to config.json as is
+
+    def warnings(self) -> list[str]:
+        """What the user should know before a long run: bf16 asked for where it is emulated."""
+        from lmforge.hardware import EMULATED_BF16_SLOWDOWN, bf16_is_emulated
+
+        device = resolve_device(self.config.device)
+        if resolve_precision(self.config.precision, device) == "bf16" and bf16_is_emulated(device):
+            return [
+                f"warning: this {device.type} has no bf16 hardware: bf16 is emulated, about "
+                f"{EMULATED_BF16_SLOWDOWN}x slower than --precision fp32"
+            ]
+        return []
 
     def describe(self) -> list[str]:
         """The two header lines ``pretrain`` prints before training."""
@@ -246,7 +258,7 @@ def _train(job: PretrainJob, run, progress: bool) -> dict[str, Any]:
     device = resolve_device(config.device)
     net.to(device)
     transforms = training_transforms(
-        device=device, precision=resolve_precision(config.precision, device), compile=config.compile
+        device=device, precision=resolve_precision(config.precision, device), compile=config.compile, model=net
     )
     train_model = apply_transforms(net, transforms)
     batches, objective = training_batches(job)

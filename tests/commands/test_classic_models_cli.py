@@ -209,3 +209,20 @@ def test_copied_run_still_loads(runs, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(runs["gru"][0], copy)
     assert Run.open(copy).load_model().family == "gru"
+
+
+def test_lstm_pretrains_in_bf16_on_every_cpu(char_data, tmp_path, capsys, cpu_capability):
+    """The issue's `lmforge pretrain --model lstm --precision bf16` on a CPU without AVX-512 (forced
+    as 'avx2'): it trains, with one warning line where bf16 is emulated, and no traceback."""
+    from lmforge.hardware import bf16_is_emulated
+
+    args = ["pretrain", "--data", str(char_data / "data"), "--out", str(tmp_path / "run"), "--model", "lstm"]
+    args += [*SMALL, "--max-steps", "3", "--eval-every", "3", "--eval-batches", "1", "--precision", "bf16"]
+    assert main([*args, "--no-progress", "--json"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert summary["steps"] == 3 and math.isfinite(summary["val_loss"])
+    warnings = [line for line in captured.err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == (1 if bf16_is_emulated("cpu") else 0)
+    if cpu_capability == "avx2":
+        assert "bf16 is emulated" in warnings[0] and "slower than --precision fp32" in warnings[0]

@@ -206,3 +206,22 @@ def test_bad_input_exits_2_with_one_line(run_dir, capsys, extra, message):
 def test_missing_prompt_file_exits_2(run_dir, tmp_path, capsys):
     assert main(["generate", "--checkpoint", str(run_dir), "--prompt-file", str(tmp_path / "nope.txt")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_bf16_generates_on_every_cpu(run_dir, capsys, cpu_capability):
+    """`generate --dtype bf16` where oneDNN has no bf16 (forced as 'avx2'): plain bf16 layers, the
+    same greedy text as fp32 for this short continuation, and one note that bf16 is emulated."""
+    from lmforge.hardware import bf16_is_emulated
+
+    outputs = {}
+    for dtype in ("fp32", "bf16"):
+        capsys.readouterr()
+        args = ["generate", "--checkpoint", str(run_dir), "--prompt", "It is", "--max-new-tokens", "5"]
+        assert main([*args, "--strategy", "greedy", "--dtype", dtype, "--json"]) == 0
+        captured = capsys.readouterr()
+        outputs[dtype] = json.loads(captured.out)["samples"][0]["ids"]
+    notes = [line for line in captured.err.splitlines() if line.startswith("note: ")]
+    assert len(notes) == (1 if bf16_is_emulated("cpu") else 0)
+    if cpu_capability == "avx2":
+        assert "bf16 is emulated" in notes[0]
+    assert len(outputs["bf16"]) == len(outputs["fp32"]) == 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -48,3 +49,34 @@ def test_bf16_packed_model_stays_close_to_fp32():
 def test_packing_is_refused_quietly_off_the_cpu_dtypes():
     model = tiny_gpt().to(torch.float64)
     assert pack_linear_layers(model) == 0
+
+
+def test_bf16_model_packs_only_where_onednn_has_bf16(cpu_capability):
+    """The fallback on CPUs without oneDNN bf16 (forced here as 'avx2'): plain bf16 F.linear layers."""
+    from lmforge.hardware import onednn_bf16_works
+
+    plain = tiny_gpt()
+    model = copy.deepcopy(plain).to(torch.bfloat16)
+    replaced = pack_linear_layers(model)
+    assert replaced == (9 if onednn_bf16_works() else 0)
+    if cpu_capability == "avx2":
+        assert replaced == 0 and not any(isinstance(m, PackedLinear) for m in model.modules())
+    ids = torch.randint(0, 97, (1, 16), generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        torch.testing.assert_close(model(ids).logits.float(), plain(ids).logits, rtol=0, atol=5e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packing_race_answers_from_the_cache_the_second_time(dtype, cpu_capability, tmp_path, monkeypatch):
+    from lmforge import hardware
+    from lmforge.generate.packing import packing_pays_off
+
+    monkeypatch.setenv(hardware.CACHE_ENV, str(tmp_path))
+    model = tiny_gpt().to(dtype)
+    first = packing_pays_off(model, rows_hint=1)
+    if not packing_available(model):
+        assert first is False and not (tmp_path / "hardware.json").exists()
+    else:
+        assert len(json.loads((tmp_path / "hardware.json").read_text())) == 1
+        monkeypatch.setattr(hardware, "_MEMO", {})
+        assert packing_pays_off(model, rows_hint=1) == first

@@ -102,8 +102,9 @@ def _truth(mode: str, module: nn.Module, x: torch.Tensor, memory: torch.Tensor) 
 
 
 @pytest.fixture
-def sdpa_calls(monkeypatch):
-    """The keyword arguments of every F.scaled_dot_product_attention call."""
+def sdpa_calls(monkeypatch, force_matmul_attention):
+    """The keyword arguments of every F.scaled_dot_product_attention call (bf16 on a CPU takes the
+    matmul path here, whatever this machine's race chose)."""
     calls = []
     original = F.scaled_dot_product_attention
 

@@ -34,7 +34,11 @@ def test_matmul_attention_honours_padding_and_a_cached_past():
     torch.testing.assert_close(matmul_attention(q, k, v, mask), expected, rtol=0, atol=1e-6)
 
 
-def test_bf16_cpu_model_takes_the_matmul_path_and_matches_fp32():
+@pytest.mark.parametrize("matmul_pays_off", [True, False])
+def test_bf16_cpu_model_takes_the_path_the_race_chose_and_matches_fp32(monkeypatch, matmul_pays_off):
+    import lmforge.hardware
+
+    monkeypatch.setattr(lmforge.hardware, "bf16_matmul_attention_pays_off", lambda: matmul_pays_off)
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=61, block_size=24, n_layer=2, n_head=4, n_embd=32)).eval()
     ids = torch.randint(0, 61, (2, 24))
@@ -46,5 +50,5 @@ def test_bf16_cpu_model_takes_the_matmul_path_and_matches_fp32():
             fast = model(ids).logits.float()
     finally:
         F.scaled_dot_product_attention = original
-    assert calls == []  # bf16 on the CPU: no flash kernel
+    assert (calls == []) == matmul_pays_off  # the matmul path where it pays off, else SDPA
     torch.testing.assert_close(fast, model(ids).logits, rtol=0, atol=5e-2)

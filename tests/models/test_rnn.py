@@ -177,3 +177,24 @@ def test_bf16_autocast_trains_and_carries():
     # bf16 rounds activations to 8 bits of mantissa: the loss agrees with fp32 to a few parts in 1000
     torch.testing.assert_close(loss.float(), fp32_loss.detach(), rtol=1e-2, atol=1e-2)
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bf16_autocast_recurrence_runs_on_every_cpu(family, cpu_capability):
+    """Where the layer has no bf16 kernel (forced: every layer) the recurrence runs in fp32 inside
+    autocast, so its output is exactly the plain fp32 recurrence of the same embeddings."""
+    from lmforge.hardware import bf16_recurrent_works
+
+    model = tiny(family).train()
+    x_ids = ids(2, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x_ids, labels=x_ids)
+        h, _ = model.recur(model.embedding(x_ids), model.initial_state(2, torch.zeros(1)), None)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and model.recurrence.weight_hh_l0.grad is not None
+    if not bf16_recurrent_works(type(model.recurrence)):
+        assert h.dtype == torch.float32
+        fp32_h, _ = model.recur(model.embedding(x_ids), model.initial_state(2, torch.zeros(1)), None)
+        torch.testing.assert_close(h, fp32_h, rtol=0, atol=0)
+    if cpu_capability == "avx2":
+        assert not bf16_recurrent_works(type(model.recurrence))

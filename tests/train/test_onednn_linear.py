@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import math
 
 import pytest
 import torch
@@ -54,3 +56,34 @@ def test_autocast_falls_back_to_pytorch():
     use_onednn_linears(layer)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert layer(torch.randn(2, 8)).dtype == torch.bfloat16
+
+
+def test_trainer_switches_linears_only_where_the_race_says_so(monkeypatch):
+    """Both outcomes of the race train the same model to the same losses (MKL is the fallback)."""
+    from lmforge.train import trainer as trainer_module
+    from tests.train.test_trainer import WindowSource, config, corpus, small_gpt
+
+    losses = {}
+    for pays_off in (True, False):
+        monkeypatch.setattr(trainer_module, "onednn_linears_pay_off", lambda device, model, p=pays_off: p)
+        model = small_gpt()
+        trainer = trainer_module.Trainer(
+            model, config(max_steps=5), WindowSource(corpus(), 4, 16), progress=False
+        )
+        kinds = {type(m) for m in model.modules() if isinstance(m, nn.Linear)}
+        assert kinds == ({OneDNNLinear} if pays_off else {nn.Linear})
+        losses[pays_off] = trainer.fit().last_train_loss
+    assert math.isclose(losses[True], losses[False], rel_tol=1e-4)
+
+
+def test_onednn_race_is_cached_per_model_shapes(tmp_path, monkeypatch):
+    from lmforge import hardware
+    from lmforge.train.onednn_linear import onednn_linears_pay_off
+
+    monkeypatch.setenv(hardware.CACHE_ENV, str(tmp_path))
+    model = GPT(GPTConfig(vocab_size=61, block_size=16, n_layer=1, n_head=4, n_embd=32))
+    answer = onednn_linears_pay_off("cpu", model)
+    entries = json.loads((tmp_path / "hardware.json").read_text())
+    (key,) = entries
+    assert "(32, 96)" in key and entries[key]["fast"] is answer
+    assert onednn_linears_pay_off("meta", model) is False  # not a CPU: nothing to race

@@ -248,12 +248,13 @@ def test_tiny_model_overfits_tiny_corpus():
 
 
 def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
+    from lmforge import hardware
     from lmforge.train import trainer as trainer_module
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)
     assert trainer_module.resolve_precision("auto", cpu) == "fp32"
-    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
     assert trainer_module.resolve_precision("auto", cpu) == "bf16"
     assert trainer_module.resolve_precision("fp32", cpu) == "fp32"
     assert Trainer(small_gpt(), config(precision="auto"), WindowSource(corpus(), 4, 16)).precision == "bf16"

@@ -10,6 +10,7 @@ training are the fields of ``ModelSettings`` and ``TrainConfig``, declared once 
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -79,6 +80,8 @@ def pretrain(
     )
     if not as_json:
         print("\n".join(job.describe()))
+    for line in job.warnings():
+        print(line, file=sys.stderr)
     summary = run_pretraining(job, progress=progress)
     if as_json:
         print_json(summary)

@@ -13,17 +13,25 @@ reads 43-50 GB/s on the same machine, fp32 or bf16, for 1 to 8 rows
 
 The weights are copied into the packed layout, so tied matrices (GPT's token embedding and
 output head) keep working: the embedding stays a plain tensor, the head gets its own packed copy.
-``pack_linear_layers`` does nothing where oneDNN is absent or the model is not on the CPU.
+``pack_linear_layers`` does nothing where oneDNN is absent or the model is not on the CPU, nor
+for a bf16 model where oneDNN has no bf16 linear (CPUs without AVX-512 or AVX-NE-CONVERT, e.g. Zen 3:
+``lmforge.hardware.onednn_bf16_works``): the bf16 weights then stay in plain ``F.linear`` layers.
+``packing_pays_off(model, rows_hint)`` races packed against plain layers on the model's own
+weights once per CPU (cached); ``lmforge generate`` packs only where packing wins.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from lmforge.hardware import measured_choice, onednn_bf16_works
 
 
 def packing_available(model: nn.Module) -> bool:
-    """oneDNN packing helps CPU fp32/bf16 models on a PyTorch built with it (the CPU wheels are)."""
+    """oneDNN packing works for CPU fp32 models on a PyTorch built with it (the CPU wheels are),
+    and for bf16 ones where this CPU has oneDNN's bf16 linear (tried once, not assumed)."""
     parameter = next(model.parameters(), None)
     return (
         parameter is not None
@@ -32,7 +40,34 @@ def packing_available(model: nn.Module) -> bool:
         and torch.backends.mkldnn.is_available()
         and hasattr(torch.ops.mkldnn, "_linear_pointwise")
         and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+        and (parameter.dtype == torch.float32 or onednn_bf16_works())
     )
+
+
+def packing_pays_off(model: nn.Module, rows_hint: int = 1) -> bool:
+    """Whether packed layers decode faster than plain ``F.linear`` on this CPU: a race over the
+    model's own linear weights at ``rows_hint`` rows, cached per CPU, shapes and dtype."""
+    if not packing_available(model):
+        return False
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        return False
+    dtype = linears[0].weight.dtype
+    with torch.inference_mode():
+        cases = [(torch.ones(rows_hint, m.in_features, dtype=dtype), m.weight, m.bias) for m in linears]
+        packed = [PackedLinear(m, rows_hint) for m in linears]
+
+        def run_packed() -> None:
+            for (x, _, _), layer in zip(cases, packed):
+                layer(x)
+
+        def run_plain() -> None:
+            for x, weight, bias in cases:
+                F.linear(x, weight, bias)
+
+        shapes = sorted({(m.in_features, m.out_features) for m in linears})
+        name = f"oneDNN packed vs plain {dtype} linears, {rows_hint} rows, {len(linears)} layers {shapes}"
+        return measured_choice(name, run_packed, run_plain)
 
 
 class PackedLinear(nn.Module):

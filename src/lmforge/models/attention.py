@@ -145,10 +145,15 @@ def reference_attention(
 
 
 def _matmul_attention_is_faster(q: torch.Tensor) -> bool:
-    """On a CPU in bf16, up to 256 queries, PyTorch's flash kernel is 1.6-3x slower (forward plus
-    backward) than two batched bf16 matmuls and a softmax; in fp32, and for longer sequences, it
-    wins. Measured on an AVX-512 BF16 AMD EPYC with torch 2.13 (benchmarks/train_throughput.py)."""
-    return q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.shape[-2] <= 256
+    """On a CPU with bf16 hardware, in bf16, up to 256 queries, PyTorch's flash kernel is 1.6-3x
+    slower (forward plus backward) than two batched bf16 matmuls and a softmax (AVX-512 BF16 AMD
+    EPYC, torch 2.13); in fp32, for longer sequences and where bf16 is emulated, it wins. Which
+    holds on this machine is raced once and cached (``hardware.bf16_matmul_attention_pays_off``)."""
+    if not (q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.shape[-2] <= 256):
+        return False
+    from lmforge.hardware import bf16_matmul_attention_pays_off
+
+    return bf16_matmul_attention_pays_off()
 
 
 def matmul_attention(

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmforge.hardware import bf16_recurrent_works
 from lmforge.models.loss import language_model_loss
 from lmforge.models.protocol import LMOutput, NeuralLM
 
@@ -157,7 +158,16 @@ class RecurrentLM(NeuralLM):
         return tuple(like.new_zeros(shape) for _ in range(self.state_tensors))
 
     def _fused(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        out, final = self.recurrence(x, state if self.state_tensors > 1 else state[0])
+        device = x.device.type
+        if torch.is_autocast_enabled(device) and not bf16_recurrent_works(type(self.recurrence), x.device):
+            # no bf16 kernel for this layer here (oneDNN's LSTM on AVX2 CPUs): the recurrence runs in
+            # fp32 inside autocast, the embedding and head stay in autocast's dtype
+            with torch.autocast(device, enabled=False):
+                out, final = self.recurrence(
+                    x.float(), tuple(s.float() for s in state) if self.state_tensors > 1 else state[0].float()
+                )
+        else:
+            out, final = self.recurrence(x, state if self.state_tensors > 1 else state[0])
         return out, final if isinstance(final, tuple) else (final,)
 
     def _masked(self, x: torch.Tensor, state: State, mask: torch.Tensor) -> tuple[torch.Tensor, State]:

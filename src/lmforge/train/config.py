@@ -96,7 +96,8 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = setting(
         "auto",
         "auto (bf16 where the hardware computes it natively: recent GPUs, CPUs with AVX-512 BF16 or "
-        "AMX; else fp32), fp32, bf16 (autocast) or fp16 (autocast with loss scaling; GPU only)",
+        "AMX; else fp32), fp32, bf16 (autocast; emulated and about 8x slower than fp32 on CPUs "
+        "without bf16 hardware, e.g. an AVX2 Zen 3) or fp16 (autocast with loss scaling; GPU only)",
     )
     compile: bool = setting(False, "compile the model with torch.compile (slower start, faster steps)")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")

@@ -12,7 +12,10 @@ and results (equal to ``nn.Linear`` within float rounding, tested).
 
 ``use_onednn_linears(model)`` switches a model's ``nn.Linear`` modules in place, sharing their
 parameters (so tied weights stay tied); the trainer does it for fp32 training on a CPU without
-torch.compile. Under autocast (bf16) PyTorch already uses oneDNN, so nothing is switched.
+torch.compile where ``onednn_linears_pay_off(device, model)`` says so: a race of both libraries on
+the model's own linear shapes, forward and backward, run once per CPU model and torch version
+(``lmforge.hardware.measured_choice``), because the 2x above was measured on Zen 5 and does not
+hold on every CPU. Under autocast (bf16) PyTorch already uses oneDNN, so nothing is switched.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lmforge.hardware import measured_choice
 
 
 def onednn_available() -> bool:
@@ -84,6 +89,33 @@ def use_onednn_linears(model: nn.Module) -> int:
     return switched
 
 
-def onednn_linears_pay_off(device) -> bool:
-    """Whether fp32 linears through oneDNN beat MKL's on this machine (measured where measured)."""
-    return device.type == "cpu" and onednn_available()
+def onednn_linears_pay_off(device: torch.device | str, model: nn.Module | None = None) -> bool:
+    """Whether ``OneDNNLinear`` trains faster than ``nn.Linear`` (MKL) on this CPU, at ``model``'s
+    linear shapes (default: a 512-wide MLP); measured once per CPU and cached."""
+    if torch.device(device).type != "cpu" or not onednn_available():
+        return False
+    shapes = sorted(
+        {
+            (m.in_features, m.out_features)
+            for m in (model.modules() if model is not None else ())
+            if isinstance(m, nn.Linear)
+        }
+    ) or [(512, 2048), (2048, 512)]
+    generator = torch.Generator().manual_seed(0)
+    cases = []
+    for fan_in, fan_out in shapes:
+        rows = max(32, min(1024, 2**24 // (fan_in * fan_out)))  # at most ~100 MFLOP per shape
+        x = torch.randn(rows, fan_in, generator=generator).requires_grad_()
+        weight = (torch.randn(fan_out, fan_in, generator=generator) / fan_in**0.5).requires_grad_()
+        cases.append((x, weight, torch.zeros(fan_out, requires_grad=True)))
+
+    def run(linear) -> None:
+        for x, weight, bias in cases:
+            linear(x, weight, bias).sum().backward()
+
+    with torch.inference_mode(False), torch.enable_grad():
+        return measured_choice(
+            f"oneDNN vs MKL fp32 linears {shapes}",
+            lambda: run(_OneDNNLinearFunction.apply),
+            lambda: run(F.linear),
+        )

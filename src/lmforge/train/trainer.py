@@ -34,6 +34,7 @@ from lmforge.models.loss import perplexity
 from lmforge.train import distributed
 from lmforge.train.config import TrainConfig
 from lmforge.train.objectives import Objective, language_model_loss
+from lmforge.hardware import cpu_has_native_bf16, resolve_device, resolve_precision  # noqa: F401 (old home)
 from lmforge.train.optim import CosineSchedule, build_optimizer, set_lr
 
 __all__ = ["BatchSource", "TrainConfig", "TrainResult", "Trainer", "TrainingDiverged", "resolve_device"]
@@ -59,36 +60,6 @@ class TrainResult:
     last_val_loss: float | None
     best_val_loss: float | None
     interrupted: bool = False
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise LMForgeError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
-    return torch.device(device)
-
-
-def cpu_has_native_bf16() -> bool:
-    """AVX-512 BF16 or AMX: bf16 matmuls run at 2-4x fp32 speed, not emulated (Linux flags)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            flags = next((line for line in cpuinfo if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto``: bf16 where the hardware computes it natively (recent GPUs, AVX-512 BF16 or AMX
-    CPUs), else fp32. On the 2-core Zen 5 EPYC this project is measured on, bf16 autocast trains
-    gpt-nano 1.2x and a 6x384 model 1.9x faster than fp32 with a matching loss curve
-    (benchmarks/train_throughput.py, benchmarks/shakespeare_char.py)."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
 
 
 class Trainer:

@@ -50,13 +50,16 @@ def compiled(model: nn.Module) -> nn.Module:
     return torch.compile(model)
 
 
-def training_transforms(*, device: torch.device, precision: str, compile: bool) -> list[Named]:
-    """The transforms a single-process run gets: fp32 linears through oneDNN on a CPU where that
-    pays off (same math; bf16 autocast already uses oneDNN), or torch.compile when asked."""
+def training_transforms(
+    *, device: torch.device, precision: str, compile: bool, model: nn.Module | None = None
+) -> list[Named]:
+    """The transforms a single-process run gets: fp32 linears through oneDNN on a CPU where a race
+    against MKL at ``model``'s shapes says they pay off (same math; bf16 autocast already uses
+    oneDNN), or torch.compile when asked."""
     from lmforge.train.onednn_linear import onednn_linears_pay_off
 
     transforms = []
-    if device.type == "cpu" and precision == "fp32" and not compile and onednn_linears_pay_off(device):
+    if device.type == "cpu" and precision == "fp32" and not compile and onednn_linears_pay_off(device, model):
         transforms.append(Named("onednn-linears", onednn_linears))
     if compile:
         transforms.append(Named("compile", compiled))

@@ -1,0 +1,114 @@
+"""The capability probes against trying the op itself, the override, and the cached speed races."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from lmforge import hardware
+from lmforge.errors import UserInputError
+
+
+def _runs(fn) -> bool:
+    try:
+        fn()
+    except RuntimeError:
+        return False
+    return True
+
+
+def test_override_gives_the_answers_of_a_cpu_without_avx512(monkeypatch):
+    monkeypatch.setenv(hardware.CAPABILITY_ENV, "avx2")
+    assert hardware.cpu_capability() == "AVX2"
+    assert not hardware.cpu_has_avx512() and not hardware.cpu_has_native_bf16()
+    assert hardware.bf16_is_emulated("cpu")
+    assert not hardware.onednn_bf16_works()
+    assert not any(hardware.bf16_recurrent_works(kind) for kind in (nn.LSTM, nn.GRU, nn.RNN))
+    assert hardware.resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert not hardware.bf16_matmul_attention_pays_off()
+
+
+def test_a_misspelt_override_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv(hardware.CAPABILITY_ENV, "avx-2")
+    with pytest.raises(UserInputError, match="LMFORGE_CPU_CAPABILITY='avx-2'"):
+        hardware.cpu_has_native_bf16()
+
+
+def test_unforced_answers_match_trying_the_ops(monkeypatch):
+    monkeypatch.delenv(hardware.CAPABILITY_ENV, raising=False)
+    assert hardware.cpu_capability() == torch.backends.cpu.get_cpu_capability()
+    x, w = torch.randn(3, 16, dtype=torch.bfloat16), torch.randn(8, 16, dtype=torch.bfloat16)
+    mkldnn = torch.ops.mkldnn
+    linear_runs = _runs(lambda: mkldnn._linear_pointwise(x, w, None, "none", [], "")) and _runs(
+        lambda: mkldnn._reorder_linear_weight(w, 3)
+    )
+    assert hardware.onednn_bf16_works() == linear_runs
+    for kind in (nn.LSTM, nn.GRU, nn.RNN):
+
+        def autocast_forward(kind=kind):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                kind(4, 4, batch_first=True)(torch.randn(1, 2, 4))[0].float().sum().backward()
+
+        assert hardware.bf16_recurrent_works(kind) == _runs(autocast_forward), kind.__name__
+    if "avx512f" not in hardware.cpu_flags():
+        assert (
+            not hardware.cpu_has_native_bf16()
+            and hardware.resolve_precision("auto", torch.device("cpu")) == "fp32"
+        )
+
+
+def test_cpu_name_says_family_and_model_where_linux_tells_them():
+    name = hardware.cpu_name()
+    if "cpu family" in hardware._cpuinfo():
+        assert f"family {hardware._cpuinfo()['cpu family']} model" in name
+
+
+def test_measured_choice_picks_the_faster_and_caches_it_on_disk(tmp_path, monkeypatch):
+    monkeypatch.setenv(hardware.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(hardware, "_MEMO", {})
+    calls = []
+
+    def quick():
+        calls.append("quick")
+
+    def slow():
+        calls.append("slow")
+        time.sleep(0.002)
+
+    assert hardware.measured_choice("quick vs slow", quick, slow, budget_s=0.01)
+    assert not hardware.measured_choice("slow vs quick", slow, quick, budget_s=0.01)
+    entries = json.loads((tmp_path / "hardware.json").read_text())
+    assert len(entries) == 2 and all(key.endswith("threads") for key in entries)
+    assert [p.name for p in tmp_path.iterdir()] == ["hardware.json"]  # no temporary file left
+    # a new process (empty memo) reads the answer instead of racing again
+    monkeypatch.setattr(hardware, "_MEMO", {})
+    calls.clear()
+    assert hardware.measured_choice("quick vs slow", slow, quick)
+    assert calls == []
+
+
+def test_a_fast_path_that_fails_loses_the_race(tmp_path, monkeypatch):
+    monkeypatch.setenv(hardware.CACHE_ENV, str(tmp_path))
+
+    def broken():
+        raise RuntimeError("could not create a primitive descriptor")
+
+    assert not hardware.measured_choice("broken", broken, lambda: None)
+
+
+def test_an_unwritable_cache_still_answers(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv(hardware.CACHE_ENV, str(blocker / "cache"))
+    assert hardware.measured_choice("unwritable", lambda: None, lambda: time.sleep(0.002), budget_s=0.01)
+
+
+def test_bf16_matmul_attention_race_answers_a_bool(cpu_capability):
+    answer = hardware.bf16_matmul_attention_pays_off()
+    assert isinstance(answer, bool)
+    if cpu_capability == "avx2":
+        assert answer is False
