@@ -112,3 +112,19 @@ def test_bf16_matmul_attention_race_answers_a_bool(cpu_capability):
     assert isinstance(answer, bool)
     if cpu_capability == "avx2":
         assert answer is False
+
+
+def test_device_auto_and_cuda_under_torchrun_and_a_bad_device(monkeypatch):
+    import torch
+
+    from lmforge.errors import UserInputError
+    from lmforge.hardware import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert resolve_device("auto") == torch.device("cuda", 3)  # each rank drives its own GPU
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)  # an explicit index wins
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(UserInputError, match="--device tpu is not a device"):
+        resolve_device("tpu")

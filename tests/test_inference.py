@@ -30,14 +30,17 @@ def test_loads_the_runs_model_and_tokenizer_in_eval_mode_on_the_device(run):
     assert {p.dtype for p in bf16.parameters()} == {torch.bfloat16}
 
 
-def test_pack_rows_packs_the_linear_layers_and_keeps_the_logits(run):
+@pytest.mark.parametrize("pays_off", [True, False])
+def test_pack_rows_packs_where_the_race_says_so_and_keeps_the_logits(run, monkeypatch, pays_off):
+    from lmforge.generate import packing
     from lmforge.generate.packing import PackedLinear, packing_available
 
     plain = load_for_inference(run.path, device="cpu").model
     if not packing_available(plain):
         pytest.skip("this PyTorch has no oneDNN packing")
+    monkeypatch.setattr(packing, "packing_pays_off", lambda model, rows: pays_off)
     packed = load_for_inference(run.path, device="cpu", pack_rows=2).model
-    assert any(isinstance(m, PackedLinear) for m in packed.modules())
+    assert any(isinstance(m, PackedLinear) for m in packed.modules()) == pays_off
     ids = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
         torch.testing.assert_close(packed(ids).logits, plain(ids).logits, rtol=1e-4, atol=1e-4)

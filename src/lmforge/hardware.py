@@ -111,11 +111,18 @@ def bf16_is_emulated(device: torch.device | str) -> bool:
 
 
 def resolve_device(device: str) -> torch.device:
+    """auto: a CUDA GPU when one is visible, else the CPU. Under torchrun, ``auto`` and a bare
+    ``cuda`` mean this process's own GPU, ``cuda:$LOCAL_RANK``."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserInputError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
-    return torch.device(device)
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise UserInputError(f"--device {device} is not a device; use auto, cpu, cuda or cuda:N") from None
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

@@ -18,7 +18,6 @@ weights 2-3x faster); a counted model (n-gram) stays in numpy on the CPU and sco
 from __future__ import annotations
 
 import sys
-
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path

@@ -32,12 +32,12 @@ import torch
 from torch import nn
 
 from lmforge.errors import CheckpointError, UserInputError
+from lmforge.hardware import resolve_device, resolve_precision
 from lmforge.models.loss import perplexity
 from lmforge.train import distributed
 from lmforge.train.config import TrainConfig, check_bounds, flag_name
 from lmforge.train.model_settings import ModelSettings
 from lmforge.train.objectives import CarriedStateLoss, Objective, language_model_loss
-from lmforge.hardware import resolve_device, resolve_precision
 
 SHAPE_KEYS = tuple(f.name for f in dataclasses.fields(ModelSettings))
 
@@ -258,7 +258,10 @@ def _train(job: PretrainJob, run, progress: bool) -> dict[str, Any]:
     device = resolve_device(config.device)
     net.to(device)
     transforms = training_transforms(
-        device=device, precision=resolve_precision(config.precision, device), compile=config.compile, model=net
+        device=device,
+        precision=resolve_precision(config.precision, device),
+        compile=config.compile,
+        model=net,
     )
     train_model = apply_transforms(net, transforms)
     batches, objective = training_batches(job)

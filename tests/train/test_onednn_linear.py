@@ -58,15 +58,21 @@ def test_autocast_falls_back_to_pytorch():
         assert layer(torch.randn(2, 8)).dtype == torch.bfloat16
 
 
-def test_trainer_switches_linears_only_where_the_race_says_so(monkeypatch):
+def test_training_transforms_switch_linears_only_where_the_race_says_so(monkeypatch):
     """Both outcomes of the race train the same model to the same losses (MKL is the fallback)."""
+    from lmforge.train import onednn_linear
     from lmforge.train import trainer as trainer_module
+    from lmforge.train.transforms import apply_transforms, training_transforms
     from tests.train.test_trainer import WindowSource, config, corpus, small_gpt
 
     losses = {}
     for pays_off in (True, False):
-        monkeypatch.setattr(trainer_module, "onednn_linears_pay_off", lambda device, model, p=pays_off: p)
+        monkeypatch.setattr(onednn_linear, "onednn_linears_pay_off", lambda device, model, p=pays_off: p)
         model = small_gpt()
+        transforms = training_transforms(
+            device=torch.device("cpu"), precision="fp32", compile=False, model=model
+        )
+        model = apply_transforms(model, transforms)
         trainer = trainer_module.Trainer(
             model, config(max_steps=5), WindowSource(corpus(), 4, 16), progress=False
         )

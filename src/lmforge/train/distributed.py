@@ -10,8 +10,6 @@ pays nothing.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.distributed as dist
 
@@ -26,11 +24,6 @@ def world_size() -> int:
 
 def rank() -> int:
     return dist.get_rank() if is_initialized() else 0
-
-
-def local_rank() -> int:
-    """This process's index on its machine (torchrun's LOCAL_RANK): which GPU it drives."""
-    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def is_main_process() -> bool:

@@ -30,11 +30,11 @@ import torch
 from torch import nn
 
 from lmforge.errors import LMForgeError
+from lmforge.hardware import cpu_has_native_bf16, resolve_device, resolve_precision  # noqa: F401 (old home)
 from lmforge.models.loss import perplexity
 from lmforge.train import distributed
 from lmforge.train.config import TrainConfig
 from lmforge.train.objectives import Objective, language_model_loss
-from lmforge.hardware import cpu_has_native_bf16, resolve_device, resolve_precision  # noqa: F401 (old home)
 from lmforge.train.optim import CosineSchedule, build_optimizer, set_lr
 
 __all__ = ["BatchSource", "TrainConfig", "TrainResult", "Trainer", "TrainingDiverged", "resolve_device"]
