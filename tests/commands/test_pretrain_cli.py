@@ -320,9 +320,9 @@ def test_overwrite_never_deletes_a_directory_that_is_not_a_run(char_data, tmp_pa
 def test_auto_precision_trains_end_to_end_on_either_kind_of_cpu(
     char_data, tmp_path, monkeypatch, capsys, native_bf16
 ):
-    from lmforge.train import trainer as trainer_module
+    from lmforge import hardware
 
-    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: native_bf16)
     out = tmp_path / "run"
     small = ["--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--block-size", "16", "--batch-size", "4"]
     args = ["pretrain", "--data", str(char_data / "data"), "--out", str(out), "--max-steps", "3", *small]
