@@ -12,7 +12,7 @@ from lmforge.cli import main
 @pytest.mark.slow  # about a minute on 2 cores: BPE on 1.6 MB, training, the whole validation split
 def test_short_demo_runs_end_to_end_and_reruns_over_its_own_output(tmp_path, capsys):
     out = tmp_path / "demo"
-    args = ["demo", "--minutes", "0.25", "--vocab-size", "300", "--out", str(out), "--json"]
+    args = ["demo", "--minutes", "0.5", "--vocab-size", "300", "--out", str(out), "--json"]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] > 0 and len(summary["samples"]) == 3
