@@ -141,3 +141,58 @@ def test_python_dash_m_entry_point():
         [sys.executable, "-m", "lmforge", "--version"], capture_output=True, text=True, check=True
     )
     assert result.stdout.startswith("lmforge ")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["generate", "--checkpoint", "r", "--temperature", "nan"],
+            "--temperature must be a finite number; got nan",
+        ),
+        (
+            ["generate", "--checkpoint", "r", "--max-new-tokens", "99999999999"],
+            "--max-new-tokens must be at most 1,000,000",
+        ),
+        (["generate", "--checkpoint", "r", "--batch-size", "-2"], "--batch-size must be positive; got -2"),
+        (
+            ["generate", "--checkpoint", "r", "--min-new-tokens", "-1"],
+            "--min-new-tokens must be zero or more",
+        ),
+        (["evaluate", "--checkpoint", "r", "--data", "x", "--batch-size", "-1"], "--batch-size must be positive; got -1"),
+        (["evaluate", "--checkpoint", "r", "--data", "x", "--stride", "0"], "--stride must be positive; got 0"),
+        (["score", "--checkpoint", "r", "--text", "x", "--stride", "inf"], "argument --stride: invalid int value"),
+        (
+            [
+                "tokenizer",
+                "train",
+                "--kind",
+                "bpe",
+                "--vocab-size",
+                "99999999999",
+                "--data",
+                "x",
+                "--out",
+                "t",
+            ],
+            "--vocab-size must be at most 1,000,000",
+        ),
+        (
+            ["pretrain", "--data", "d", "--out", "o", "--max-time", "nan"],
+            "--max-time must be a finite number",
+        ),
+    ],
+)
+def test_out_of_bounds_values_are_one_line_before_any_work(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may be created: the value is refused while parsing
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_recipe_value_out_of_bounds_is_refused_like_a_flag(tmp_path, capsys):
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text('{"temperature": -1}')
+    assert cli.main(["generate", "--checkpoint", "r", "--config", str(recipe)]) == 2
+    assert "--temperature must be zero or more; got -1" in capsys.readouterr().err

@@ -36,6 +36,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
+from lmforge.bounds import Bounds
+
 FLAG_RENAMES = {"as_json": "json"}
 DEFAULT_HELP = {"as_json": "print one JSON object instead of the human summary"}
 _SECTION = re.compile(r"^(Args|Arguments|Returns|Raises|Examples?|Notes?):\s*$")
@@ -80,6 +82,8 @@ def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
 
 def _argument_spec(annotation: Any, default: Any) -> dict[str, Any]:
     """argparse keyword arguments for one parameter's type."""
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
     annotation, _ = _unwrap_optional(annotation)
     origin = get_origin(annotation)
     if annotation is bool:
@@ -147,6 +151,7 @@ def build_parser(func: Callable[..., Any], prog: str) -> argparse.ArgumentParser
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     groups: dict[str, list[str]] = {}
+    bounds: dict[str, Any] = {}
     hints = typing.get_type_hints(func, include_extras=True)
     for name, param in inspect.signature(func).parameters.items():
         annotation = hints.get(name, str)
@@ -154,6 +159,10 @@ def build_parser(func: Callable[..., Any], prog: str) -> argparse.ArgumentParser
         if settings is not None:
             groups[name] = _add_settings(parser, settings)
             continue
+        if get_origin(annotation) is Annotated:
+            for meta in annotation.__metadata__:
+                if isinstance(meta, Bounds):
+                    bounds[name] = meta
         spec = _argument_spec(annotation, param.default)
         help_text = arg_help.get(name, DEFAULT_HELP.get(name, ""))
         has_default = param.default is not inspect.Parameter.empty
@@ -175,12 +184,17 @@ def build_parser(func: Callable[..., Any], prog: str) -> argparse.ArgumentParser
             parser.add_argument(name, help=help_text, **spec)
     if groups:
         parser.set_defaults(_settings=groups)
+    if bounds:
+        parser.set_defaults(_bounds=bounds)
     return parser
 
 
 def fold_settings(args: argparse.Namespace) -> argparse.Namespace:
-    """Gather each settings dataclass's given flags into one dict under its parameter's name."""
+    """Check each bounded flag, and gather each settings dataclass's given flags into one dict
+    under its parameter's name."""
     values = vars(args)
+    for name, bounds in values.pop("_bounds", {}).items():
+        bounds.check("--" + FLAG_RENAMES.get(name, name).replace("_", "-"), values.get(name))
     for param, names in values.pop("_settings", {}).items():
         values[param] = {name: values.pop(name) for name in names if name in values}
     return args
@@ -207,6 +221,7 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str]) -> argpa
         values = read_recipe(Path(config))
         actions = {action.dest: action for action in parser._actions}
         actions.pop("_settings", None)
+        actions.pop("_bounds", None)
         for key, value in values.items():
             dest = key.replace("-", "_")
             dest = "as_json" if dest == "json" else dest

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
+from lmforge.bounds import POSITIVE, Bounds
 from lmforge.commands._json import print_json
 from lmforge.errors import DataError
 
@@ -14,9 +15,9 @@ def evaluate(
     checkpoint: Path,
     data: list[str],
     split: str = "val",
-    stride: int | None = None,
-    block_size: int | None = None,
-    batch_size: int = 8,
+    stride: Annotated[int | None, POSITIVE] = None,
+    block_size: Annotated[int | None, POSITIVE] = None,
+    batch_size: Annotated[int, Bounds(positive=True, at_most=100_000)] = 8,
     weights: Literal["auto", "best", "last"] = "auto",
     text_field: str = "text",
     device: str = "auto",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
+from lmforge.bounds import NON_NEGATIVE, POSITIVE, Bounds
+from lmforge.commands._json import print_json
 from lmforge.errors import DataError, UserInputError
 
 TOP_ALTERNATIVES = 5
@@ -21,17 +22,17 @@ def generate(
     prompt: str = "",
     prompt_file: Path | None = None,
     strategy: Literal["sample", "greedy", "beam"] = "sample",
-    max_new_tokens: int = 200,
-    min_new_tokens: int = 0,
-    temperature: float = 0.8,
+    max_new_tokens: Annotated[int, Bounds(positive=True, at_most=1_000_000)] = 200,
+    min_new_tokens: Annotated[int, NON_NEGATIVE] = 0,
+    temperature: Annotated[float, NON_NEGATIVE] = 0.8,
     top_k: int = 200,
     top_p: float = 1.0,
-    repetition_penalty: float = 1.0,
-    num_beams: int = 4,
-    length_penalty: float = 1.0,
-    num_samples: int = 1,
+    repetition_penalty: Annotated[float, POSITIVE] = 1.0,
+    num_beams: Annotated[int, Bounds(positive=True, at_most=1_000)] = 4,
+    length_penalty: Annotated[float, Bounds()] = 1.0,
+    num_samples: Annotated[int, Bounds(positive=True, at_most=10_000)] = 1,
     stop: list[str] | None = None,
-    batch_size: int = 8,
+    batch_size: Annotated[int, Bounds(positive=True, at_most=100_000)] = 8,
     seed: int = 1337,
     dtype: Literal["fp32", "bf16"] = "fp32",
     weights: Literal["auto", "best", "last"] = "auto",
@@ -171,7 +172,7 @@ def generate(
 
     output = results[0] if prompt_file is None else {"results": results}
     if as_json:
-        print(json.dumps(output))
+        print_json(output)
     elif not stream:
         _print_results(results, many_prompts=prompt_file is not None, strategy=strategy)
     if not as_json:

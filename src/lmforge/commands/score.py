@@ -6,8 +6,9 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
+from lmforge.bounds import POSITIVE, Bounds
 from lmforge.commands._json import print_json
 from lmforge.errors import UserInputError
 
@@ -23,8 +24,8 @@ def score(
     *,
     checkpoint: Path,
     text: str,
-    stride: int = 1,
-    batch_size: int = 16,
+    stride: Annotated[int, POSITIVE] = 1,
+    batch_size: Annotated[int, Bounds(positive=True, at_most=100_000)] = 16,
     weights: Literal["auto", "best", "last"] = "auto",
     device: str = "auto",
     as_json: bool = False,

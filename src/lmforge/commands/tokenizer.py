@@ -14,8 +14,9 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
+from lmforge.bounds import Bounds
 from lmforge.commands._json import print_json
 from lmforge.fileio import atomic_directory, check_output_dir
 
@@ -28,7 +29,7 @@ def train(
     kind: Literal["char", "word", "bpe", "wordpiece", "unigram"],
     data: list[str],
     out: Path,
-    vocab_size: int | None = None,
+    vocab_size: Annotated[int | None, Bounds(positive=True, at_most=1_000_000)] = None,
     overwrite: bool = False,
     lowercase: bool = False,
     min_frequency: int | None = None,

@@ -18,10 +18,10 @@ dataclass parameter into one flag per field, taking the help text and the defaul
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from lmforge.bounds import Bounds
 from lmforge.errors import UserInputError
 
 
@@ -46,18 +46,9 @@ def flag_name(name: str) -> str:
 def check_bounds(settings: Any) -> None:
     """Raise one ``UserInputError`` naming the first field outside its bounds."""
     for field in dataclasses.fields(settings):
-        value = getattr(settings, field.name)
-        if value is None or isinstance(value, (bool, str)) or not isinstance(value, (int, float)):
-            continue
-        meta, flag = field.metadata, flag_name(field.name)
-        if not math.isfinite(value):
-            raise UserInputError(f"{flag} must be a finite number; got {value}")
-        if meta.get("positive") and value <= 0:
-            raise UserInputError(f"{flag} must be positive; got {value}")
-        if meta.get("non_negative") and value < 0:
-            raise UserInputError(f"{flag} must be zero or more; got {value}")
-        if meta.get("at_most") is not None and value > meta["at_most"]:
-            raise UserInputError(f"{flag} must be at most {meta['at_most']:g}; got {value}")
+        meta = field.metadata
+        bounds = Bounds(meta.get("positive", False), meta.get("non_negative", False), meta.get("at_most"))
+        bounds.check(flag_name(field.name), getattr(settings, field.name))
 
 
 @dataclass
