@@ -159,9 +159,18 @@ def test_python_dash_m_entry_point():
             ["generate", "--checkpoint", "r", "--min-new-tokens", "-1"],
             "--min-new-tokens must be zero or more",
         ),
-        (["evaluate", "--checkpoint", "r", "--data", "x", "--batch-size", "-1"], "--batch-size must be positive; got -1"),
-        (["evaluate", "--checkpoint", "r", "--data", "x", "--stride", "0"], "--stride must be positive; got 0"),
-        (["score", "--checkpoint", "r", "--text", "x", "--stride", "inf"], "argument --stride: invalid int value"),
+        (
+            ["evaluate", "--checkpoint", "r", "--data", "x", "--batch-size", "-1"],
+            "--batch-size must be positive; got -1",
+        ),
+        (
+            ["evaluate", "--checkpoint", "r", "--data", "x", "--stride", "0"],
+            "--stride must be positive; got 0",
+        ),
+        (
+            ["score", "--checkpoint", "r", "--text", "x", "--stride", "inf"],
+            "argument --stride: invalid int value",
+        ),
         (
             [
                 "tokenizer",

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
-from lmforge.bounds import POSITIVE, Bounds
+from lmforge.bounds import Bounds
 from lmforge.commands._json import print_json
 from lmforge.errors import UserInputError
 
@@ -24,7 +24,7 @@ def score(
     *,
     checkpoint: Path,
     text: str,
-    stride: Annotated[int, POSITIVE] = 1,
+    stride: int = 1,
     batch_size: Annotated[int, Bounds(positive=True, at_most=100_000)] = 16,
     weights: Literal["auto", "best", "last"] = "auto",
     device: str = "auto",
