@@ -35,11 +35,9 @@ from lmforge.errors import CheckpointError, UserInputError
 from lmforge.hardware import resolve_device, resolve_precision
 from lmforge.models.loss import perplexity
 from lmforge.train import distributed
-from lmforge.train.config import TrainConfig, check_bounds, flag_name
+from lmforge.train.config import TrainConfig, check_bounds
 from lmforge.train.model_settings import ModelSettings
 from lmforge.train.objectives import CarriedStateLoss, Objective, language_model_loss
-
-SHAPE_KEYS = tuple(f.name for f in dataclasses.fields(ModelSettings))
 
 
 @dataclass
@@ -317,7 +315,3 @@ def _train(job: PretrainJob, run, progress: bool) -> dict[str, Any]:
         "transforms": [t.name for t in transforms],
         "plot": str(run.plot_path),
     }
-
-
-def flags(names: list[str]) -> str:
-    return ", ".join(flag_name(name) for name in names)

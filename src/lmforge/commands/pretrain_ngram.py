@@ -22,6 +22,7 @@ import numpy as np
 from lmforge.commands._json import print_json
 from lmforge.errors import UserInputError
 from lmforge.models.loss import perplexity as language_model_perplexity
+from lmforge.train.config import flag_name
 
 
 def pretrain_ngram(
@@ -43,7 +44,7 @@ def pretrain_ngram(
         raise UserInputError("an n-gram model is counted in one pass: give --data DIR and --out RUN")
     if train:
         raise UserInputError(
-            f"{_flags(list(train))} does not apply to --model {preset}: it is counted, not trained; its flags "
+            f"{', '.join(map(flag_name, train))} does not apply to --model {preset}: it is counted, not trained; its flags "
             "are --order, --smoothing, --add-k, --discount"
         )
     check_settings(preset, settings)
@@ -120,7 +121,3 @@ def pretrain_ngram(
             print("  an unsmoothed (mle) model gives probability 0 to unseen n-grams: use --smoothing kn")
         print(f"run directory: {run.path}")
     return summary
-
-
-def _flags(names: list[str]) -> str:
-    return ", ".join("--" + name.replace("_", "-") for name in names)
