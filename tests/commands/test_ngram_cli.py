@@ -97,7 +97,10 @@ def test_score_sums_the_per_token_log_probabilities(ngram_run, capsys):
     [
         (["--n-layer", "2"], "--n-layer does not apply to --model ngram"),
         (["--order", "0"], "order"),
-        (["--max-steps", "100", "--lr", "0.1"], "--max-steps, --lr does not apply to --model ngram: it is counted"),
+        (
+            ["--max-steps", "100", "--lr", "0.1"],
+            "--max-steps, --lr does not apply to --model ngram: it is counted",
+        ),
         (["--context", "3"], "--context does not apply to --model ngram"),
     ],
 )
