@@ -82,3 +82,33 @@ def test_a_missing_recipe_is_one_line_through_the_cli(tmp_path, capsys):
     assert main(["pretrain", "--config", str(tmp_path / "nope.yaml")]) == 2
     err = capsys.readouterr().err.strip()
     assert "nope.yaml cannot be read" in err and "\n" not in err
+
+
+@pytest.mark.parametrize(
+    "recipe, message",
+    [
+        ('overwrite: "maybe"', "overwrite is a switch: give true or false"),
+        ("lr: fast", "lr must be a number; got 'fast'"),
+        ("batch-size: 2.5", "batch-size must be a whole number; got 2.5"),
+        ("batch-size: true", "batch-size must be a whole number; got True"),
+        ("max-steps: [1, 2]", "max-steps must be a whole number"),
+    ],
+)
+def test_a_recipe_value_of_the_wrong_kind_is_one_error_line(tmp_path, capsys, recipe, message):
+    from lmforge.cli import main
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text(recipe + "\n")
+    assert main(["pretrain", "--config", str(path), "--data", "d", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
+
+
+def test_a_string_false_in_a_recipe_does_not_switch_overwrite_on(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text('overwrite: "false"\nprogress: "no"\n')
+    from lmforge.commands._args import build_parser, parse_with_config
+    from lmforge.commands.pretrain import pretrain
+
+    args = parse_with_config(build_parser(pretrain, "lmforge pretrain"), ["--config", str(path)])
+    assert args.overwrite is False and args.progress is False

@@ -231,13 +231,42 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str]) -> argpa
             if action.choices is not None and value not in action.choices:
                 choices = ", ".join(map(str, action.choices))
                 raise UserInputError(f"{config}: {key} must be one of {choices}; got {value!r}")
-            if isinstance(value, str) and action.type is not None:
-                value = action.type(value)
+            value = _recipe_value(config, key, value, action)
             action.required = False
             parser.set_defaults(**{dest: value})
     args = parser.parse_args(argv)
     del args._config
     return fold_settings(args)
+
+
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+
+
+def _recipe_value(config: str, key: str, value: Any, action: argparse.Action) -> Any:
+    """A recipe value checked against its flag's kind: a switch takes a boolean (``"false"``, a
+    non-empty string, must not switch it on), a number a number; one clear error otherwise."""
+    from lmforge.errors import UserInputError
+
+    if action.nargs == 0:  # a switch: --overwrite, --progress/--no-progress
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        if not isinstance(value, bool):
+            raise UserInputError(f"{config}: {key} is a switch: give true or false; got {value!r}")
+        return value
+    if action.type is None or action.nargs in ("+", "*"):
+        return value
+    wrong = isinstance(value, bool) or (
+        action.type in (int, float) and not isinstance(value, (int, float, str))
+    )
+    if action.type is int and isinstance(value, float) and not value.is_integer():
+        wrong = True
+    if not wrong:
+        try:
+            return action.type(value)
+        except (TypeError, ValueError):
+            pass
+    kind = {int: "a whole number", float: "a number"}.get(action.type, "text")
+    raise UserInputError(f"{config}: {key} must be {kind}; got {value!r}")
 
 
 def _config_path(argv: list[str]) -> str | None:
