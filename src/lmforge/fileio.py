@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,24 +42,40 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
-def check_output_dir(out: str | os.PathLike[str], overwrite: bool) -> Path:
-    """Refuse an existing, non-empty output directory unless ``overwrite``; say how to proceed."""
+def check_output_dir(
+    out: str | os.PathLike[str], overwrite: bool, inputs: Sequence[str | os.PathLike[str]] = ()
+) -> Path:
+    """Refuse an existing, non-empty output directory unless ``overwrite``; say how to proceed.
+
+    Even with ``overwrite``, never one that holds (or is) one of the command's ``inputs`` or the
+    working directory: replacing it would delete what the command did not write.
+    """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out} exists and is not a directory; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(f"{out} already exists and is not empty; pass --overwrite to replace it")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise OutputExistsError(f"{out} already exists and is not empty; pass --overwrite to replace it")
+        resolved = out.resolve()
+        for path in [*inputs, Path.cwd()]:
+            if Path(path).exists() and Path(path).resolve().is_relative_to(resolved):
+                what = "the working directory" if path == Path.cwd() else f"the input {path}"
+                raise OutputExistsError(
+                    f"--out {out} holds {what}; replacing it would delete it: choose another --out"
+                )
     return out
 
 
 @contextlib.contextmanager
-def atomic_directory(out: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
+def atomic_directory(
+    out: str | os.PathLike[str], overwrite: bool = False, inputs: Sequence[str | os.PathLike[str]] = ()
+) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``out`` only if the block finishes.
 
     On any exception (Ctrl-C included) the temporary directory is removed and ``out``, if it
     existed, is left exactly as it was.
     """
-    out = check_output_dir(out, overwrite).absolute()
+    out = check_output_dir(out, overwrite, inputs).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:

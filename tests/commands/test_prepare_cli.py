@@ -167,3 +167,23 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path, corpus, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "input.txt"]
     assert main([*argv, "--overwrite"]) == 0
     assert not (tmp_path / "d/notes.txt").exists() and (tmp_path / "d/meta.json").is_file()
+
+
+def test_overwrite_never_replaces_the_input_or_the_working_directory(tmp_path, capsys, monkeypatch):
+    from lmforge.cli import main
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("the source texts the user wrote\n" * 50)
+    args = ["prepare", "--data", str(corpus), "--tokenizer", "char", "--out", str(corpus), "--overwrite"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "input" in err and len(err.splitlines()) == 1
+    assert (corpus / "a.txt").read_text().startswith("the source texts")
+    monkeypatch.chdir(corpus)  # --out . would replace the working directory
+    assert main(["prepare", "--data", "a.txt", "--tokenizer", "char", "--out", ".", "--overwrite"]) == 2
+    assert (corpus / "a.txt").exists()
+    out = tmp_path / "tok"
+    tok_args = ["tokenizer", "train", "--kind", "char", "--data", str(corpus), "--out", str(tmp_path)]
+    assert main([*tok_args, "--overwrite"]) == 2  # its --out holds its own input
+    assert (corpus / "a.txt").exists() and not out.exists()

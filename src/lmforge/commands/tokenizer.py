@@ -89,7 +89,8 @@ def train(
         show_progress=sys.stderr.isatty() and not as_json,
     )
     seconds = time.perf_counter() - start
-    with atomic_directory(out, overwrite=overwrite) as tmp:
+    inputs = [spec for spec in data if Path(spec).exists()]
+    with atomic_directory(out, overwrite=overwrite, inputs=inputs) as tmp:
         tokenizer.save(tmp)
 
     result = {

@@ -231,7 +231,11 @@ def prepare_dataset(
         raise UserInputError(
             f"--val-fraction must be strictly between 0 and 1 (training reports validation loss); got {val_fraction}"
         )
-    check_output_dir(out, overwrite)  # refuse now, not after tokenizing
+    listed = [specs] if isinstance(specs, (str, Path)) else list(specs)
+    inputs = [spec for spec in listed if isinstance(spec, (str, Path)) and Path(spec).exists()]
+    if isinstance(tokenizer, (str, Path)) and Path(tokenizer).exists():
+        inputs.append(tokenizer)
+    check_output_dir(out, overwrite, inputs)  # refuse now, not after tokenizing
     options = {key: value for key, value in (tokenizer_options or {}).items() if value is not None}
     sources = resolve_sources(specs)
     resolved = _resolve_tokenizer(tokenizer, vocab_size, options)
@@ -255,7 +259,7 @@ def prepare_dataset(
 
     show = (sys.stderr.isatty() if progress is None else progress) and read.chars >= BATCH_CHARS
     with (
-        atomic_directory(out, overwrite=overwrite) as tmp,
+        atomic_directory(out, overwrite=overwrite, inputs=inputs) as tmp,
         _progress_bar(read.chars, show) as bar,
         ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="lmforge-encode") as pool,
     ):
