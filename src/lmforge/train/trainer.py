@@ -216,10 +216,11 @@ class Trainer:
             )
         # DDP averaged the gradients over ranks; this makes them those of the global token mean
         factor = provisional * distributed.world_size() / targets
-        with torch.no_grad():
-            for param in self.model.parameters():
-                if param.grad is not None:
-                    param.grad.mul_(factor)
+        if factor != 1.0:  # one micro-batch on one rank: the provisional divisor was the true one
+            with torch.no_grad():
+                for param in self.model.parameters():
+                    if param.grad is not None:
+                        param.grad.mul_(factor)
         if self.config.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             # the norm over all parameters: DDP's gradients are already equal on every rank, and
