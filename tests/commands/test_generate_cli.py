@@ -192,7 +192,8 @@ def test_bf16_and_a_prompt_longer_than_the_context(run_dir, capsys):
         (["--strategy", "beam", "--stream"], "--stream"),
         (["--num-samples", "2", "--stream"], "--stream"),
         (["--strategy", "beam", "--show-probs"], "--show-probs"),
-        (["--prompt-file", "missing.txt"], "not both"),
+        (["--prompt-file", "missing.txt"], "--prompt-file missing.txt does not exist"),
+        (["--prompt-file", __file__], "not both"),
         (["--stop", ""], "--stop"),
     ],
 )

@@ -67,7 +67,7 @@ def test_human_output_is_a_table_then_the_totals(run, capsys):
     "args, message",
     [
         (["--text", ""], "--text is empty"),
-        (["--text", "hi", "--stride", "0"], "--stride must be between 1 and the model's context of 16"),
+        (["--text", "hi", "--stride", "0"], "--stride must be positive; got 0"),
         (["--text", "hi", "--stride", "17"], "--stride must be between 1"),
     ],
 )

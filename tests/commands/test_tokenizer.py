@@ -118,7 +118,7 @@ def test_empty_data_and_missing_tokenizer_exit_2(tmp_path, capsys):
     code, _, err = run(capsys, "tokenizer train --kind char --data", empty, "--out", tmp_path / "tok")
     assert code == 2 and err.startswith("error: ") and not (tmp_path / "tok").exists()
     code, _, err = run(capsys, "tokenizer encode --tokenizer", tmp_path / "missing", "hello")
-    assert code == 2 and "no tokenizer at" in err
+    assert code == 2 and "--tokenizer" in err and "does not exist" in err
 
 
 def test_decode_of_an_id_outside_the_vocabulary_exits_2(tmp_path, corpus_file, capsys):

@@ -36,7 +36,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-from lmforge.bounds import Bounds
+from lmforge.bounds import Bounds, InputPath, Named, OutputPath, Text
+
+RULE_TYPES = (Bounds, InputPath, OutputPath, Text, Named)
+PATH_RULES = (InputPath, OutputPath)
 
 FLAG_RENAMES = {"as_json": "json"}
 DEFAULT_HELP = {"as_json": "print one JSON object instead of the human summary"}
@@ -110,8 +113,9 @@ def _settings_class(annotation: Any) -> type | None:
     return None
 
 
-def _add_settings(parser: argparse.ArgumentParser, settings: type) -> list[str]:
-    """One flag per field of ``settings``, absent from the result unless given; their names."""
+def _add_settings(parser: argparse.ArgumentParser, settings: type, rules: dict[str, Any]) -> list[str]:
+    """One flag per field of ``settings``, absent from the result unless given; their names.
+    Each field's rule (``setting(..., positive=True)``) joins ``rules``."""
     group = parser.add_argument_group(inspect.cleandoc(settings.__doc__ or settings.__name__).splitlines()[0])
     hints = typing.get_type_hints(settings)
     names = []
@@ -128,6 +132,8 @@ def _add_settings(parser: argparse.ArgumentParser, settings: type) -> list[str]:
             **spec,
         )
         names.append(field.name)
+        if field.metadata.get("rule") is not None:
+            rules[field.name] = (flag_of(field.name), field.metadata["rule"])
     return names
 
 
@@ -151,18 +157,19 @@ def build_parser(func: Callable[..., Any], prog: str) -> argparse.ArgumentParser
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     groups: dict[str, list[str]] = {}
-    bounds: dict[str, Any] = {}
+    rules: dict[str, Any] = {}
     hints = typing.get_type_hints(func, include_extras=True)
     for name, param in inspect.signature(func).parameters.items():
         annotation = hints.get(name, str)
         settings = _settings_class(annotation)
         if settings is not None:
-            groups[name] = _add_settings(parser, settings)
+            groups[name] = _add_settings(parser, settings, rules)
             continue
         if get_origin(annotation) is Annotated:
             for meta in annotation.__metadata__:
-                if isinstance(meta, Bounds):
-                    bounds[name] = meta
+                if isinstance(meta, RULE_TYPES):
+                    positional = param.kind is not inspect.Parameter.KEYWORD_ONLY
+                    rules[name] = (name.upper() if positional else flag_of(name), meta)
         spec = _argument_spec(annotation, param.default)
         help_text = arg_help.get(name, DEFAULT_HELP.get(name, ""))
         has_default = param.default is not inspect.Parameter.empty
@@ -184,17 +191,29 @@ def build_parser(func: Callable[..., Any], prog: str) -> argparse.ArgumentParser
             parser.add_argument(name, help=help_text, **spec)
     if groups:
         parser.set_defaults(_settings=groups)
-    if bounds:
-        parser.set_defaults(_bounds=bounds)
+    if rules:
+        parser.set_defaults(_rules=rules)
     return parser
 
 
+def flag_of(dest: str) -> str:
+    """The flag a parameter or setting is given with: ``as_json`` -> ``--json``."""
+    return "--" + FLAG_RENAMES.get(dest, dest).replace("_", "-")
+
+
+def rules_of(parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Each flag's declared rule, by destination: what the fuzzing harness draws bad values from."""
+    return {dest: rule for dest, (_, rule) in (parser.get_default("_rules") or {}).items()}
+
+
 def fold_settings(args: argparse.Namespace) -> argparse.Namespace:
-    """Check each bounded flag, and gather each settings dataclass's given flags into one dict
-    under its parameter's name."""
+    """Check each flag against its rule, and gather each settings dataclass's given flags into one
+    dict under its parameter's name."""
     values = vars(args)
-    for name, bounds in values.pop("_bounds", {}).items():
-        bounds.check("--" + FLAG_RENAMES.get(name, name).replace("_", "-"), values.get(name))
+    rules = values.pop("_rules", {})
+    # Values first, then paths: a bad number is reported the same whether or not a file exists.
+    for name, (flag, rule) in sorted(rules.items(), key=lambda item: isinstance(item[1][1], PATH_RULES)):
+        rule.check(flag, values.get(name))
     for param, names in values.pop("_settings", {}).items():
         values[param] = {name: values.pop(name) for name in names if name in values}
     return args
@@ -221,7 +240,7 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str]) -> argpa
         values = read_recipe(Path(config))
         actions = {action.dest: action for action in parser._actions}
         actions.pop("_settings", None)
-        actions.pop("_bounds", None)
+        actions.pop("_rules", None)
         for key, value in values.items():
             dest = key.replace("-", "_")
             dest = "as_json" if dest == "json" else dest

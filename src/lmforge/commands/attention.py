@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
+from lmforge.bounds import NON_NEGATIVE, RUN_DIR, OutputPath, Text
 from lmforge.commands._json import print_json
 from lmforge.errors import OutputExistsError, UserInputError
 
@@ -21,11 +22,11 @@ def token_label(text: str) -> str:
 
 def attention(
     *,
-    checkpoint: Path,
-    text: str,
-    out: Path,
-    layer: int | None = None,
-    head: int | None = None,
+    checkpoint: Annotated[Path, RUN_DIR],
+    text: Annotated[str, Text(what="a text to look at")],
+    out: Annotated[Path, OutputPath("file")],
+    layer: Annotated[int | None, NON_NEGATIVE] = None,
+    head: Annotated[int | None, NON_NEGATIVE] = None,
     all: bool = False,  # the flag --all (the name shadows the builtin only in here)
     weights: Literal["auto", "best", "last"] = "auto",
     overwrite: bool = False,

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
+from lmforge.bounds import OUT_DIR, RUN_DIR, InputPath
 from lmforge.commands._json import print_json
 from lmforge.errors import UserInputError
 
 
 def convert(
     *,
-    from_hf: Path | None = None,
-    to_hf: Path | None = None,
-    out: Path,
+    from_hf: Annotated[
+        Path | None, InputPath("dir", "a Hugging Face model directory (config.json and weights)")
+    ] = None,
+    to_hf: Annotated[Path | None, RUN_DIR] = None,
+    out: Annotated[Path, OUT_DIR],
     weights: Literal["auto", "best", "last"] = "auto",
     overwrite: bool = False,
     as_json: bool = False,

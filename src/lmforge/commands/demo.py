@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Annotated
 
+from lmforge.bounds import OUT_DIR, SEED, Bounds
 from lmforge.commands._json import print_json
 
 PROMPTS = ["Return the", "This module provides", ""]
@@ -15,10 +17,10 @@ DEMO_ENTRIES = frozenset({MARKER, "data", "run"})
 
 def demo(
     *,
-    minutes: float = 3.0,
-    out: Path = Path("runs/demo"),
-    vocab_size: int = 4096,
-    seed: int = 1337,
+    minutes: Annotated[float, Bounds(positive=True, at_most=10_080)] = 3.0,
+    out: Annotated[Path, OUT_DIR] = Path("runs/demo"),
+    vocab_size: Annotated[int, Bounds(positive=True, at_most=1_000_000)] = 4096,
+    seed: Annotated[int, SEED] = 1337,
     as_json: bool = False,
 ) -> dict:
     """Tokenize, pretrain, evaluate and sample a small GPT on the Python stdlib's docstrings.

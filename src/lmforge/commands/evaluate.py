@@ -5,22 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from lmforge.bounds import POSITIVE, Bounds
+from lmforge.bounds import DEVICE, POSITIVE, RUN_DIR, SOURCES, Bounds, Text
 from lmforge.commands._json import print_json
 from lmforge.errors import DataError
 
 
 def evaluate(
     *,
-    checkpoint: Path,
-    data: list[str],
-    split: str = "val",
+    checkpoint: Annotated[Path, RUN_DIR],
+    data: Annotated[list[str], SOURCES],
+    split: Literal["val", "train"] = "val",
     stride: Annotated[int | None, POSITIVE] = None,
     block_size: Annotated[int | None, POSITIVE] = None,
     batch_size: Annotated[int, Bounds(positive=True, at_most=100_000)] = 8,
     weights: Literal["auto", "best", "last"] = "auto",
-    text_field: str = "text",
-    device: str = "auto",
+    text_field: Annotated[str, Text(what="a field name")] = "text",
+    device: Annotated[str, DEVICE] = "auto",
     as_json: bool = False,
 ) -> dict:
     """Loss and perplexity of a run's model over every token of a split or a text source.

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Literal
 
-from lmforge.bounds import NON_NEGATIVE, POSITIVE, Bounds
+from lmforge.bounds import DEVICE, FREE_TEXT, NON_NEGATIVE, POSITIVE, RUN_DIR, SEED, Bounds, InputPath, Text
 from lmforge.commands._json import print_json
 from lmforge.errors import DataError, UserInputError
 
@@ -18,25 +18,25 @@ ESCAPES = {"\\n": "\n", "\\t": "\t", "\\\\": "\\"}
 
 def generate(
     *,
-    checkpoint: Path,
-    prompt: str = "",
-    prompt_file: Path | None = None,
+    checkpoint: Annotated[Path, RUN_DIR],
+    prompt: Annotated[str, FREE_TEXT] = "",
+    prompt_file: Annotated[Path | None, InputPath("file", "a UTF-8 text file of prompts")] = None,
     strategy: Literal["sample", "greedy", "beam"] = "sample",
     max_new_tokens: Annotated[int, Bounds(positive=True, at_most=1_000_000)] = 200,
     min_new_tokens: Annotated[int, NON_NEGATIVE] = 0,
     temperature: Annotated[float, NON_NEGATIVE] = 0.8,
-    top_k: int = 200,
-    top_p: float = 1.0,
+    top_k: Annotated[int, NON_NEGATIVE] = 200,
+    top_p: Annotated[float, Bounds(positive=True, at_most=1.0)] = 1.0,
     repetition_penalty: Annotated[float, POSITIVE] = 1.0,
     num_beams: Annotated[int, Bounds(positive=True, at_most=1_000)] = 4,
     length_penalty: Annotated[float, Bounds()] = 1.0,
     num_samples: Annotated[int, Bounds(positive=True, at_most=10_000)] = 1,
-    stop: list[str] | None = None,
+    stop: Annotated[list[str] | None, Text(what="a stop string")] = None,
     batch_size: Annotated[int, Bounds(positive=True, at_most=100_000)] = 8,
-    seed: int = 1337,
+    seed: Annotated[int, SEED] = 1337,
     dtype: Literal["fp32", "bf16"] = "fp32",
     weights: Literal["auto", "best", "last"] = "auto",
-    device: str = "auto",
+    device: Annotated[str, DEVICE] = "auto",
     stream: bool = False,
     show_probs: bool = False,
     as_json: bool = False,

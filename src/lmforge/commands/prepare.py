@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
+from lmforge.bounds import OUT_DIR, POSITIVE, SEED, SOURCES, Bounds, Text
 from lmforge.commands._json import print_json
 
 
 def prepare(
     *,
-    data: list[str],
-    tokenizer: str,
-    out: Path,
-    vocab_size: int | None = None,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    text_field: str = "text",
+    data: Annotated[list[str], SOURCES],
+    tokenizer: Annotated[str, Text(what="a tokenizer directory or a kind")],
+    out: Annotated[Path, OUT_DIR],
+    vocab_size: Annotated[int | None, Bounds(positive=True, at_most=1_000_000)] = None,
+    val_fraction: Annotated[float, Bounds(positive=True, below=1.0)] = 0.1,
+    seed: Annotated[int, SEED] = 0,
+    text_field: Annotated[str, Text(what="a field name")] = "text",
     errors: Literal["strict", "replace"] = "strict",
     lowercase: bool = False,
-    min_frequency: int | None = None,
+    min_frequency: Annotated[int | None, POSITIVE] = None,
     byte_fallback: bool | None = None,
-    special: list[str] | None = None,
+    special: Annotated[list[str] | None, Text(what="NAME=TOKEN")] = None,
     overwrite: bool = False,
     progress: bool | None = None,
     as_json: bool = False,

@@ -14,19 +14,29 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+from lmforge.bounds import OUT_DIR, PREPARED_DIR, RUN_DIR, Named
 from lmforge.commands._json import print_json
 from lmforge.train.config import TrainConfig
 from lmforge.train.model_settings import ModelSettings
 
 
+def _preset_names() -> list[str]:
+    from lmforge.models.registry import preset_names
+
+    return preset_names()
+
+
+MODEL = Named(_preset_names, "model preset")
+
+
 def pretrain(
     *,
-    data: Path | None = None,
-    out: Path | None = None,
-    model: str | None = None,
+    data: Annotated[Path | None, PREPARED_DIR] = None,
+    out: Annotated[Path | None, OUT_DIR] = None,
+    model: Annotated[str | None, MODEL] = None,
     shape: Annotated[dict[str, Any] | None, ModelSettings] = None,
     train: Annotated[dict[str, Any] | None, TrainConfig] = None,
-    resume: Path | None = None,
+    resume: Annotated[Path | None, RUN_DIR] = None,
     overwrite: bool = False,
     progress: bool = True,
     as_json: bool = False,

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
-from lmforge.bounds import Bounds
+from lmforge.bounds import DEVICE, POSITIVE, RUN_DIR, Bounds, Text
 from lmforge.commands._json import print_json
 from lmforge.errors import UserInputError
 
@@ -22,12 +22,12 @@ def show_token(tokenizer, token_id: int) -> str:
 
 def score(
     *,
-    checkpoint: Path,
-    text: str,
-    stride: int = 1,
+    checkpoint: Annotated[Path, RUN_DIR],
+    text: Annotated[str, Text(what="a text to score")],
+    stride: Annotated[int, POSITIVE] = 1,
     batch_size: Annotated[int, Bounds(positive=True, at_most=100_000)] = 16,
     weights: Literal["auto", "best", "last"] = "auto",
-    device: str = "auto",
+    device: Annotated[str, DEVICE] = "auto",
     as_json: bool = False,
 ) -> dict:
     """Log-probability of a text under a run's model, token by token, and its perplexity.

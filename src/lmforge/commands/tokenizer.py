@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from lmforge.bounds import Bounds
+from lmforge.bounds import FREE_TEXT, NON_NEGATIVE, OUT_DIR, POSITIVE, SOURCES, TOKENIZER_DIR, Bounds, Text
 from lmforge.commands._json import print_json
 from lmforge.fileio import atomic_directory, check_output_dir
 
@@ -27,15 +27,15 @@ if TYPE_CHECKING:
 def train(
     *,
     kind: Literal["char", "word", "bpe", "wordpiece", "unigram"],
-    data: list[str],
-    out: Path,
+    data: Annotated[list[str], SOURCES],
+    out: Annotated[Path, OUT_DIR],
     vocab_size: Annotated[int | None, Bounds(positive=True, at_most=1_000_000)] = None,
     overwrite: bool = False,
     lowercase: bool = False,
-    min_frequency: int | None = None,
+    min_frequency: Annotated[int | None, POSITIVE] = None,
     byte_fallback: bool | None = None,
-    special: list[str] | None = None,
-    text_field: str = "text",
+    special: Annotated[list[str] | None, Text(what="NAME=TOKEN")] = None,
+    text_field: Annotated[str, Text(what="a field name")] = "text",
     errors: Literal["strict", "replace"] = "strict",
     as_json: bool = False,
 ) -> None:
@@ -114,7 +114,9 @@ def train(
     print(f'try: lmforge tokenizer encode --tokenizer {out} "Henry is givin\' a lectrue"')
 
 
-def encode(text: str, *, tokenizer: Path, as_json: bool = False) -> None:
+def encode(
+    text: Annotated[str, FREE_TEXT], *, tokenizer: Annotated[Path, TOKENIZER_DIR], as_json: bool = False
+) -> None:
     """Show how TEXT splits into tokens: each piece with its id.
 
     Args:
@@ -142,7 +144,11 @@ def encode(text: str, *, tokenizer: Path, as_json: bool = False) -> None:
 
 
 def decode(
-    ids: list[int], *, tokenizer: Path, skip_special_tokens: bool = False, as_json: bool = False
+    ids: Annotated[list[int], NON_NEGATIVE],
+    *,
+    tokenizer: Annotated[Path, TOKENIZER_DIR],
+    skip_special_tokens: bool = False,
+    as_json: bool = False,
 ) -> None:
     """Turn token IDs back into text.
 

@@ -96,6 +96,11 @@ def preset_config(name: str, **overrides: Any) -> tuple[str, dict[str, Any]]:
 COUNTED_PRESETS = {"ngram": ("order", "smoothing", "add_k", "discount")}
 
 
+def preset_names() -> list[str]:
+    """Every name ``--model`` takes: the built presets, then the counted ones."""
+    return [*PRESETS, *COUNTED_PRESETS]
+
+
 def is_counted(name: str) -> bool:
     return name in COUNTED_PRESETS
 

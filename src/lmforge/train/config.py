@@ -21,7 +21,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lmforge.bounds import Bounds
+from lmforge.bounds import DEVICE, SEED, Bounds, Rule
 from lmforge.errors import UserInputError
 
 
@@ -32,11 +32,14 @@ def setting(
     positive: bool = False,
     non_negative: bool = False,
     at_most: float | None = None,
+    rule: Rule | None = None,
 ) -> Any:
-    """A dataclass field with its help text and bounds in ``metadata`` (read by the CLI and
-    ``check_bounds``). Every number is also required to be finite."""
-    bounds = {"positive": positive, "non_negative": non_negative, "at_most": at_most}
-    return dataclasses.field(default=default, metadata={"help": help, **bounds})
+    """A dataclass field with its help text and its rule in ``metadata`` (read by the CLI and
+    ``check_bounds``): ``Bounds`` from the keywords for a number (every number must also be
+    finite), or any other ``rule`` (``lmforge.bounds``)."""
+    if rule is None and (positive or non_negative or at_most is not None):
+        rule = Bounds(positive=positive, non_negative=non_negative, at_most=at_most)
+    return dataclasses.field(default=default, metadata={"help": help, "rule": rule})
 
 
 def flag_name(name: str) -> str:
@@ -46,9 +49,9 @@ def flag_name(name: str) -> str:
 def check_bounds(settings: Any) -> None:
     """Raise one ``UserInputError`` naming the first field outside its bounds."""
     for field in dataclasses.fields(settings):
-        meta = field.metadata
-        bounds = Bounds(meta.get("positive", False), meta.get("non_negative", False), meta.get("at_most"))
-        bounds.check(flag_name(field.name), getattr(settings, field.name))
+        rule = field.metadata.get("rule")
+        if rule is not None:
+            rule.check(flag_name(field.name), getattr(settings, field.name))
 
 
 @dataclass
@@ -83,7 +86,7 @@ class TrainConfig:
     log_every: int = setting(
         10, "refresh the progress line every this many steps (metrics.jsonl gets every step)", positive=True
     )
-    seed: int = setting(1337, "seeds initialisation, data order and dropout")
+    seed: int = setting(1337, "seeds initialisation, data order and dropout", rule=SEED)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = setting(
         "auto",
         "auto (bf16 where the hardware computes it natively: recent GPUs, CPUs with AVX-512 BF16 or "
@@ -91,7 +94,7 @@ class TrainConfig:
         "without bf16 hardware, e.g. an AVX2 Zen 3) or fp16 (autocast with loss scaling; GPU only)",
     )
     compile: bool = setting(False, "compile the model with torch.compile (slower start, faster steps)")
-    device: str = setting("auto", "auto, cpu, cuda or cuda:N")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N", rule=DEVICE)
 
     def __post_init__(self) -> None:
         if self.min_lr is None:
