@@ -162,6 +162,11 @@ def plan_pretraining(
         net = build_model(family, model_config)
     except (ValueError, TypeError) as error:
         raise UserInputError(f"bad model settings: {error}") from None
+    if net.lm_kind != "causal":
+        raise UserInputError(
+            f"--model {label} is a {net.lm_kind} language model ({net.describe()}); `lmforge pretrain` "
+            "trains left-to-right models only so far: choose a gpt, rnn, lstm, gru, window or ngram preset"
+        )
     window = net.config.block_size
     for name in ("train", "val"):
         if len(dataset.split(name)) <= window:
