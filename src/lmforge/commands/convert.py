@@ -79,9 +79,8 @@ def convert(
         return result
     m = done.model
     shape = f"{m['n_layer']} layers x {m['n_embd']} wide, context {m['block_size']}"
-    print(
-        f"converted {done.source} -> {done.out}: {done.architecture}, {shape}, {done.num_parameters:,} parameters"
-    )
+    name = "GPT-2" if done.architecture == "GPT2LMHeadModel" else done.architecture
+    print(f"converted {done.source} -> {done.out}: {name}, {shape}, {done.num_parameters:,} parameters")
     if done.tokenizer is not None:
         print(
             f"  tokenizer: {done.tokenizer}, {'from' if from_hf is not None else 'as'} {done.tokenizer_files}"
