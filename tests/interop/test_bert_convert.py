@@ -301,28 +301,3 @@ def test_minilm_hidden_states_and_mean_pooled_embeddings_equal_transformers(mini
     mask = batch["attention_mask"][..., None].float()  # sentence-transformers' mean pooling
     pooled = [(h * mask).sum(1) / mask.sum(1) for h in (hidden, expected)]
     torch.testing.assert_close(pooled[0], pooled[1], rtol=0, atol=1e-5)
-
-
-def test_pretrain_refuses_a_bert_preset_with_one_line(tmp_path, capsys):
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("the quick brown fox jumps over the lazy dog.\n" * 200, encoding="utf-8")
-    assert (
-        main(["prepare", "--data", str(corpus), "--tokenizer", "char", "--out", str(tmp_path / "data")]) == 0
-    )
-    capsys.readouterr()
-    code = main(
-        [
-            "pretrain",
-            "--data",
-            str(tmp_path / "data"),
-            "--out",
-            str(tmp_path / "run"),
-            "--model",
-            "bert-nano",
-            "--max-steps",
-            "1",
-        ]
-    )
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "--model bert-nano is a masked language model" in err
-    assert not (tmp_path / "run").exists()
