@@ -216,6 +216,20 @@ def test_a_trained_lmforge_wordpiece_bert_exports_with_its_tokenizer(tmp_path, c
     assert_same_outputs(tmp_path / "run", tmp_path / "hf", "BertModel")  # its pooler is in the file too
 
 
+def test_a_gpt_run_with_a_wordpiece_tokenizer_keeps_lmforges_exact_files(tmp_path, capsys):
+    """BERT's files (and its [CLS] ... [SEP] template) are for BERTs: a GPT-2 export keeps lmforge's own."""
+    from tests.tiny_run import TEXT, make_run
+
+    make_run(tmp_path / "run", kind="wordpiece", vocab_size=120)
+    assert convert(capsys, "--to-hf", tmp_path / "run", "--out", tmp_path / "hf")[0] == 0
+    assert (tmp_path / "hf" / "lmforge_tokenizer.json").is_file() and not (
+        tmp_path / "hf" / "vocab.txt"
+    ).exists()
+    assert convert(capsys, "--from-hf", tmp_path / "hf", "--out", tmp_path / "back")[0] == 0
+    first, back = (Run.open(tmp_path / n).load_tokenizer() for n in ("run", "back"))
+    assert back.kind == "wordpiece" and back.encode(TEXT[:200]) == first.encode(TEXT[:200])
+
+
 # --- bad input and commands that need a causal model -------------------------------------------
 
 

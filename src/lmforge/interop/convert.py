@@ -121,7 +121,9 @@ def convert_to_hf(
         atomic_write_json(tmp / CONFIG_FILE, hf)
         write_weights(tensors, tmp)
         if tokenizer is not None:
-            write = write_wordpiece if kind == "wordpiece" else write_hf_tokenizer
+            # BERT's own files for a BERT's WordPiece; lmforge's exact form for every other pairing
+            bert_files = saved["family"] == "bert" and kind == "wordpiece"
+            write = write_wordpiece if bert_files else write_hf_tokenizer
             tokenizer_files = " + ".join(write(tokenizer, tmp, model_max_length=config["block_size"]))
         files = sorted(p.name for p in tmp.iterdir())
     architecture = hf["architectures"][0]
