@@ -195,3 +195,17 @@ def test_heads_a_converted_checkpoint_lacks_are_refused_with_a_reason():
         BERTConfig(pooler=False, num_labels=2)
     with pytest.raises(ValueError, match="exceeds block_size"):
         tiny().encode(torch.zeros(1, BLOCK + 1, dtype=torch.long))
+
+
+def test_bf16_matmul_path_matches_the_reference_and_ignores_padding(force_matmul_attention):
+    """The CPU bf16 attention path (a fused additive mask) carries over to the encoder unchanged."""
+    model = tiny()
+    randomize(model)
+    model = model.to(torch.bfloat16)
+    ids, segments, mask = batch()
+    fast, _ = model.encode(ids, attention_mask=mask, token_type_ids=segments % 2)
+    reference, _ = model.encode(ids, attention_mask=mask, token_type_ids=segments % 2, output_attentions=True)
+    real = mask.bool()
+    torch.testing.assert_close(fast[real].float(), reference[real].float(), rtol=0, atol=3e-2)
+    alone, _ = model.encode(ids[2:, :5], token_type_ids=segments[2:, :5] % 2)  # row 2 without its padding
+    torch.testing.assert_close(fast[2, :5].float(), alone[0].float(), rtol=0, atol=3e-2)
