@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from lmforge.errors import CheckpointError, UserInputError
-from lmforge.models.protocol import LanguageModel
+from lmforge.models.protocol import LanguageModel, require_causal
 from lmforge.run import Run, directory_fingerprint
 from lmforge.train.scoring import TokenScores
 
@@ -55,6 +55,7 @@ def load_for_inference(
     device: str = "auto",
     dtype: Literal["fp32", "bf16"] = "fp32",
     pack_rows: int | None = None,
+    causal_for: str | None = "this command",
 ) -> LoadedModel:
     """Open a run and make its model ready to read text.
 
@@ -63,11 +64,15 @@ def load_for_inference(
     dtype: fp32, or bf16 (half the memory; fast where the hardware computes it natively).
     pack_rows: pack the linear layers for oneDNN, for decoding this many rows at a time, where a
         one-time race on this CPU says packing beats plain layers (None: don't).
+    causal_for: the command, which reads text left to right: a masked LM (BERT) is refused with
+        one line naming it; None accepts any model.
     """
     from lmforge.hardware import bf16_is_emulated, resolve_device
 
     run = Run.open(checkpoint)
     model = run.load_model(weights)
+    if causal_for is not None:
+        require_causal(model, causal_for)
     tokenizer = run.load_tokenizer()
     if not isinstance(model, nn.Module):  # counts in numpy
         return LoadedModel(run, model, tokenizer, torch.device("cpu"))

@@ -16,7 +16,9 @@ created if training fails before the first checkpoint, so a failed start leaves 
 
 Nothing here names a model family: the model says whether it carries state between windows
 (``carries_state``: recurrent models read parallel streams with ``CarriedStateLoss``, the others
-random windows with the plain LM loss), how to describe itself and how many parameters it has.
+random windows with the plain LM loss), whether it predicts masked tokens (``lm_kind``
+"masked": [CLS] window [SEP] rows 15% masked, evaluated on a fixed masking of the validation split
+with masked-token accuracy beside the loss), how to describe itself and how many parameters it has.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lmforge.errors import CheckpointError, UserInputError
+from lmforge.errors import CheckpointError, TokenizerError, UserInputError
 from lmforge.hardware import resolve_device, resolve_precision
 from lmforge.models.loss import perplexity
 from lmforge.train import distributed
@@ -162,6 +164,13 @@ def plan_pretraining(
         net = build_model(family, model_config)
     except (ValueError, TypeError) as error:
         raise UserInputError(f"bad model settings: {error}") from None
+    if net.lm_kind == "masked":
+        from lmforge.data.masking import _special_ids
+
+        try:
+            _special_ids(tokenizer)  # [MASK], [CLS] and [SEP], or one line naming what is missing
+        except TokenizerError as error:
+            raise UserInputError(f"--model {label}: {error}") from None
     window = net.config.block_size
     for name in ("train", "val"):
         if len(dataset.split(name)) <= window:
@@ -196,17 +205,29 @@ def training_batches(job: PretrainJob) -> tuple[Any, Objective]:
         size = len(tokens) // distributed.world_size()
         tokens = tokens[distributed.rank() * size : (distributed.rank() + 1) * size]
         return StreamSampler(tokens, config.batch_size, window), CarriedStateLoss()
-    sampler = WindowSampler(tokens, config.batch_size, window, seed=config.seed + distributed.rank())
+    seed = config.seed + distributed.rank()
+    if job.net.lm_kind == "masked":  # [CLS] window [SEP], 15% masked; the loss counts masked tokens only
+        from lmforge.data.masking import MaskedWindowSampler
+
+        return MaskedWindowSampler(
+            tokens, job.dataset.tokenizer, config.batch_size, window, seed
+        ), language_model_loss
+    sampler = WindowSampler(tokens, config.batch_size, window, seed=seed)
     return sampler, language_model_loss
 
 
 def fixed_eval_set(job: PretrainJob) -> list[dict[str, torch.Tensor]]:
-    """The same validation windows at every evaluation, so the curve compares like with like."""
+    """The same validation windows at every evaluation, so the curve compares like with like (for a
+    masked LM also the same masking, whatever the run's seed, so runs compare with each other)."""
     from lmforge.data.batching import random_windows
 
     config, window = job.config, job.net.config.block_size
     generator = torch.Generator().manual_seed(config.seed + 1)
     val = job.dataset.split("val")
+    if job.net.lm_kind == "masked":
+        from lmforge.data.masking import masked_eval_batches
+
+        return masked_eval_batches(val, job.dataset.tokenizer, config.batch_size, window, config.eval_batches)
     windows = [random_windows(val, config.batch_size, window, generator) for _ in range(config.eval_batches)]
     return [{"input_ids": x, "labels": y} for x, y in windows]
 
@@ -235,7 +256,7 @@ def run_pretraining(job: PretrainJob, *, progress: bool = True) -> dict[str, Any
 
 
 def _train(job: PretrainJob, run, progress: bool) -> dict[str, Any]:
-    from lmforge.train.evaluation import mean_loss
+    from lmforge.train.evaluation import loss_and_accuracy, mean_loss
     from lmforge.train.metrics import MetricsLog, plot_losses
     from lmforge.train.trainer import Trainer
     from lmforge.train.transforms import apply_transforms, training_transforms
@@ -264,6 +285,14 @@ def _train(job: PretrainJob, run, progress: bool) -> dict[str, Any]:
     train_model = apply_transforms(net, transforms)
     batches, objective = training_batches(job)
     eval_set = fixed_eval_set(job)
+    last_eval: dict[str, float] = {}
+
+    def evaluate(model: nn.Module) -> float | dict[str, float]:
+        if net.lm_kind != "masked":
+            return mean_loss(model, eval_set)[0]
+        last_eval.update(loss_and_accuracy(model, eval_set))  # masked-token loss and accuracy
+        return dict(last_eval)
+
     resume_step = run.load_train_state()["step"] if job.resuming else None
     metrics = MetricsLog(run.metrics_path, resume_step=resume_step) if main else None
 
@@ -283,7 +312,7 @@ def _train(job: PretrainJob, run, progress: bool) -> dict[str, Any]:
         train_model,
         config,
         batches,
-        evaluate=lambda m: mean_loss(m, eval_set)[0],
+        evaluate=evaluate,
         save=save,
         log=metrics.write if metrics else None,
         on_eval=redraw,
@@ -310,6 +339,7 @@ def _train(job: PretrainJob, run, progress: bool) -> dict[str, Any]:
         "val_loss": result.last_val_loss,
         "best_val_loss": result.best_val_loss,
         "val_perplexity": perplexity(result.last_val_loss) if result.last_val_loss is not None else None,
+        **({"val_accuracy": last_eval["accuracy"]} if "accuracy" in last_eval else {}),
         "parameters": net.num_parameters(),
         "interrupted": result.interrupted,
         "transforms": [t.name for t in transforms],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -159,3 +160,86 @@ def test_mask_batch_takes_ids_from_the_tokenizer():
     assert out.labels.tolist() == [[-100, 9, 10, 11, -100], [-100, 12, -100, -100, -100]]
     with pytest.raises(TokenizerError, match="no mask token"):
         mask_batch(batch, ListTokenizer(with_mask=False), torch.Generator())
+
+
+# --- pretraining batches: [CLS] window [SEP] over a packed stream --------------------------------
+
+
+def stream(length: int = 500) -> np.ndarray:
+    generator = np.random.default_rng(0)
+    data = generator.integers(5, VOCAB, length).astype(np.uint16)  # ordinary words
+    data[::37] = SEP  # documents packed, [SEP] between them
+    return data
+
+
+def test_masked_windows_are_cls_stream_sep_and_label_only_masked_stream_tokens():
+    from lmforge.data.masking import MaskedWindowSampler
+
+    data = stream()
+    sampler = MaskedWindowSampler(data, ListTokenizer(), batch_size=64, block_size=12, seed=3)
+    batch = sampler.next_batch()
+    ids, labels = batch["input_ids"], batch["labels"]
+    assert ids.shape == labels.shape == (64, 12)
+    assert (ids[:, 0] == CLS).all() and (ids[:, -1] == SEP).all()
+    chosen = labels != -100
+    assert not chosen[:, [0, -1]].any()  # [CLS] and the closing [SEP] are never targets
+    # where chosen the label is the original token, elsewhere the input is: each row is a stream window
+    original = torch.where(chosen, labels, ids)
+    windows = {tuple(data[s : s + 10].tolist()) for s in range(len(data) - 9)}
+    for row, row_chosen in zip(original, chosen, strict=True):
+        assert tuple(row[1:-1].tolist()) in windows
+        assert not row_chosen[row == SEP].any()  # a document separator inside is special: never chosen
+    changed = ids != original
+    assert changed.any() and chosen[changed].all()  # only chosen positions were replaced
+
+
+def test_masked_window_rate_is_15_percent_of_ordinary_tokens():
+    from lmforge.data.masking import MaskedWindowSampler
+
+    sampler = MaskedWindowSampler(stream(5000), ListTokenizer(), batch_size=512, block_size=34, seed=0)
+    batch = sampler.next_batch()
+    ordinary = ~torch.isin(
+        torch.where(batch["labels"] != -100, batch["labels"], batch["input_ids"]),
+        torch.tensor(sorted(SPECIAL)),
+    )
+    rate = (batch["labels"] != -100).sum().item() / ordinary.sum().item()
+    assert abs(rate - 0.15) < 0.01  # 512 x ~31 ordinary tokens: sd of the rate about 0.0028
+
+
+def test_masked_window_sampler_resumes_exactly_from_its_state():
+    from lmforge.data.masking import MaskedWindowSampler
+
+    first = MaskedWindowSampler(stream(), ListTokenizer(), batch_size=4, block_size=12, seed=7)
+    first.next_batch()
+    state = first.state_dict()
+    expected = first.next_batch()
+    second = MaskedWindowSampler(stream(), ListTokenizer(), batch_size=4, block_size=12, seed=99)
+    second.load_state_dict(state)
+    got = second.next_batch()
+    assert all(torch.equal(expected[k], got[k]) for k in ("input_ids", "labels"))
+
+
+def test_masked_eval_batches_are_consecutive_windows_with_one_fixed_masking():
+    from lmforge.data.masking import masked_eval_batches
+
+    data = stream()
+    batches = masked_eval_batches(data, ListTokenizer(), batch_size=8, block_size=12, num_batches=3)
+    again = masked_eval_batches(data, ListTokenizer(), batch_size=8, block_size=12, num_batches=3)
+    assert len(batches) == 3 and all(b["input_ids"].shape == (8, 12) for b in batches)
+    for a, b in zip(batches, again, strict=True):  # the same at every call: no seed of the run enters
+        assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])
+    rows = torch.cat([b["input_ids"] for b in batches])
+    labels = torch.cat([b["labels"] for b in batches])
+    original = torch.where(labels != -100, labels, rows)[:, 1:-1].reshape(-1)
+    assert torch.equal(
+        original, torch.from_numpy(data[: 24 * 10].astype("int64"))
+    )  # the split's start, in order
+    short = masked_eval_batches(data[:25], ListTokenizer(), batch_size=8, block_size=12, num_batches=3)
+    assert [b["input_ids"].shape[0] for b in short] == [2]  # only whole windows: 25 // 10
+
+
+def test_masked_lm_batches_need_mask_cls_and_sep():
+    from lmforge.data.masking import MaskedWindowSampler
+
+    with pytest.raises(TokenizerError, match=r"needs \[MASK\]"):
+        MaskedWindowSampler(stream(), ListTokenizer(with_mask=False), batch_size=2, block_size=12)

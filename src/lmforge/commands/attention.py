@@ -61,7 +61,7 @@ def attention(
         raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it")
     if not text:
         raise UserInputError("--text is empty; give the text to look at")
-    loaded = load_for_inference(checkpoint, weights=weights, device="cpu")
+    loaded = load_for_inference(checkpoint, causal_for="lmforge attention", weights=weights, device="cpu")
     run, model, tokenizer = loaded.run, loaded.model, loaded.tokenizer
     if not model.has_attention_maps:
         raise UserInputError(

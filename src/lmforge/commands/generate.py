@@ -122,7 +122,9 @@ def generate(
         raise UserInputError("--show-probs shows the choices of greedy decoding or sampling, not beam search")
 
     rows = (num_beams if strategy == "beam" else num_samples) * (batch_size if prompt_file else 1)
-    loaded = load_for_inference(checkpoint, weights=weights, device=device, dtype=dtype, pack_rows=rows)
+    loaded = load_for_inference(
+        checkpoint, causal_for="lmforge generate", weights=weights, device=device, dtype=dtype, pack_rows=rows
+    )
     model, tokenizer, device = loaded.model, loaded.tokenizer, loaded.device
     config = dataclasses.replace(config, eos_id=loaded.eos_id)
     prompts = []

@@ -52,7 +52,9 @@ def pretrain(
         data: a directory written by `lmforge prepare` (needs meta.json, train.bin, val.bin).
         out: the run directory to create.
         model: a preset (default gpt-nano). Transformers (family gpt): gpt-nano, gpt-mini, gpt2,
-            gpt2-medium, gpt2-large, gpt2-xl. Classic models, one preset per family: window
+            gpt2-medium, gpt2-large, gpt2-xl. BERT encoders, trained as masked LMs on [CLS] ... [SEP]
+            windows, 15 percent masked (data prepared with --tokenizer wordpiece): bert-nano, bert-mini,
+            bert-base. Classic models, one preset per family: window
             (fixed-window neural LM, Bengio et al. 2003), rnn (Elman RNN), lstm, gru, and ngram
             (counted, not trained; takes --order, --smoothing, --add-k, --discount). Each model
             flag names the families it applies to; a flag for another family is refused.
@@ -117,6 +119,10 @@ def print_summary(summary: dict) -> None:
         print(
             f"validation loss {first:.4f} -> {last:.4f} (perplexity {math.exp(first):.1f} -> "
             f"{summary['val_perplexity']:.2f}); best {summary['best_val_loss']:.4f}"
+        )
+    if summary.get("val_accuracy") is not None:
+        print(
+            f"masked-token accuracy {summary['val_accuracy']:.1%} (loss and perplexity above: masked tokens only)"
         )
     print(f"run directory: {summary['run']}   curves: {summary['plot']}")
 

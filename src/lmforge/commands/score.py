@@ -54,7 +54,7 @@ def score(
 
     if not text:
         raise UserInputError("--text is empty; give the text to score")
-    loaded = load_for_inference(checkpoint, weights=weights, device=device)
+    loaded = load_for_inference(checkpoint, causal_for="lmforge score", weights=weights, device=device)
     model, tokenizer = loaded.model, loaded.tokenizer
     context = model.context_limit  # None: the model reads any length (recurrent, window, n-gram)
     if stride < 1 or (context is not None and stride > context):

@@ -13,16 +13,28 @@ learning that only [MASK] positions matter, since fine-tuning inputs have no [MA
 Same semantics as Hugging Face's ``DataCollatorForLanguageModeling``, except that random
 replacements come from the non-special vocabulary only (HF may put a [CLS] or [PAD] mid-sentence)
 and every draw comes from the ``torch.Generator`` passed in.
+
+Pretraining reads a prepared token stream, documents packed one after another with [SEP] between
+them (what ``prepare`` writes for a WordPiece tokenizer), as RoBERTa's full-sentence inputs do:
+
+    stream  ... fox . [SEP] a new document begins here [SEP] ...
+    window of block_size - 2 tokens, wrapped:  [CLS] . [SEP] a new document begins [SEP]
+    -> masked: [CLS] . [SEP] a [MASK] document begins [SEP],  labels -100 ... new ... -100
+
+``MaskedWindowSampler`` draws such windows at random starts for training; ``masked_eval_batches``
+cuts the validation split into consecutive windows masked by a fixed seed, the same masking for
+every evaluation of every run, so masked-token losses and accuracies compare between runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
-from lmforge.data.batching import IGNORE_INDEX, Batch
+from lmforge.data.batching import IGNORE_INDEX, Batch, _check_tokens, _to_device, random_windows
 from lmforge.errors import TokenizerError, UserInputError
 
 if TYPE_CHECKING:  # only the interface is used; importing it would load every tokenizer family
@@ -115,3 +127,102 @@ def mask_batch(
         random_replace_prob=random_replace_prob,
     )
     return Batch(input_ids, batch.attention_mask, labels)
+
+
+# --- pretraining batches -------------------------------------------------------------------------
+EVAL_MASKING_SEED = 0  # one masking of the validation split for every run: figures compare
+
+
+def _wrap(windows: torch.Tensor, cls_id: int, sep_id: int) -> torch.Tensor:
+    """(B, T - 2) stream windows -> (B, T) rows [CLS] window [SEP]."""
+    B = windows.shape[0]
+    cls = torch.full((B, 1), cls_id, dtype=windows.dtype)
+    sep = torch.full((B, 1), sep_id, dtype=windows.dtype)
+    return torch.cat([cls, windows, sep], dim=1)
+
+
+def _special_ids(tokenizer: Tokenizer) -> tuple[int, int, int]:
+    """(mask, cls, sep) ids, or one line saying which the tokenizer lacks."""
+    ids = {name: tokenizer.special_id(name) for name in ("mask", "cls", "sep")}
+    missing = [f"[{name.upper()}]" for name, i in ids.items() if i is None]
+    if missing:
+        raise TokenizerError(
+            f"masked-LM pretraining needs {', '.join(missing)} in the tokenizer, and this {tokenizer.kind} "
+            "tokenizer has none; prepare the data with --tokenizer wordpiece (BERT's special tokens)"
+        )
+    return ids["mask"], ids["cls"], ids["sep"]
+
+
+class MaskedWindowSampler:
+    """The trainer's batch source for masked-LM pretraining: ``next_batch()`` -> {input_ids, labels},
+    random windows of the stream wrapped as [CLS] ... [SEP] (``block_size`` in all) and masked.
+
+    Window starts and masks come from one generator, so ``state_dict()`` resumes exactly. In DDP
+    give each rank its own seed (e.g. ``seed + rank``).
+    """
+
+    def __init__(
+        self,
+        data: np.ndarray,
+        tokenizer: Tokenizer,
+        batch_size: int,
+        block_size: int,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        mlm_probability: float = 0.15,
+    ) -> None:
+        if block_size < 3:
+            raise UserInputError(
+                f"a masked-LM window needs block_size >= 3 ([CLS] x [SEP]); got {block_size}"
+            )
+        _check_tokens(data, block_size - 1, block_size - 2)
+        self.mask_id, self.cls_id, self.sep_id = _special_ids(tokenizer)
+        self.special_ids, self.vocab_size = tokenizer.all_special_ids, tokenizer.vocab_size
+        self.data, self.batch_size, self.block_size, self.device = data, batch_size, block_size, device
+        self.mlm_probability = mlm_probability
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        windows, _ = random_windows(self.data, self.batch_size, self.block_size - 2, self.generator)
+        ids = _wrap(windows, self.cls_id, self.sep_id)
+        input_ids, labels = mask_tokens(
+            ids,
+            self.mask_id,
+            self.vocab_size,
+            self.special_ids,
+            self.generator,
+            mlm_probability=self.mlm_probability,
+        )
+        return {"input_ids": _to_device(input_ids, self.device), "labels": _to_device(labels, self.device)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
+
+def masked_eval_batches(
+    data: np.ndarray,
+    tokenizer: Tokenizer,
+    batch_size: int,
+    block_size: int,
+    num_batches: int,
+    seed: int = EVAL_MASKING_SEED,
+) -> list[dict[str, torch.Tensor]]:
+    """Up to ``num_batches`` batches of consecutive windows from the start of ``data``, each wrapped
+    [CLS] ... [SEP] and masked by a generator seeded with ``seed``: the same inputs and targets at
+    every call, whatever run asks."""
+    mask_id, cls_id, sep_id = _special_ids(tokenizer)
+    width = block_size - 2
+    _check_tokens(data, width, width)
+    count = min(num_batches * batch_size, len(data) // width)
+    windows = torch.from_numpy(np.asarray(data[: count * width], dtype=np.int64).reshape(count, width))
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for rows in windows.split(batch_size):
+        input_ids, labels = mask_tokens(
+            _wrap(rows, cls_id, sep_id), mask_id, tokenizer.vocab_size, tokenizer.all_special_ids, generator
+        )
+        batches.append({"input_ids": input_ids, "labels": labels})
+    return batches

@@ -1,4 +1,4 @@
-"""Convert a Hugging Face GPT-2 directory into an lmforge run directory, and back.
+"""Convert a Hugging Face GPT-2 or BERT directory into an lmforge run directory, and back.
 
     convert_from_hf("gpt2/", "runs/gpt2")
         gpt2/{config.json, model.safetensors | pytorch_model.bin, tokenizer.json | vocab.json + merges.txt}
@@ -7,6 +7,12 @@
     convert_to_hf("runs/gpt2", "hf/gpt2")
         -> hf/gpt2/{config.json (model_type gpt2), model.safetensors, tokenizer files}
            which transformers.GPT2LMHeadModel.from_pretrained("hf/gpt2") loads
+    convert_from_hf("minilm/", "runs/minilm")      a BertModel, BertForMaskedLM or
+        BertForSequenceClassification (model_type "bert") with its WordPiece vocabulary
+        -> runs/minilm/{config.json (family "bert", its heads), model.safetensors, tokenizer/}
+    convert_to_hf("runs/minilm", "hf/minilm")      -> BertModel / BertForMaskedLM / ... loads it
+
+``gpt2.py`` and ``bert.py`` map each family's names; this module is the one flow both share.
 
 Everything is read and checked before anything is written, and the output directory appears
 only once complete (``fileio.atomic_directory``), so a failure leaves nothing behind.
@@ -23,11 +29,14 @@ from torch import nn
 
 from lmforge.errors import CheckpointError, TokenizerError, UserInputError
 from lmforge.fileio import atomic_directory, atomic_write_json, check_output_dir
-from lmforge.interop import gpt2
+from lmforge.interop import bert, gpt2
 from lmforge.interop.hf_files import CONFIG_FILE, check_model_dir, read_config, read_weights, write_weights
 from lmforge.interop.hf_tokenizer import read_hf_tokenizer, write_hf_tokenizer
+from lmforge.interop.hf_wordpiece import read_wordpiece, write_wordpiece
 from lmforge.models.registry import build_model
 from lmforge.run import Run
+from lmforge.tokenizers.hf import META_FILE
+from lmforge.train.transforms import tied_parameters
 
 
 @dataclass
@@ -36,22 +45,34 @@ class Conversion:
 
     source: Path
     out: Path
-    model: dict[str, Any]  # the GPTConfig dict
+    model: dict[str, Any]  # the GPTConfig or BERTConfig dict
     num_parameters: int
     tokenizer: str | None  # the tokenizer's kind (char, bpe, ...); None: there is none
     tokenizer_files: str | None  # the files it was read from (import) or written to (export)
     files: list[str] = field(default_factory=list)
+    architecture: str = "GPT2LMHeadModel"  # the transformers class that loads the Hugging Face side
 
 
 def convert_from_hf(hf_dir: str | Path, out: str | Path, *, overwrite: bool = False) -> Conversion:
-    """An lmforge run at ``out`` holding the GPT2LMHeadModel (and its tokenizer, if any) of ``hf_dir``."""
+    """An lmforge run at ``out`` holding the GPT-2 or BERT model (and its tokenizer, if any) of ``hf_dir``."""
     hf_dir, out = Path(hf_dir), Path(out)
     _check_paths(hf_dir, out, overwrite)
     check_model_dir(hf_dir)
-    config = gpt2.gpt_config(read_config(hf_dir), str(hf_dir / CONFIG_FILE))
-    state = gpt2.from_hf_names(read_weights(hf_dir), tied=config["tie_embeddings"])
-    model = _gpt_with_weights(config, state, hf_dir)
-    tokenizer, tokenizer_files = read_hf_tokenizer(hf_dir) or (None, None)
+    hf, source = read_config(hf_dir), str(hf_dir / CONFIG_FILE)
+    if hf.get("model_type") == "bert":
+        family, tensors = "bert", read_weights(hf_dir)
+        config = bert.bert_config(hf, tensors, source)
+        state, architecture = bert.from_hf_names(tensors), bert.architecture(config)
+        found = read_hf_tokenizer(hf_dir) if (hf_dir / META_FILE).is_file() else read_wordpiece(hf_dir)
+    else:
+        family, config = "gpt", gpt2.gpt_config(hf, source)
+        state, architecture = (
+            gpt2.from_hf_names(read_weights(hf_dir), tied=config["tie_embeddings"]),
+            "GPT2LMHeadModel",
+        )
+        found = read_hf_tokenizer(hf_dir)
+    model = _model_with_weights(family, config, state, hf_dir)
+    tokenizer, tokenizer_files = found or (None, None)
     if tokenizer is not None and tokenizer.vocab_size > config["vocab_size"]:
         raise TokenizerError(
             f"the tokenizer in {hf_dir} has {tokenizer.vocab_size:,} ids but the model only "
@@ -59,14 +80,14 @@ def convert_from_hf(hf_dir: str | Path, out: str | Path, *, overwrite: bool = Fa
         )
     with atomic_directory(out, overwrite) as tmp:
         run = Run(tmp)
-        source = {"format": "huggingface-gpt2", "path": str(hf_dir.resolve())}
-        run.write_config({"family": "gpt", "model": config, "source": source})
+        origin = {"format": f"huggingface-{hf.get('model_type')}", "path": str(hf_dir.resolve())}
+        run.write_config({"family": family, "model": config, "source": origin})
         run.save_weights(model)
         if tokenizer is not None:
             run.save_tokenizer(tokenizer)
         files = sorted(p.name for p in tmp.iterdir())
     kind = tokenizer.kind if tokenizer is not None else None
-    return Conversion(hf_dir, out, config, model.num_parameters(), kind, tokenizer_files, files)
+    return Conversion(hf_dir, out, config, model.num_parameters(), kind, tokenizer_files, files, architecture)
 
 
 def convert_to_hf(
@@ -81,23 +102,34 @@ def convert_to_hf(
     _check_paths(run_dir, out, overwrite)
     run = Run.open(run_dir)
     saved = run.read_config()
-    if saved["family"] != "gpt":
-        raise CheckpointError(f"{run_dir} holds a {saved['family']} model; only gpt runs convert to GPT-2")
+    if saved["family"] not in ("gpt", "bert"):
+        raise CheckpointError(
+            f"{run_dir} holds a {saved['family']} model; only gpt runs (as GPT-2) and bert runs convert"
+        )
     config = saved["model"]
     tokenizer = run.load_tokenizer() if run.tokenizer_dir.exists() else None
     kind, tokenizer_files = (tokenizer.kind if tokenizer is not None else None), None
-    bos, eos = (tokenizer.bos_id, tokenizer.eos_id) if tokenizer is not None else (None, None)
-    hf = gpt2.hf_config(config, str(run_dir), bos_id=bos, eos_id=eos)
     model = run.load_model(weights)
-    tensors = gpt2.to_hf_names(model.state_dict(), tied=config["tie_embeddings"])
+    if saved["family"] == "bert":
+        hf = bert.hf_config(config, pad_id=tokenizer.pad_id if tokenizer is not None else None)
+        tensors = bert.to_hf_names(model.state_dict())
+    else:
+        bos, eos = (tokenizer.bos_id, tokenizer.eos_id) if tokenizer is not None else (None, None)
+        hf = gpt2.hf_config(config, str(run_dir), bos_id=bos, eos_id=eos)
+        tensors = gpt2.to_hf_names(model.state_dict(), tied=config["tie_embeddings"])
     with atomic_directory(out, overwrite) as tmp:
         atomic_write_json(tmp / CONFIG_FILE, hf)
         write_weights(tensors, tmp)
         if tokenizer is not None:
-            written = write_hf_tokenizer(tokenizer, tmp, model_max_length=config["block_size"])
-            tokenizer_files = " + ".join(written)
+            # BERT's own files for a BERT's WordPiece; lmforge's exact form for every other pairing
+            bert_files = saved["family"] == "bert" and kind == "wordpiece"
+            write = write_wordpiece if bert_files else write_hf_tokenizer
+            tokenizer_files = " + ".join(write(tokenizer, tmp, model_max_length=config["block_size"]))
         files = sorted(p.name for p in tmp.iterdir())
-    return Conversion(run_dir, out, config, model.num_parameters(), kind, tokenizer_files, files)
+    architecture = hf["architectures"][0]
+    return Conversion(
+        run_dir, out, config, model.num_parameters(), kind, tokenizer_files, files, architecture
+    )
 
 
 def _check_paths(source: Path, out: Path, overwrite: bool) -> None:
@@ -106,16 +138,17 @@ def _check_paths(source: Path, out: Path, overwrite: bool) -> None:
     check_output_dir(out, overwrite)  # refuse early, before reading a large checkpoint
 
 
-def _gpt_with_weights(config: dict[str, Any], state: dict[str, torch.Tensor], source: Path) -> nn.Module:
-    """lmforge's GPT holding ``state``, or a clear error naming the weights that do not fit."""
+def _model_with_weights(
+    family: str, config: dict[str, Any], state: dict[str, torch.Tensor], source: Path
+) -> nn.Module:
+    """lmforge's model of ``family`` holding ``state``, or a clear error naming the weights that do not fit."""
     try:
         with torch.device("meta"):  # no time spent on a random initialisation we would overwrite
-            model = build_model("gpt", config)
+            model = build_model(family, config)
     except ValueError as error:
         raise CheckpointError(f"{source / CONFIG_FILE} does not describe a valid model: {error}") from None
-    tied = config["tie_embeddings"]
-    if tied and "wte.weight" in state:
-        state = {**state, "lm_head.weight": state["wte.weight"]}
+    ties = tied_parameters(model)  # (lm_head.weight, wte.weight): the file holds the second only
+    state = {**state, **{name: state[tied_to] for name, tied_to in ties if tied_to in state}}
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -131,9 +164,10 @@ def _gpt_with_weights(config: dict[str, Any], state: dict[str, torch.Tensor], so
     ]
     if problems:
         raise CheckpointError(
-            f"the weights in {source} do not fit the GPT-2 its config.json describes: {'; '.join(problems)}"
+            f"the weights in {source} do not fit the model its config.json describes: {'; '.join(problems)}"
         )
     model.load_state_dict(state, strict=True, assign=True)
-    if tied:
-        model.lm_head.weight = model.wte.weight
+    for name, tied_to in ties:  # assign=True put two tensors where one was shared: share it again
+        owner, _, attribute = name.rpartition(".")
+        setattr(model.get_submodule(owner), attribute, model.get_parameter(tied_to))
     return model.eval()

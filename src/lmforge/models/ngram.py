@@ -149,6 +149,7 @@ class NGramLM:
     decoding = "counts"
     has_attention_maps = False
     scores_whole_stream = True
+    lm_kind = "causal"
 
     def __init__(self, config: NGramConfig, counts: NGramCounts) -> None:
         if config.vocab_size != counts.vocab_size or config.order != counts.order:

@@ -10,6 +10,7 @@ which family it holds (the registry is the one place that maps a family's name t
     model.decoding                        # "kv_cache": which step interface generate/step.py drives it with
     model.has_attention_maps              # forward(output_attentions=True) gives per-layer attention weights
     model.scores_whole_stream             # True: logprobs(tokens) scores a whole token stream at once
+    model.lm_kind                         # "causal": predicts the next token; "masked": the token in place (BERT)
 
 Two kinds of model meet that contract:
 - neural models (``NeuralLanguageModel``): ``nn.Module``s whose
@@ -31,7 +32,13 @@ terms, so the step layer never looks at a family:
   (``LMOutput.state``, a tuple of (n_layer, B, H) tensors whose dimension 1 is the batch);
 - ``"window"``: each prediction reads only the last ``window_size`` tokens (``attention_mask`` 0:
   an empty slot);
-- ``"counts"``: ``prompt_contexts``, ``advance`` and ``next_distributions`` (models/ngram.py).
+- ``"counts"``: ``prompt_contexts``, ``advance`` and ``next_distributions`` (models/ngram.py);
+- ``"none"``: not decoded left to right (an encoder, ``lm_kind`` "masked").
+
+``lm_kind`` says what the logits predict. "causal": ``logits[:, t]`` scores the token after
+``input_ids[:, t]``, so the model generates, scores and evaluates text left to right. "masked"
+(BERT, models/bert.py): ``logits[:, t]`` scores the token *at* t, seen on both sides, and labels
+are not shifted; commands that need a causal model refuse it (``require_causal``).
 """
 
 from __future__ import annotations
@@ -42,7 +49,8 @@ from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-Decoding = Literal["kv_cache", "recurrent_state", "window", "counts"]
+Decoding = Literal["kv_cache", "recurrent_state", "window", "counts", "none"]
+LMKind = Literal["causal", "masked"]
 
 
 @dataclass
@@ -53,6 +61,7 @@ class LMOutput:
     loss: torch.Tensor | None = None  # mean (or summed) cross-entropy over labels != -100
     state: tuple[torch.Tensor, ...] | None = None  # recurrent models: the state after the last position
     attentions: list[torch.Tensor] | None = None  # output_attentions: per layer (B, nh, T, S)
+    hidden_states: torch.Tensor | None = None  # encoders: the last layer's output (B, T, C)
 
 
 class CacheLayout(NamedTuple):
@@ -75,6 +84,7 @@ class LanguageModel(Protocol):
     decoding: Decoding  # how a sampler drives it (module docstring)
     has_attention_maps: bool  # forward(output_attentions=True) returns ``.attentions``
     scores_whole_stream: bool  # logprobs(tokens) scores a whole stream (no windows, no forward)
+    lm_kind: LMKind  # "causal" (next token) or "masked" (the token in place; module docstring)
 
     def describe(self) -> str:
         """The shape in a few words, for a summary line."""
@@ -123,6 +133,7 @@ class NeuralLM(nn.Module):
     carries_state = False
     has_attention_maps = False
     scores_whole_stream = False
+    lm_kind: LMKind = "causal"
 
     def describe(self) -> str:
         raise NotImplementedError
@@ -138,3 +149,14 @@ class NeuralLM(nn.Module):
             tables = {id(p): p for p in self.embedding_parameters()}
             total -= sum(p.numel() for p in tables.values())
         return total
+
+
+def require_causal(model: LanguageModel, what: str) -> None:
+    """Refuse a model that does not predict the next token, for a command (``what``) that needs one."""
+    if model.lm_kind != "causal":
+        from lmforge.errors import UserInputError
+
+        raise UserInputError(
+            f"{what} needs a left-to-right (causal) language model, and this run holds a {model.lm_kind} "
+            f"language model ({model.family}: {model.describe()}), which predicts tokens in place, not the next one"
+        )

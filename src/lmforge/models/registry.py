@@ -12,6 +12,14 @@ always comes from the tokenizer of the data, never from the preset.
 | gpt2-large  | 36     | 20    | 1280  | 1024    | 774M                     |
 | gpt2-xl     | 48     | 25    | 1600  | 1024    | 1558M                    |
 
+BERT encoders (models/bert.py; masked LM, post-norm, exact GELU, segment embeddings, pooler):
+
+| preset    | layers | heads | width | context | parameters (30522 vocab), with the masked-LM head and pooler |
+|-----------|--------|-------|-------|---------|--------------------------------------------------------------|
+| bert-nano | 2      | 2     | 128   | 128     | 0.46M + embeddings = 4.4M; trains in minutes on a CPU        |
+| bert-mini | 6      | 12    | 384   | 512     | 11.0M + embeddings = 22.9M: all-MiniLM-L6-v2's shape         |
+| bert-base | 12     | 12    | 768   | 512     | 110.1M: BertModel's 109,482,240 (the published 110M) + head  |
+
 The classic neural models, one preset per family, each the best of a few sizes tried for the lowest loss
 in about a minute of character-level training on a 2-core CPU (parameters for a 67-id vocabulary):
 
@@ -43,6 +51,7 @@ FAMILIES = {
     "lstm": "lmforge.models.rnn:LSTMLM",
     "gru": "lmforge.models.rnn:GRULM",
     "ngram": "lmforge.models.ngram:NGramLM",
+    "bert": "lmforge.models.bert:BERT",
 }
 
 MODERN = {"dropout": 0.0, "bias": False, "pos_encoding": "rope", "norm": "layernorm", "mlp": "swiglu"}
@@ -57,6 +66,10 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "gpt2-medium": ("gpt", {"n_layer": 24, "n_head": 16, "n_embd": 1024, "block_size": 1024}),
     "gpt2-large": ("gpt", {"n_layer": 36, "n_head": 20, "n_embd": 1280, "block_size": 1024}),
     "gpt2-xl": ("gpt", {"n_layer": 48, "n_head": 25, "n_embd": 1600, "block_size": 1024}),
+    # bert-mini has the shape of all-MiniLM-L6-v2, so a converted MiniLM and a trained bert-mini compare.
+    "bert-nano": ("bert", {"n_layer": 2, "n_head": 2, "n_embd": 128, "block_size": 128, "dropout": 0.0}),
+    "bert-mini": ("bert", {"n_layer": 6, "n_head": 12, "n_embd": 384, "block_size": 512}),
+    "bert-base": ("bert", {"n_layer": 12, "n_head": 12, "n_embd": 768, "block_size": 512}),
     "window": ("window", {"context": 8, "n_embd": 32, "hidden_size": 256, "block_size": 64}),
     "rnn": ("rnn", {"n_embd": 64, "hidden_size": 256, "n_layer": 1, "block_size": 64}),
     "lstm": ("lstm", {"n_embd": 128, "hidden_size": 512, "n_layer": 1, "block_size": 64}),

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from lmforge.models.loss import perplexity  # noqa: F401 - callers import it from here too
+from lmforge.models.loss import IGNORE_INDEX, perplexity  # noqa: F401 - callers import it from here too
 from lmforge.train.objectives import count_targets
 
 
@@ -40,3 +40,25 @@ def mean_loss(
     if count == 0:
         return math.nan, 0
     return total.item() / count, count
+
+
+@torch.no_grad()
+def loss_and_accuracy(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """{"loss": per target token, "accuracy": share of targets that are the logits' argmax} over
+    ``batches``: for masked-LM evaluation, the targets are the masked positions only."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    right, count = 0, 0
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        output = model(**batch, reduction="sum")
+        total += output.loss.double()
+        targets = batch["labels"] != IGNORE_INDEX
+        right += int((output.logits.argmax(-1) == batch["labels"])[targets].sum())
+        count += int(targets.sum())
+    model.train(was_training)
+    if count == 0:
+        return {"loss": math.nan, "accuracy": math.nan}
+    return {"loss": total.item() / count, "accuracy": right / count}

@@ -68,7 +68,7 @@ class Trainer:
         model: nn.Module,
         config: TrainConfig,
         train_batches: BatchSource,
-        evaluate: Callable[[nn.Module], float] | None = None,
+        evaluate: Callable[[nn.Module], float | dict[str, float]] | None = None,
         save: Callable[[str, nn.Module, dict | None], None] | None = None,
         log: Callable[[dict], None] | None = None,
         on_eval: Callable[[], None] | None = None,
@@ -237,8 +237,15 @@ class Trainer:
             return
         self.model.eval()
         with torch.no_grad(), self._autocast():
-            val_loss = float(self.evaluate_fn(self.model))
+            result = self.evaluate_fn(self.model)
         self.model.train()
+        # a float, or {"loss": ..., other figures logged beside it as val_<name>} (masked-LM accuracy)
+        extra = (
+            {f"val_{k}": round(float(v), 6) for k, v in result.items() if k != "loss"}
+            if isinstance(result, dict)
+            else {}
+        )
+        val_loss = float(result["loss"] if isinstance(result, dict) else result)
         if not math.isfinite(val_loss):
             raise TrainingDiverged(f"validation loss is {val_loss} at step {self.step}; lower --lr")
         if self.first_val_loss is None:
@@ -248,6 +255,7 @@ class Trainer:
             "step": self.step,
             "val_loss": round(val_loss, 6),
             "val_perplexity": round(perplexity(val_loss), 4),
+            **extra,
             "elapsed_s": round(self._elapsed(), 3),
         }
         self.log(record)

@@ -1,0 +1,206 @@
+"""BERT: a bidirectional Transformer encoder pretrained as a masked language model (Devlin et al. 2019).
+
+Read top to bottom: config, then the model. The blocks live in ``layers.py`` (post-norm,
+non-causal ``Block``), attention in ``attention.py`` (the same three paths GPT uses).
+
+    [CLS] the [MASK] sat [SEP] [PAD]    input_ids (B, T), attention_mask (B, T): 1 real, 0 padding
+      -> token + learned position + segment embedding -> LayerNorm -> dropout
+      -> n_layer post-norm blocks: norm(x + attn(x)), then norm(x + mlp(x)), exact (erf) GELU;
+         attention sees every real token, before and after, never a padding key
+      -> hidden states (B, T, C)
+         -> masked-LM head: dense -> GELU -> LayerNorm -> decoder tied to the token table + bias
+            -> logits (B, T, vocab): logits[:, t] scores the token *at* t (not the next one)
+         -> pooler: dense -> tanh on the [CLS] position (B, C) -> classifier (B, num_labels)
+
+Unlike GPT, ``labels`` are aligned with the inputs, not shifted: ``labels[:, t]`` is the original
+token at a masked position t, -100 elsewhere (data/masking.py), so the loss counts masked
+positions only. A model's ``lm_kind`` is "masked" (models/protocol.py): commands that continue
+or score text left to right refuse it.
+
+Which heads exist is part of the config, so a converted Hugging Face ``BertModel`` (no masked-LM
+head), ``BertForMaskedLM`` (no pooler) or ``BertForSequenceClassification`` (pooler and
+classifier) keeps exactly the weights it came with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmforge.models.layers import Block, build_attention_mask
+from lmforge.models.loss import language_model_loss
+from lmforge.models.protocol import LMOutput, NeuralLM
+
+
+@dataclass
+class BERTConfig:
+    vocab_size: int = 30522
+    block_size: int = 512  # learned positions: the longest input (HF max_position_embeddings)
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    mlp_hidden: int | None = None  # None: 4 * n_embd (HF intermediate_size)
+    type_vocab_size: int = 2  # segments: sentence A and sentence B
+    dropout: float = 0.1
+    norm_eps: float = 1e-12
+    mlm_head: bool = True  # the masked-LM head (a converted BertModel has none)
+    pooler: bool = True  # dense + tanh on [CLS] (a converted BertForMaskedLM has none)
+    num_labels: int = 0  # > 0: a classifier on the pooled [CLS] (BertForSequenceClassification)
+    id2label: dict[str, str] | None = None  # the classifier's label names, by id as a string
+
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        if self.num_labels and not self.pooler:
+            raise ValueError("a classifier reads the pooled [CLS] state; it needs pooler=True")
+        if self.mlp_hidden is None:
+            self.mlp_hidden = 4 * self.n_embd
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class BERT(NeuralLM):
+    family = "bert"
+    config_class = BERTConfig
+    decoding = "none"  # an encoder predicts masked tokens in place; nothing decodes it left to right
+    lm_kind = "masked"
+    has_attention_maps = True
+
+    def __init__(self, config: BERTConfig) -> None:
+        super().__init__()
+        self.config = config
+        C = config.n_embd
+        self.wte = nn.Embedding(config.vocab_size, C)  # tokens
+        self.wpe = nn.Embedding(config.block_size, C)  # positions
+        self.wse = nn.Embedding(config.type_vocab_size, C)  # segments (token types)
+        self.ln_emb = nn.LayerNorm(C, eps=config.norm_eps)
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList(
+            Block(
+                C,
+                config.n_head,
+                config.mlp_hidden,
+                norm="layernorm",
+                mlp="gelu_exact",
+                dropout=config.dropout,
+                norm_eps=config.norm_eps,
+                prenorm=False,
+                is_causal=False,
+            )
+            for _ in range(config.n_layer)
+        )
+        if config.mlm_head:
+            self.mlm_dense = nn.Linear(C, C)
+            self.mlm_ln = nn.LayerNorm(C, eps=config.norm_eps)
+            self.lm_head = nn.Linear(C, config.vocab_size)  # its weight is the token table, its bias its own
+        if config.pooler:
+            self.pooler = nn.Linear(C, C)
+        if config.num_labels:
+            self.classifier = nn.Linear(C, config.num_labels)
+        self.apply(self._init_weights)
+        if config.mlm_head:
+            self.lm_head.weight = self.wte.weight
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        """BERT's initialisation: N(0, 0.02) weights, zero biases, LayerNorm (1, 0)."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    @property
+    def context_limit(self) -> int:
+        """Learned positions stop at ``block_size``: the longest input."""
+        return self.config.block_size
+
+    def describe(self) -> str:
+        config = self.config
+        return f"encoder, {config.n_layer} layers x {config.n_embd} wide, context {config.block_size}"
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        """The token, position and segment tables (the masked-LM decoder is the token table)."""
+        return [self.wte.weight, self.wpe.weight, self.wse.weight]
+
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """The last layer's hidden states (B, T, C), and per-layer attention weights when asked.
+
+        attention_mask: (B, T) with 1 for real tokens and 0 for padding: no query attends to a
+            padding key, so padding changes nothing at the real positions. (Padding positions
+            still attend to the real tokens, as in Hugging Face's BERT; nothing should read them.)
+        token_type_ids: (B, T) segment of each token (0: sentence A, 1: sentence B); default 0.
+        position_ids: (T,) or (B, T); default 0..T-1.
+        output_attentions: use the explicit reference attention and return its weights.
+        """
+        length = input_ids.shape[1]
+        if length > self.config.block_size:
+            raise ValueError(f"sequence of {length} tokens exceeds block_size={self.config.block_size}")
+        if position_ids is None:
+            position_ids = torch.arange(length, device=input_ids.device)  # (T,)
+        segments = self.wse(token_type_ids) if token_type_ids is not None else self.wse.weight[0]
+        x = self.wte(input_ids) + self.wpe(position_ids) + segments  # (B, T, C)
+        x = self.drop(self.ln_emb(x))
+        mask = None if attention_mask is None else build_attention_mask(key_padding_mask=attention_mask)
+        attentions = [] if output_attentions else None
+        for block in self.h:
+            x, weights = block(x, mask=mask, reference=output_attentions)  # mask (B, 1, 1, T) or None
+            if attentions is not None:
+                attentions.append(weights)
+        return x, attentions
+
+    def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Masked-LM logits (B, T, vocab) from hidden states (B, T, C)."""
+        if not self.config.mlm_head:
+            raise ValueError(
+                "this BERT has no masked-LM head (it was converted from a BertModel); it gives hidden "
+                "states (encode), not token predictions"
+            )
+        return self.lm_head(self.mlm_ln(F.gelu(self.mlm_dense(hidden))))
+
+    def pool(self, hidden: torch.Tensor) -> torch.Tensor:
+        """tanh(dense(h_[CLS])): (B, T, C) -> (B, C), the sentence summary a classifier reads."""
+        if not self.config.pooler:
+            raise ValueError("this BERT has no pooler (it was converted from a BertForMaskedLM)")
+        return torch.tanh(self.pooler(hidden[:, 0]))
+
+    def classify(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Class logits (B, num_labels) from hidden states (B, T, C): classifier(dropout(pool))."""
+        if not self.config.num_labels:
+            raise ValueError("this BERT has no classifier (num_labels is 0)")
+        return self.classifier(self.drop(self.pool(hidden)))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        reduction: Literal["mean", "sum"] = "mean",
+        output_attentions: bool = False,
+        last_logits_only: bool = False,
+    ) -> LMOutput:
+        """Masked-LM logits for every position, the hidden states, and the loss when ``labels`` are given.
+
+        labels: (B, T), the original token at masked positions and -100 elsewhere (not shifted).
+        reduction: "sum" lets a trainer normalise by the masked tokens of a whole optimizer step.
+        last_logits_only: logits (B, 1, vocab) for the last position only (the protocol's option).
+        """
+        hidden, attentions = self.encode(
+            input_ids, attention_mask, token_type_ids, position_ids, output_attentions
+        )
+        logits = self.mlm_logits(hidden[:, -1:] if last_logits_only else hidden)  # (B, T, vocab)
+        loss = None if labels is None else language_model_loss(logits, labels, reduction)
+        return LMOutput(logits=logits, loss=loss, attentions=attentions, hidden_states=hidden)
