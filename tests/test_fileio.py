@@ -49,3 +49,31 @@ def test_overwrite_keeps_old_contents_until_new_ones_are_complete(tmp_path):
         (tmp / "new.txt").write_text("new")
     assert [p.name for p in out.iterdir()] == ["new.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_overwrite_replaces_only_a_previous_output_of_the_same_kind(tmp_path, monkeypatch):
+    from lmforge.fileio import TOKENIZER_OUTPUT, check_output_dir
+
+    monkeypatch.chdir(tmp_path)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "thesis.tex").write_text("years of work")
+    with pytest.raises(OutputExistsError, match="not a tokenizer .thesis.tex.; lmforge will not delete"):
+        check_output_dir(theirs, overwrite=True, kind=TOKENIZER_OUTPUT)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "lmforge_tokenizer.json").write_text("{}")
+    with pytest.raises(OutputExistsError, match="pass --overwrite"):
+        check_output_dir(mine, overwrite=False, kind=TOKENIZER_OUTPUT)
+    assert check_output_dir(mine, overwrite=True, kind=TOKENIZER_OUTPUT) == mine
+    (mine / "notes.md").write_text("mine now")  # a previous output the user added to: theirs too
+    with pytest.raises(OutputExistsError, match="notes.md"):
+        check_output_dir(mine, overwrite=True, kind=TOKENIZER_OUTPUT)
+
+
+def test_an_argument_that_is_not_utf8_is_one_line(capsys):
+    from lmforge.cli import main
+
+    assert main(["tokenizer", "encode", "--tokenizer", "tok", "a\udcffb"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: the argument 'a\\xffb' is not valid UTF-8 text; give UTF-8\n"

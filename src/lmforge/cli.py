@@ -116,11 +116,23 @@ def _resolve(argv: list[str]) -> tuple[str, str, list[str]]:
     return f"lmforge {name} {rest[0]}", target[rest[0]], rest[1:]
 
 
+def _check_utf8(argv: list[str]) -> None:
+    """A byte that is not UTF-8 reaches Python as a lone surrogate (``\udcff``) that no later
+    step can encode; say so here, once, rather than deep inside a tokenizer."""
+    for arg in argv:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = arg.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+            raise UserInputError(f"the argument '{shown}' is not valid UTF-8 text; give UTF-8") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     try:
+        _check_utf8(argv)
         prog, target, rest = _resolve(argv)
         from lmforge.commands._args import build_parser, parse_with_config
 

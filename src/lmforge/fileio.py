@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,20 +43,63 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
-def check_output_dir(
-    out: str | os.PathLike[str], overwrite: bool, inputs: Sequence[str | os.PathLike[str]] = ()
-) -> Path:
-    """Refuse an existing, non-empty output directory unless ``overwrite``; say how to proceed.
+@dataclass(frozen=True)
+class OutputKind:
+    """What a command writes into its output directory: ``marker`` always, nothing outside ``known``.
 
-    Even with ``overwrite``, never one that holds (or is) one of the command's ``inputs`` or the
-    working directory: replacing it would delete what the command did not write.
+    A directory is a previous output of this kind when it holds the marker and only known
+    names; only such a directory may be replaced, and only with ``--overwrite``.
+    """
+
+    name: str  # "tokenizer", "prepared dataset", "run"
+    marker: str
+    known: frozenset[str]
+
+
+TOKENIZER_OUTPUT = OutputKind(
+    "tokenizer", "lmforge_tokenizer.json", frozenset({"lmforge_tokenizer.json", "tokenizer.json"})
+)
+DATASET_OUTPUT = OutputKind(
+    "prepared dataset", "meta.json", frozenset({"meta.json", "train.bin", "val.bin", "tokenizer"})
+)
+HF_MODEL_OUTPUT = OutputKind(
+    "Hugging Face model",
+    "config.json",
+    frozenset(
+        {
+            "config.json",
+            "model.safetensors",
+            "pytorch_model.bin",
+            "generation_config.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+            "lmforge_tokenizer.json",
+            "vocab.txt",
+            "vocab.json",
+            "merges.txt",
+        }
+    ),
+)
+
+
+def check_output_dir(
+    out: str | os.PathLike[str],
+    overwrite: bool,
+    inputs: Sequence[str | os.PathLike[str]] = (),
+    kind: OutputKind | None = None,
+) -> Path:
+    """Refuse an existing, non-empty output directory unless it is a previous output of ``kind``
+    and ``overwrite`` is given; say how to proceed.
+
+    Never, ``overwrite`` or not, a directory with files the command does not write (someone
+    else's), nor one that holds (or is) one of the command's ``inputs`` or the working
+    directory: replacing it would delete what the command did not write.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out} exists and is not a directory; choose another --out")
     if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise OutputExistsError(f"{out} already exists and is not empty; pass --overwrite to replace it")
         resolved = out.resolve()
         for path in [*inputs, Path.cwd()]:
             if Path(path).exists() and Path(path).resolve().is_relative_to(resolved):
@@ -63,19 +107,33 @@ def check_output_dir(
                 raise OutputExistsError(
                     f"--out {out} holds {what}; replacing it would delete it: choose another --out"
                 )
+        if kind is not None:
+            entries = {entry.name for entry in out.iterdir()}
+            unknown = sorted(entries - kind.known)
+            if unknown or kind.marker not in entries:
+                shown = ", ".join(unknown[:3]) or "files"
+                raise OutputExistsError(
+                    f"{out} holds files that are not a {kind.name} ({shown}); lmforge will not delete "
+                    "them: choose another --out"
+                )
+        if not overwrite:
+            raise OutputExistsError(f"{out} already exists and is not empty; pass --overwrite to replace it")
     return out
 
 
 @contextlib.contextmanager
 def atomic_directory(
-    out: str | os.PathLike[str], overwrite: bool = False, inputs: Sequence[str | os.PathLike[str]] = ()
+    out: str | os.PathLike[str],
+    overwrite: bool = False,
+    inputs: Sequence[str | os.PathLike[str]] = (),
+    kind: OutputKind | None = None,
 ) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``out`` only if the block finishes.
 
     On any exception (Ctrl-C included) the temporary directory is removed and ``out``, if it
     existed, is left exactly as it was.
     """
-    out = check_output_dir(out, overwrite, inputs).absolute()
+    out = check_output_dir(out, overwrite, inputs, kind).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:

@@ -26,7 +26,7 @@ from torch import nn
 
 from lmforge import __version__
 from lmforge.errors import CheckpointError
-from lmforge.fileio import atomic_write_bytes, atomic_write_json, replace_previous_output
+from lmforge.fileio import OutputKind, atomic_write_bytes, atomic_write_json, replace_previous_output
 from lmforge.models.registry import build_model, model_class
 from lmforge.train.transforms import tied_parameters
 
@@ -45,6 +45,8 @@ RUN_ENTRIES = frozenset(
         "tokenizer",
     }
 )
+
+RUN_OUTPUT = OutputKind("run", "config.json", RUN_ENTRIES)
 
 
 def directory_fingerprint(directory: str | Path) -> str:

@@ -161,12 +161,16 @@ def test_undecodable_bytes_go_through_with_errors_replace(tmp_path, capsys):
 def test_existing_output_is_refused_unless_overwrite(tmp_path, corpus, capsys):
     write(tmp_path / "d/notes.txt", "keep me")
     argv = ["prepare", "--data", str(corpus), "--tokenizer", "char", "--out", str(tmp_path / "d")]
-    status, _, err = run(argv, capsys)
-    assert status == 2 and "already exists" in err and "--overwrite" in err
+    for extra in ([], ["--overwrite"]):  # someone else's files: never, --overwrite or not
+        status, _, err = run([*argv, *extra], capsys)
+        assert status == 2 and "not a prepared dataset (notes.txt)" in err
     assert (tmp_path / "d/notes.txt").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "input.txt"]
-    assert main([*argv, "--overwrite"]) == 0
-    assert not (tmp_path / "d/notes.txt").exists() and (tmp_path / "d/meta.json").is_file()
+    ours = ["prepare", "--data", str(corpus), "--tokenizer", "char", "--out", str(tmp_path / "ours")]
+    assert main(ours) == 0
+    status, _, err = run(ours, capsys)
+    assert status == 2 and "already exists" in err and "--overwrite" in err
+    assert main([*ours, "--overwrite"]) == 0 and (tmp_path / "ours/meta.json").is_file()
 
 
 def test_overwrite_never_replaces_the_input_or_the_working_directory(tmp_path, capsys, monkeypatch):

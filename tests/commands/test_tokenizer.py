@@ -83,12 +83,17 @@ def test_existing_out_is_refused_and_left_untouched(tmp_path, corpus_file, capsy
     (out / "keep.txt").write_text("precious")
     code, stdout, err = run(capsys, "tokenizer train --kind char --data", corpus_file, "--out", out)
     assert code == 2 and stdout == ""
-    assert err.startswith("error: ") and "--overwrite" in err and len(err.splitlines()) == 1
+    assert err.startswith("error: ") and "not a tokenizer (keep.txt)" in err and len(err.splitlines()) == 1
+    code, _, err = run(capsys, "tokenizer train --kind char --overwrite --data", corpus_file, "--out", out)
+    assert code == 2 and "lmforge will not delete them" in err  # --overwrite or not
     assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "precious"
 
-    code, _, _ = run(capsys, "tokenizer train --kind char --overwrite --data", corpus_file, "--out", out)
-    assert code == 0 and not (out / "keep.txt").exists()
-    assert load_tokenizer(out).kind == "char"
+    ours = tmp_path / "ours"
+    assert run(capsys, "tokenizer train --kind word --data", corpus_file, "--out", ours)[0] == 0
+    code, _, err = run(capsys, "tokenizer train --kind char --data", corpus_file, "--out", ours)
+    assert code == 2 and "--overwrite" in err
+    code, _, _ = run(capsys, "tokenizer train --kind char --overwrite --data", corpus_file, "--out", ours)
+    assert code == 0 and load_tokenizer(ours).kind == "char"
 
 
 @pytest.mark.parametrize(

@@ -187,10 +187,14 @@ def test_corpus_too_small_for_a_validation_split(tmp_path):
 
 def test_existing_output_is_refused_and_kept_unless_overwrite(tmp_path):
     corpus = write(tmp_path / "in.txt", "some text " * 20)
-    write(tmp_path / "out/keep.txt", "precious")
+    write(tmp_path / "theirs/keep.txt", "precious")
+    for overwrite in (False, True):  # someone else's files: never, --overwrite or not
+        with pytest.raises(OutputExistsError, match="not a prepared dataset .keep.txt."):
+            prepare_dataset([str(corpus)], "char", tmp_path / "theirs", overwrite=overwrite)
+    assert (tmp_path / "theirs/keep.txt").read_text() == "precious"
+    prepare_dataset([str(corpus)], "char", tmp_path / "out")
     with pytest.raises(OutputExistsError, match="--overwrite"):
         prepare_dataset([str(corpus)], "char", tmp_path / "out")
-    assert (tmp_path / "out/keep.txt").read_text() == "precious"
     prepare_dataset([str(corpus)], "char", tmp_path / "out", overwrite=True)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "meta.json",

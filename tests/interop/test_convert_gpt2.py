@@ -327,11 +327,16 @@ def test_missing_directories_and_existing_outputs_are_refused(hf_dir, tmp_path, 
     assert code == 2 and "does not exist" in err
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "keep.txt").write_text("mine")
+    for extra in ((), ("--overwrite",)):  # someone else's files: never, --overwrite or not
+        code, _, err = convert(capsys, "--from-hf", hf_dir, "--out", tmp_path / "run", *extra)
+        assert code == 2 and "not a run (keep.txt)" in err
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["keep.txt"]
+    (tmp_path / "run" / "keep.txt").unlink()
+    assert convert(capsys, "--from-hf", hf_dir, "--out", tmp_path / "run")[0] == 0
     code, _, err = convert(capsys, "--from-hf", hf_dir, "--out", tmp_path / "run")
     assert code == 2 and "--overwrite" in err
-    assert [p.name for p in (tmp_path / "run").iterdir()] == ["keep.txt"]
     assert convert(capsys, "--from-hf", hf_dir, "--out", tmp_path / "run", "--overwrite")[0] == 0
-    assert (tmp_path / "run" / "model.safetensors").is_file() and not (tmp_path / "run" / "keep.txt").exists()
+    assert (tmp_path / "run" / "model.safetensors").is_file()
     code, _, err = convert(capsys, "--to-hf", tmp_path / "run", "--out", tmp_path / "run", "--overwrite")
     assert code == 2 and "somewhere else" in err
     code, _, err = convert(capsys, "--out", tmp_path / "x")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from lmforge.bounds import FREE_TEXT, NON_NEGATIVE, OUT_DIR, POSITIVE, SOURCES, TOKENIZER_DIR, Bounds, Text
 from lmforge.commands._json import print_json
-from lmforge.fileio import atomic_directory, check_output_dir
+from lmforge.fileio import TOKENIZER_OUTPUT, atomic_directory, check_output_dir
 
 if TYPE_CHECKING:
     from lmforge.tokenizers import Tokenizer
@@ -75,7 +75,7 @@ def train(
     from lmforge.tokenizers import parse_special, train_tokenizer
 
     overrides = parse_special(special or [])
-    check_output_dir(out, overwrite)  # fail before a long training run, not after it
+    check_output_dir(out, overwrite, kind=TOKENIZER_OUTPUT)  # fail before a long training run, not after it
     stats = _TextStats(iter_texts(data, text_field=text_field, errors=errors))
     start = time.perf_counter()
     tokenizer = train_tokenizer(
@@ -90,7 +90,7 @@ def train(
     )
     seconds = time.perf_counter() - start
     inputs = [spec for spec in data if Path(spec).exists()]
-    with atomic_directory(out, overwrite=overwrite, inputs=inputs) as tmp:
+    with atomic_directory(out, overwrite=overwrite, inputs=inputs, kind=TOKENIZER_OUTPUT) as tmp:
         tokenizer.save(tmp)
 
     result = {

@@ -51,7 +51,7 @@ from lmforge.data.shards import (
     token_dtype,
 )
 from lmforge.errors import DataError, UserInputError
-from lmforge.fileio import atomic_directory, atomic_write_json, check_output_dir
+from lmforge.fileio import DATASET_OUTPUT, atomic_directory, atomic_write_json, check_output_dir
 from lmforge.tokenizers import KINDS, Tokenizer, load_tokenizer, train_tokenizer
 
 __all__ = ["CUT_RULES", "PreparedDataset", "chunk_text", "load_prepared", "prepare_dataset", "token_dtype"]
@@ -235,7 +235,7 @@ def prepare_dataset(
     inputs = [spec for spec in listed if isinstance(spec, (str, Path)) and Path(spec).exists()]
     if isinstance(tokenizer, (str, Path)) and Path(tokenizer).exists():
         inputs.append(tokenizer)
-    check_output_dir(out, overwrite, inputs)  # refuse now, not after tokenizing
+    check_output_dir(out, overwrite, inputs, DATASET_OUTPUT)  # refuse now, not after tokenizing
     options = {key: value for key, value in (tokenizer_options or {}).items() if value is not None}
     sources = resolve_sources(specs)
     resolved = _resolve_tokenizer(tokenizer, vocab_size, options)
@@ -259,7 +259,7 @@ def prepare_dataset(
 
     show = (sys.stderr.isatty() if progress is None else progress) and read.chars >= BATCH_CHARS
     with (
-        atomic_directory(out, overwrite=overwrite, inputs=inputs) as tmp,
+        atomic_directory(out, overwrite=overwrite, inputs=inputs, kind=DATASET_OUTPUT) as tmp,
         _progress_bar(read.chars, show) as bar,
         ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="lmforge-encode") as pool,
     ):

@@ -28,13 +28,13 @@ import torch
 from torch import nn
 
 from lmforge.errors import CheckpointError, TokenizerError, UserInputError
-from lmforge.fileio import atomic_directory, atomic_write_json, check_output_dir
+from lmforge.fileio import HF_MODEL_OUTPUT, OutputKind, atomic_directory, atomic_write_json, check_output_dir
 from lmforge.interop import bert, gpt2
 from lmforge.interop.hf_files import CONFIG_FILE, check_model_dir, read_config, read_weights, write_weights
 from lmforge.interop.hf_tokenizer import read_hf_tokenizer, write_hf_tokenizer
 from lmforge.interop.hf_wordpiece import read_wordpiece, write_wordpiece
 from lmforge.models.registry import build_model
-from lmforge.run import Run
+from lmforge.run import RUN_OUTPUT, Run
 from lmforge.tokenizers.hf import META_FILE
 from lmforge.train.transforms import tied_parameters
 
@@ -56,7 +56,7 @@ class Conversion:
 def convert_from_hf(hf_dir: str | Path, out: str | Path, *, overwrite: bool = False) -> Conversion:
     """An lmforge run at ``out`` holding the GPT-2 or BERT model (and its tokenizer, if any) of ``hf_dir``."""
     hf_dir, out = Path(hf_dir), Path(out)
-    _check_paths(hf_dir, out, overwrite)
+    _check_paths(hf_dir, out, overwrite, RUN_OUTPUT)
     check_model_dir(hf_dir)
     hf, source = read_config(hf_dir), str(hf_dir / CONFIG_FILE)
     if hf.get("model_type") == "bert":
@@ -78,7 +78,7 @@ def convert_from_hf(hf_dir: str | Path, out: str | Path, *, overwrite: bool = Fa
             f"the tokenizer in {hf_dir} has {tokenizer.vocab_size:,} ids but the model only "
             f"{config['vocab_size']:,} embeddings; the tokenizer belongs to another model"
         )
-    with atomic_directory(out, overwrite) as tmp:
+    with atomic_directory(out, overwrite, [hf_dir], RUN_OUTPUT) as tmp:
         run = Run(tmp)
         origin = {"format": f"huggingface-{hf.get('model_type')}", "path": str(hf_dir.resolve())}
         run.write_config({"family": family, "model": config, "source": origin})
@@ -99,7 +99,7 @@ def convert_to_hf(
 ) -> Conversion:
     """A Hugging Face GPT-2 directory at ``out`` computing the same logits as the run at ``run_dir``."""
     run_dir, out = Path(run_dir), Path(out)
-    _check_paths(run_dir, out, overwrite)
+    _check_paths(run_dir, out, overwrite, HF_MODEL_OUTPUT)
     run = Run.open(run_dir)
     saved = run.read_config()
     if saved["family"] not in ("gpt", "bert"):
@@ -117,7 +117,7 @@ def convert_to_hf(
         bos, eos = (tokenizer.bos_id, tokenizer.eos_id) if tokenizer is not None else (None, None)
         hf = gpt2.hf_config(config, str(run_dir), bos_id=bos, eos_id=eos)
         tensors = gpt2.to_hf_names(model.state_dict(), tied=config["tie_embeddings"])
-    with atomic_directory(out, overwrite) as tmp:
+    with atomic_directory(out, overwrite, [run_dir], HF_MODEL_OUTPUT) as tmp:
         atomic_write_json(tmp / CONFIG_FILE, hf)
         write_weights(tensors, tmp)
         if tokenizer is not None:
@@ -132,10 +132,10 @@ def convert_to_hf(
     )
 
 
-def _check_paths(source: Path, out: Path, overwrite: bool) -> None:
+def _check_paths(source: Path, out: Path, overwrite: bool, kind: OutputKind) -> None:
     if out.resolve() == source.resolve():
         raise UserInputError(f"--out {out} is the directory being converted; write the result somewhere else")
-    check_output_dir(out, overwrite)  # refuse early, before reading a large checkpoint
+    check_output_dir(out, overwrite, [source], kind)  # refuse early, before reading a large checkpoint
 
 
 def _model_with_weights(
