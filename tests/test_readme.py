@@ -181,3 +181,57 @@ def test_readme_sessions_on_built_in_data_run_as_shown(tmp_path):
             assert got == [normalized(line) for line in shown], (
                 f"$ {command}\nREADME shows:\n" + "\n".join(shown) + "\nit prints:\n" + result.stdout
             )
+
+
+_CREATES = re.compile(r"cat > (\S+) <<|open\('([^']+)', 'w'\)")
+
+
+def unexplained_inputs(text: str) -> list[str]:
+    """README inputs a newcomer on a fresh clone would not have, in README order.
+
+    An input is fine when it is built in (``builtin:``), a download (a ``lmforge corpora`` name,
+    ``hf:``, a URL: those need the network), a tokenizer kind, what an earlier README step wrote
+    (``--out``, ``cat > FILE``, ``open('FILE', 'w')``), or a self-explanatory placeholder
+    (``my_...``, ``path/to/...``).
+    """
+    from tests.test_help_examples import PLACEHOLDERS, is_download
+
+    created: set[str] = set()
+    problems = []
+    for _, body in fenced_blocks(text):
+        for line in body.splitlines():
+            line = line.removeprefix("$ ")
+            created |= {name for pair in _CREATES.findall(line) for name in pair if name}
+            if not line.startswith("lmforge "):
+                continue
+            words = argv_of(line)
+            for index, word in enumerate(words):
+                if word not in INPUT_FLAGS:
+                    continue
+                values = _values(words, index) if word == "--data" else _values(words, index)[:1]
+                for value in (v.rstrip("/") for v in values):
+                    fine = (
+                        value.startswith("builtin:")
+                        or is_download(value)
+                        or value.startswith(PLACEHOLDERS)
+                        or value in created
+                        or (word == "--tokenizer" and value in TOKENIZER_KINDS)
+                    )
+                    if not fine:
+                        problems.append(f"{line}\n    -> {word} {value}: nothing earlier writes it")
+            for index, word in enumerate(words[:-1]):
+                if word == "--out":
+                    created.add(words[index + 1].rstrip("/"))
+    return problems
+
+
+def test_every_input_the_readme_reads_is_built_in_a_download_or_written_by_an_earlier_step():
+    problems = unexplained_inputs(README.read_text(encoding="utf-8"))
+    assert not problems, "README steps read files a newcomer does not have:\n" + "\n".join(problems)
+
+
+def test_the_input_check_catches_a_file_nothing_wrote():
+    text = "```console\n$ lmforge evaluate --checkpoint runs/x --data notes.txt\n```\n"
+    assert len(unexplained_inputs(text)) == 2
+    text = "```console\n$ cat > notes.txt <<'EOF'\nhi\nEOF\n$ lmforge tokenizer train --kind char --data notes.txt --out t\n```\n"
+    assert unexplained_inputs(text) == []

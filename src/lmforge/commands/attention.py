@@ -49,8 +49,8 @@ def attention(
         overwrite: replace --out if it exists.
 
     Examples:
-        lmforge attention --checkpoint runs/shakespeare --text "ROMEO: Good morrow." --layer 1 --head 2 --out attn.png
-        lmforge attention --checkpoint runs/shakespeare --text "To be, or not" --all --out grid.png
+        lmforge attention --checkpoint runs/stdlib --text "Return the number of items." --layer 1 --head 2 --out attn.png
+        lmforge attention --checkpoint runs/stdlib --text "Return the" --all --out grid.png
     """
     from lmforge.inference import load_for_inference
     from lmforge.models.attention_maps import attention_weights, draw_attention, select_maps

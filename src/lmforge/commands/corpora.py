@@ -19,7 +19,7 @@ def corpora(*, as_json: bool = False) -> list[dict]:
     Examples:
         lmforge corpora
         lmforge prepare --data tinyshakespeare --tokenizer char --out data/shakespeare-char
-        lmforge prepare --data 'https://example.org/corpus.txt#sha256=HEX' --tokenizer bpe --out data/x
+        lmforge prepare --data 'https://example.org/corpus.txt#sha256=HEX' --tokenizer bpe --out data/web
     """
     from lmforge.data.catalog import CATALOG
     from lmforge.data.download import cached_path, is_cached

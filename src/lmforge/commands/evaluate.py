@@ -45,9 +45,9 @@ def evaluate(
         device: auto, cpu, cuda.
 
     Examples:
-        lmforge evaluate --checkpoint runs/shakespeare --data data/shakespeare-char
-        lmforge evaluate --checkpoint runs/shakespeare --data notes.txt --stride 32 --json
-        lmforge evaluate --checkpoint runs/shakespeare --data wikitext-2-test
+        lmforge evaluate --checkpoint runs/stdlib --data data/stdlib-char
+        lmforge evaluate --checkpoint runs/stdlib --data my_notes.txt --stride 32 --json
+        lmforge evaluate --checkpoint runs/stdlib --data wikitext-2-test
     """
     from lmforge.inference import check_window, evaluation_tokens, load_for_inference, stream_loss
 

@@ -84,9 +84,9 @@ def generate(
             "finish" (eos, stop or length), "score" (beam), "tokens" (--show-probs)}]}.
 
     Examples:
-        lmforge generate --checkpoint runs/shakespeare --prompt "ROMEO:" --max-new-tokens 300
-        lmforge generate --checkpoint runs/shakespeare --prompt "ROMEO:" --strategy beam --num-beams 8
-        lmforge generate --checkpoint runs/demo/run --prompt-file prompts.txt --stop "\\n\\n" --json
+        lmforge generate --checkpoint runs/stdlib --prompt "Return the" --max-new-tokens 300
+        lmforge generate --checkpoint runs/stdlib --prompt "Return the" --strategy beam --num-beams 8
+        lmforge generate --checkpoint runs/stdlib --prompt-file my_prompts.txt --stop "\\n\\n" --json
     """
     import torch
 

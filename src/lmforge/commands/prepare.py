@@ -58,9 +58,9 @@ def prepare(
 
     Examples:
         lmforge prepare --data tinyshakespeare --tokenizer char --out data/shakespeare-char
-        lmforge prepare --data builtin:stdlib-docs --tokenizer bpe --vocab-size 8192 --out data/stdlib-bpe
-        lmforge prepare --data posts.jsonl --text-field body --tokenizer tok/bpe --out data/posts
-        lmforge prepare --data 'notes/**/*.md' --tokenizer wordpiece --val-fraction 0.05 --out data/notes
+        lmforge prepare --data builtin:stdlib-docs --tokenizer tok/bpe --out data/stdlib-bpe
+        lmforge prepare --data my_posts.jsonl --text-field body --tokenizer tok/bpe --out data/posts
+        lmforge prepare --data 'my_notes/**/*.md' --tokenizer wordpiece --val-fraction 0.05 --out data/notes
         lmforge prepare --data hf:wikitext:wikitext-2-raw-v1@train --tokenizer bpe --out data/wikitext
     """
     from lmforge.data.prepare import describe, prepare_dataset

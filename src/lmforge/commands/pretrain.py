@@ -63,11 +63,12 @@ def pretrain(
         progress: show a progress bar.
 
     Examples:
-        lmforge prepare --data tinyshakespeare --tokenizer char --out data/shakespeare-char
-        lmforge pretrain --data data/shakespeare-char --out runs/shakespeare --max-time 60
-        lmforge pretrain --resume runs/shakespeare --max-time 120
-        lmforge pretrain --data data/shakespeare-char --out runs/lstm --model lstm --n-layer 2 --max-time 60
-        lmforge pretrain --data data/shakespeare-char --out runs/window --model window --context 12 --max-time 60
+        lmforge prepare --data builtin:stdlib-docs --tokenizer char --out data/stdlib-char
+        lmforge pretrain --data data/stdlib-char --out runs/stdlib --max-time 60
+        lmforge pretrain --resume runs/stdlib --max-time 120
+        lmforge pretrain --data data/stdlib-char --out runs/lstm --model lstm --n-layer 2 --max-time 60
+        lmforge pretrain --data data/stdlib-char --out runs/window --model window --context 12 --max-time 60
+        lmforge pretrain --data data/stdlib-char --out runs/gpt2-shaped --pos-encoding learned --norm layernorm --mlp gelu --bias --max-time 60
     """
     from lmforge.models.registry import is_counted
 

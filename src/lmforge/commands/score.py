@@ -47,8 +47,8 @@ def score(
         device: auto, cpu, cuda.
 
     Examples:
-        lmforge score --checkpoint runs/shakespeare --text "ROMEO: Good morrow."
-        lmforge score --checkpoint runs/shakespeare --text "ROMEO:" --json
+        lmforge score --checkpoint runs/stdlib --text "Return the number of items."
+        lmforge score --checkpoint runs/stdlib --text "Return the" --json
     """
     from lmforge.inference import load_for_inference, score_text
 

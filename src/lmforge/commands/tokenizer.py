@@ -66,10 +66,10 @@ def train(
         as_json: print one JSON object instead of a summary.
 
     Examples:
+        lmforge tokenizer train --kind bpe --vocab-size 8000 --data builtin:stdlib-docs --out tok/bpe
         lmforge tokenizer train --kind char --data tinyshakespeare --out tok/char
-        lmforge tokenizer train --kind bpe --vocab-size 8000 --data corpus/ --out tok/bpe
-        lmforge tokenizer train --kind word --lowercase --min-frequency 2 --data a.txt --out tok/word
-        lmforge tokenizer train --kind wordpiece --data docs.jsonl --special mask=<mask> --out tok/wp
+        lmforge tokenizer train --kind word --lowercase --min-frequency 2 --data my_notes.txt --out tok/word
+        lmforge tokenizer train --kind wordpiece --data my_docs.jsonl --special 'mask=<mask>' --out tok/wp
     """
     from lmforge.data.corpora import iter_texts
     from lmforge.tokenizers import parse_special, train_tokenizer

@@ -1,0 +1,212 @@
+"""Every ``Examples:`` line of every ``--help`` is a command that exists, parses and (where it
+needs no data of the user's and no network) runs.
+
+* Fast, default run: each example line names a real command and subcommand, its quoting is valid
+  shell (no unquoted ``<``, ``>``, ``;``, ``&``), and the command's own parser (``build_parser``
+  + ``parse_with_config``, as ``lmforge.cli.main`` uses them) accepts its flags. An input the
+  examples do not create themselves is a download (a catalog name, ``hf:``, a URL) or a
+  self-explanatory placeholder (``my_...``, ``path/to/...``).
+* Run (about 30 s, in the default run too): the examples that read only ``builtin:`` data or what an earlier example wrote are run
+  in-process with ``lmforge.cli.main``, in the order ``lmforge --help`` lists the commands, in one
+  temporary directory, and must exit 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from lmforge import cli
+from lmforge.commands._args import PATH_RULES, build_parser, parse_docstring, parse_with_config
+from lmforge.data.catalog import CATALOG
+
+INPUT_FLAGS = ("--data", "--checkpoint", "--resume", "--tokenizer", "--prompt-file", "--to-hf", "--from-hf")
+TOKENIZER_KINDS = ("char", "word", "bpe", "wordpiece", "unigram")
+PLACEHOLDERS = ("my_", "path/to/", "$(")  # $(...): a path a command prints, e.g. an installed model
+# As written, the runs take minutes on a 2-core CPU: the test appends a cap of the command's own
+# (2 optimizer steps, one validation batch; a 1% validation split so that evaluating all of it,
+# as the evaluate example does, takes seconds). Nothing else differs from the --help text.
+STEP_CAPS = {
+    "prepare": ["--val-fraction", "0.01"],
+    "pretrain": ["--max-steps", "2", "--eval-batches", "1"],
+}
+RESUME_CAP = ["--max-steps", "4", "--eval-batches", "1"]  # a resumed run goes past the first 2 steps
+
+
+def help_examples() -> list[tuple[str, str]]:
+    """(command path as in ``lmforge --help``, example line) for every command, in menu order."""
+    examples = []
+    for name, (_, target) in cli.COMMANDS.items():
+        targets = target.items() if isinstance(target, dict) else [("", target)]
+        for sub, sub_target in targets:
+            _, _, text = parse_docstring(cli._load(sub_target).__doc__)
+            for line in text.splitlines():
+                if line.strip():
+                    examples.append((f"{name} {sub}".strip(), line.strip()))
+    return examples
+
+
+def shell_problem(line: str) -> str | None:
+    """Why ``line`` would not run as written in a POSIX shell, or None."""
+    try:
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        words = list(lexer)
+    except ValueError as error:  # an unclosed quote
+        return f"quoting: {error}"
+    operators = [w for w in words if w and set(w) <= set("();<>|&")]
+    if any(op != "|" for op in operators):
+        return f"unquoted shell operator(s) {operators}: quote the value"
+    return None
+
+
+def argv_of(line: str) -> list[str]:
+    """The arguments after ``lmforge``; anything after a pipe is left out."""
+    words = shlex.split(line, comments=True)
+    if "|" in words:
+        words = words[: words.index("|")]
+    assert words[0] == "lmforge", line
+    return words[1:]
+
+
+def parse_problem(argv: list[str]) -> str | None:
+    """Why the real parser refuses ``lmforge ARGV``, or None; nothing is run."""
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
+            prog, target, rest = cli._resolve(argv)
+            parser = build_parser(cli._load(target), prog)
+            # Paths need not exist here (whether an earlier step writes them is checked apart).
+            rules = parser.get_default("_rules") or {}
+            parser.set_defaults(_rules={k: v for k, v in rules.items() if not isinstance(v[1], PATH_RULES)})
+            parse_with_config(parser, rest)
+    except SystemExit as stop:
+        return None if stop.code in (0, None) else f"exit {stop.code}: {stderr.getvalue().strip()}"
+    except Exception as error:  # noqa: BLE001 - an unknown command is an LMForgeError
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def _values(words: list[str], index: int) -> list[str]:
+    values = []
+    for word in words[index + 1 :]:
+        if word.startswith("-"):
+            break
+        values.append(word)
+    return values
+
+
+def is_download(value: str) -> bool:
+    return value in CATALOG or value.startswith(("hf:", "https://", "http://"))
+
+
+def plan(examples: list[tuple[str, str]]) -> list[tuple[str, str, str | None]]:
+    """(command, line, why it is not run or None) for each example: runnable ones chain."""
+    produced: set[str] = set()
+    planned = []
+    for command, line in examples:
+        words = argv_of(line)
+        why = None
+        for index, word in enumerate(words):
+            if word not in INPUT_FLAGS:
+                continue
+            # --data takes several sources; the others one path (a positional may follow)
+            values = _values(words, index) if word == "--data" else _values(words, index)[:1]
+            for value in values:
+                value = value.rstrip("/")
+                if value.startswith("builtin:") or value in produced:
+                    continue
+                if word == "--tokenizer" and value in TOKENIZER_KINDS:
+                    continue
+                if is_download(value):
+                    why = why or f"downloads {value}"
+                elif value.startswith(PLACEHOLDERS):
+                    why = why or f"needs the user's {value}"
+                else:
+                    why = f"reads {value!r}, which no earlier example writes and is no placeholder"
+        if why is None:
+            for index, word in enumerate(words):
+                if word == "--out" and index + 1 < len(words):
+                    produced.add(words[index + 1].rstrip("/"))
+        planned.append((command, line, why))
+    return planned
+
+
+EXAMPLES = help_examples()
+
+
+def test_the_examples_were_found():
+    commands = {command for command, _ in EXAMPLES}
+    assert {"tokenizer train", "tokenizer encode", "prepare", "pretrain", "generate"} <= commands
+    assert len(EXAMPLES) > 20
+
+
+@pytest.mark.parametrize(("command", "line"), EXAMPLES, ids=[line for _, line in EXAMPLES])
+def test_help_example_is_valid_shell_and_parses(command, line):
+    assert line.startswith("lmforge "), "an example is an lmforge command line"
+    assert shell_problem(line) is None, shell_problem(line)
+    assert parse_problem(argv_of(line)) is None, parse_problem(argv_of(line))
+
+
+def test_every_input_of_an_example_is_built_in_written_earlier_a_download_or_a_placeholder():
+    unexplained = [f"{line}: {why}" for _, line, why in plan(EXAMPLES) if why and "no placeholder" in why]
+    assert not unexplained, "\n".join(unexplained)
+
+
+def test_the_checks_catch_broken_examples():
+    assert parse_problem(["tokenizer", "no-such-sub"])
+    assert parse_problem(["no-such-command"])
+    assert parse_problem(["prepare", "--data", "x", "--tokenizer", "char", "--out", "d", "--no-such-flag"])
+    assert parse_problem(["prepare", "--data", "x", "--tokenizer", "char", "--out", "d"]) is None
+    assert shell_problem("lmforge tokenizer train --special mask=<mask> --out t")
+    assert shell_problem('lmforge score --text "unclosed')
+    assert shell_problem("lmforge tokenizer encode --json 'x' | jq .ids") is None
+    assert plan([("evaluate", "lmforge evaluate --checkpoint notes --data x")])[0][2].endswith("placeholder")
+
+
+def test_help_examples_that_need_no_data_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    runnable = [(command, line) for command, line, why in plan(EXAMPLES) if why is None]
+    ran = {command for command, _ in runnable}
+    assert {"tokenizer train", "tokenizer encode", "tokenizer decode", "prepare", "pretrain"} <= ran
+    assert {"evaluate", "generate", "score", "attention", "convert", "corpora"} <= ran
+    for _, line in runnable:
+        argv = argv_of(line)
+        if argv[0] in STEP_CAPS:  # the line's own command (pretrain's help shows a prepare too)
+            argv += RESUME_CAP if "--resume" in argv else STEP_CAPS[argv[0]]
+        stderr = io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
+            status = cli.main(argv)
+        assert status == 0, f"$ {line}\n{stderr.getvalue()}"
+    assert Path("tok/bpe").is_dir()
+
+
+def test_every_command_the_help_texts_name_exists():
+    """`lmforge X` quoted in any help text (a docstring becomes the help) names a real command."""
+    texts = [cli._overview()] + [cli._load(target).__doc__ or "" for _, target in _targets()]
+    named = set()
+    for text in texts:
+        for words in re.findall(r"`lmforge ([a-z][\w-]*(?:\s+[a-z][\w-]*)?)", text):
+            named.add(tuple(words.split()))
+    assert ("prepare",) in named  # the search found the references
+    missing = []
+    for words in named:
+        target = cli.COMMANDS.get(words[0], (None, None))[1]
+        if target is None or (isinstance(target, dict) and len(words) > 1 and words[1] not in target):
+            missing.append(" ".join(words))
+    assert not missing, f"help texts name commands that do not exist: {missing}"
+
+
+def _targets() -> list[tuple[str, str]]:
+    targets = []
+    for name, (_, target) in cli.COMMANDS.items():
+        subs = target.items() if isinstance(target, dict) else [("", target)]
+        targets += [(f"{name} {sub}".strip(), sub_target) for sub, sub_target in subs]
+    return targets
