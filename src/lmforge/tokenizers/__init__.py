@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_SPECIAL_TOKENS",
     "DEFAULT_VOCAB_SIZE",
     "KINDS",
+    "MAX_VOCAB_SIZE",
     "SPECIAL_NAMES",
     "Tokenizer",
     "load_tokenizer",
@@ -63,6 +64,11 @@ DEFAULT_VOCAB_SIZE: dict[str, int | None] = {
     "wordpiece": 8000,
     "unigram": 8000,
 }
+
+# A resource guard: Hugging Face's trainers reserve tables sized by the vocabulary before reading
+# any text (a BPE target of 10^11 asks for 4.5 TB and aborts the process); a million ids is more
+# than any tokenizer in use and trains in well under a GB.
+MAX_VOCAB_SIZE = 1_000_000
 
 _CLASSES: dict[str, type[HFTokenizer]] = {
     "char": CharTokenizer,
@@ -182,6 +188,8 @@ def _check_options(
     """Refuse options that do not apply to ``kind``; return the effective byte_fallback."""
     if vocab_size is not None and vocab_size < 1:
         raise UserInputError(f"--vocab-size must be a positive number of ids; got {vocab_size}")
+    if vocab_size is not None and vocab_size > MAX_VOCAB_SIZE:
+        raise UserInputError(f"--vocab-size must be at most {MAX_VOCAB_SIZE:,}; got {vocab_size:,}")
     if min_frequency is not None and min_frequency < 0:
         raise UserInputError(f"--min-frequency must be 0 or more; got {min_frequency}")
     if min_frequency is not None and kind == "unigram":
