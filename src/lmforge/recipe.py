@@ -109,7 +109,7 @@ def plan_pretraining(
     shape, train = dict(shape or {}), dict(train or {})
     check_bounds(ModelSettings(**shape))
     if resume is not None:
-        run = Run.open(resume)
+        run = Run.open(resume, flag="--resume")
         saved = run.read_config()
         if "train" not in saved or "data" not in saved or not run.state_path.exists():
             raise CheckpointError(

@@ -79,7 +79,7 @@ def convert_to_hf(
     """A Hugging Face GPT-2 directory at ``out`` computing the same logits as the run at ``run_dir``."""
     run_dir, out = Path(run_dir), Path(out)
     _check_paths(run_dir, out, overwrite)
-    run = Run.open(run_dir)
+    run = Run.open(run_dir, flag="--to-hf")
     saved = run.read_config()
     if saved["family"] != "gpt":
         raise CheckpointError(f"{run_dir} holds a {saved['family']} model; only gpt runs convert to GPT-2")
