@@ -186,10 +186,11 @@ def _check_evaluation_memory(
 
 
 def evaluation_tokens(
-    data: list[str], run: Run, tokenizer, split: str, text_field: str
+    data: list[str], run: Run, tokenizer, split: str, text_field: str, errors: str = "strict"
 ) -> tuple[np.ndarray, str]:
     """(token ids to score, what they are): a prepared split (tokenized like the run), or raw text
-    sources tokenized with the run's tokenizer, documents joined by end-of-text."""
+    sources tokenized with the run's tokenizer, documents joined by end-of-text; ``errors``: what
+    bytes that are not UTF-8 become (``data/corpora.py``)."""
     if len(data) == 1 and Path(data[0]).is_dir() and (Path(data[0]) / "meta.json").exists():
         from lmforge.data.shards import load_prepared
 
@@ -206,7 +207,7 @@ def evaluation_tokens(
 
     separator = tokenizer.document_separator_id
     ids: list[int] = []
-    for text in iter_texts(data, text_field=text_field):
+    for text in iter_texts(data, text_field=text_field, errors=errors):
         ids.extend(tokenizer.encode(text))
         if separator is not None:
             ids.append(separator)
