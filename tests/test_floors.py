@@ -27,6 +27,7 @@ FLOOR = {
     "tokenizers": 1,
     "hardware": 0,
     "resources": 0,
+    "fonts": 0,
     "bounds": 0,
     "fileio": 0,
     "errors": 0,
