@@ -71,7 +71,5 @@ def readable(texts: Sequence[str]) -> tuple[list[str], list[str]]:
     if not needed:
         return list(texts), [default]
     families, missing = _fallbacks(needed)
-    shown = [
-        "".join(f"U+{ord(ch):04X}" if ord(ch) in missing else ch for ch in text) for text in texts
-    ]
+    shown = ["".join(f"U+{ord(ch):04X}" if ord(ch) in missing else ch for ch in text) for text in texts]
     return shown, [default, *dict.fromkeys(families)]

@@ -201,7 +201,9 @@ def _read_prompts(path: Path, errors: Literal["strict", "replace"]) -> list[str]
     except FileNotFoundError:
         raise UserInputError(f"--prompt-file {path} does not exist") from None
     except IsADirectoryError:
-        raise UserInputError(f"--prompt-file {path} is a directory; give a file with one prompt per line") from None
+        raise UserInputError(
+            f"--prompt-file {path} is a directory; give a file with one prompt per line"
+        ) from None
     lines = text.splitlines()
     if not lines:
         raise UserInputError(f"--prompt-file {path} is empty; put one prompt per line")
