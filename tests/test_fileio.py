@@ -77,3 +77,64 @@ def test_an_argument_that_is_not_utf8_is_one_line(capsys):
     assert main(["tokenizer", "encode", "--tokenizer", "tok", "a\udcffb"]) == 2
     err = capsys.readouterr().err
     assert err == "error: the argument 'a\\xffb' is not valid UTF-8 text; give UTF-8\n"
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, then restore it."""
+    import os
+
+    previous = os.umask(0o022)
+    yield os.umask
+    os.umask(previous)
+
+
+def mode(path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+@pytest.mark.parametrize(
+    "mask, file, directory",
+    [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700), (0o002, 0o664, 0o775)],
+    ids=["umask022", "umask077", "umask002"],
+)
+def test_outputs_get_the_modes_of_the_umask_like_any_new_file(tmp_path, umask, mask, file, directory):
+    umask(mask)
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"x")  # what open() and mkdir() give: the truth to match
+    (tmp_path / "plain_dir").mkdir()
+    assert (mode(plain), mode(tmp_path / "plain_dir")) == (file, directory)
+    atomic_write_text(tmp_path / "a.txt", "x")
+    with atomic_directory(tmp_path / "out") as tmp:
+        atomic_write_text(tmp / "inside.json", "{}")
+    assert mode(tmp_path / "a.txt") == file
+    assert mode(tmp_path / "out") == directory
+    assert mode(tmp_path / "out" / "inside.json") == file
+
+
+def test_the_commands_outputs_follow_the_umask(tmp_path, umask, capsys):
+    from lmforge.cli import main
+
+    umask(0o022)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("to be or not to be, that is the question\n" * 40, encoding="utf-8")
+    assert (
+        main(["tokenizer", "train", "--kind", "char", "--data", str(corpus), "--out", str(tmp_path / "tok")])
+        == 0
+    )
+    assert (
+        main(["prepare", "--data", str(corpus), "--tokenizer", "char", "--out", str(tmp_path / "prep")]) == 0
+    )
+    args = ["pretrain", "--data", str(tmp_path / "prep"), "--out", str(tmp_path / "run"), "--max-steps", "1"]
+    args += ["--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--block-size", "16", "--batch-size", "2"]
+    args += ["--eval-batches", "1"]
+    assert main(args) == 0
+    written = [p for top in ("tok", "prep", "run") for p in (tmp_path / top).rglob("*")]
+    assert {p.name for p in written} >= {"tokenizer.json", "train.bin", "meta.json", "model.safetensors"}
+    wrong = {
+        str(p.relative_to(tmp_path)): oct(mode(p))
+        for p in written
+        if mode(p) != (0o755 if p.is_dir() else 0o644)
+    }
+    assert wrong == {}
+    assert [oct(mode(tmp_path / top)) for top in ("tok", "prep", "run")] == ["0o755"] * 3

@@ -26,6 +26,8 @@ FLOOR = {
     "models": 1,
     "tokenizers": 1,
     "hardware": 0,
+    "resources": 0,
+    "fonts": 0,
     "bounds": 0,
     "fileio": 0,
     "errors": 0,

@@ -1,7 +1,10 @@
 """Write files and directories so that a crash or Ctrl-C never leaves half a result behind.
 
 Everything lmforge writes goes to a temporary name beside its destination and is renamed into
-place only when complete; ``os.replace`` is atomic on one filesystem.
+place only when complete; ``os.replace`` is atomic on one filesystem. The temporary names come
+from ``tempfile``, which makes them owner-only (0600 files, 0700 directories) so that no one else
+can race for them; before the rename they get the mode any other tool's output would have under
+the process's umask (0644 and 0755 under umask 022), so a result can be shared like any file.
 """
 
 from __future__ import annotations
@@ -19,10 +22,42 @@ from typing import Any
 from lmforge.errors import OutputExistsError
 
 
+def current_umask() -> int:
+    """The process's umask (Linux reports it in /proc; elsewhere set and restore it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode ``open(path, "w")`` would give a new file: 0666 less the umask."""
+    return 0o666 & ~current_umask()
+
+
+def directory_mode() -> int:
+    """The mode ``mkdir`` would give a new directory: 0777 less the umask."""
+    return 0o777 & ~current_umask()
+
+
+def temporary_file(path: Path, suffix: str = ".tmp") -> tuple[int, str]:
+    """(fd, name) of a new file beside ``path``, with the mode a plain new file would have."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    with contextlib.suppress(OSError):  # a filesystem without modes keeps its own
+        os.chmod(tmp, file_mode())
+    return fd, tmp
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temporary_file(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -136,6 +171,8 @@ def atomic_directory(
     out = check_output_dir(out, overwrite, inputs, kind).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    with contextlib.suppress(OSError):
+        os.chmod(tmp, directory_mode())
     try:
         yield tmp
     except BaseException:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 import torch
 
 from lmforge.errors import UserInputError
+from lmforge.fileio import temporary_file
 
 CAPABILITY_ENV = "LMFORGE_CPU_CAPABILITY"
 CACHE_ENV = "LMFORGE_CACHE"
@@ -253,7 +253,7 @@ def _write_atomically(path: Path, entries: dict) -> None:
     """Temporary file + rename: a reader sees the old file or the new one, never half of one."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".hardware.", suffix=".tmp")
+        handle, temporary = temporary_file(path)
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             json.dump(entries, out, indent=1, sort_keys=True)
         os.replace(temporary, path)

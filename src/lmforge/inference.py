@@ -167,15 +167,35 @@ def stream_loss(
     from lmforge.train.evaluation import mean_loss
 
     block_size = min(block_size, len(tokens) - 1)
+    _check_evaluation_memory(model, len(tokens), block_size, stride, batch_size, device)
     windows = sequential_windows(tokens, block_size, batch_size=batch_size, stride=stride)
     return mean_loss(model, windows, device)
 
 
+def _check_evaluation_memory(
+    model: nn.Module, length: int, block_size: int, stride: int | None, batch_size: int, device
+) -> None:
+    """Refuse windows that clearly cannot fit in memory (``resources.py``); a batch holds at most
+    as many windows as the text has."""
+    from lmforge.resources import check_fits, evaluation_estimate
+
+    windows = -(-(length - 1) // (stride or block_size)) + 1
+    estimate = evaluation_estimate(model, batch_size=min(batch_size, windows), block_size=block_size)
+    check_fits(
+        estimate,
+        flags=f"--block-size {block_size} with --batch-size {batch_size}",
+        what="the model and one batch of windows",
+        device=device if device is not None else "cpu",
+        hint="lower --batch-size or --block-size",
+    )
+
+
 def evaluation_tokens(
-    data: list[str], run: Run, tokenizer, split: str, text_field: str
+    data: list[str], run: Run, tokenizer, split: str, text_field: str, errors: str = "strict"
 ) -> tuple[np.ndarray, str]:
     """(token ids to score, what they are): a prepared split (tokenized like the run), or raw text
-    sources tokenized with the run's tokenizer, documents joined by end-of-text."""
+    sources tokenized with the run's tokenizer, documents joined by end-of-text; ``errors``: what
+    bytes that are not UTF-8 become (``data/corpora.py``)."""
     if len(data) == 1 and Path(data[0]).is_dir() and (Path(data[0]) / "meta.json").exists():
         from lmforge.data.shards import load_prepared
 
@@ -192,7 +212,7 @@ def evaluation_tokens(
 
     separator = tokenizer.document_separator_id
     ids: list[int] = []
-    for text in iter_texts(data, text_field=text_field):
+    for text in iter_texts(data, text_field=text_field, errors=errors):
         ids.extend(tokenizer.encode(text))
         if separator is not None:
             ids.append(separator)

@@ -111,7 +111,7 @@ def plan_pretraining(
     shape, train = dict(shape or {}), dict(train or {})
     check_bounds(ModelSettings(**shape))
     if resume is not None:
-        run = Run.open(resume)
+        run = Run.open(resume, flag="--resume")
         saved = run.read_config()
         if "train" not in saved or "data" not in saved or not run.state_path.exists():
             raise CheckpointError(
@@ -159,8 +159,11 @@ def plan_pretraining(
         except ValueError as error:
             raise UserInputError(str(error)) from None
         model_config["vocab_size"] = tokenizer.vocab_size
-    torch.manual_seed(config.seed)  # the initial weights, so the same --seed gives the same run
     try:
+        with torch.device("meta"):  # shapes only: no memory, whatever the sizes asked for
+            sketch = build_model(family, model_config)
+        check_memory(sketch, config)
+        torch.manual_seed(config.seed)  # the initial weights, so the same --seed gives the same run
         net = build_model(family, model_config)
     except (ValueError, TypeError) as error:
         raise UserInputError(f"bad model settings: {error}") from None
@@ -189,6 +192,30 @@ def plan_pretraining(
     }
     return PretrainJob(
         run_path, resume is not None, overwrite, label, family, net, dataset, Path(data), config, extra
+    )
+
+
+def check_memory(sketch: nn.Module, config: TrainConfig) -> None:
+    """Refuse a model and step that clearly cannot fit in memory (``resources.py``), before the
+    model is built for real: ``sketch`` is the model on the meta device."""
+    from lmforge.resources import check_fits, training_estimate
+
+    device = resolve_device(config.device)
+    block_size = sketch.config.block_size
+    estimate = training_estimate(
+        sketch,
+        batch_size=config.batch_size,
+        block_size=block_size,
+        eval_batches=config.eval_batches,
+        optimizer=config.optimizer,
+        half_precision=resolve_precision(config.precision, device) != "fp32",
+    )
+    check_fits(
+        estimate,
+        flags=f"--block-size {block_size} with --batch-size {config.batch_size}",
+        what=f"a model of {sketch.num_parameters():,} parameters and one training step",
+        device=device,
+        hint="lower --block-size or --batch-size (or the model's size)",
     )
 
 

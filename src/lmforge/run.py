@@ -45,6 +45,7 @@ RUN_ENTRIES = frozenset(
         "tokenizer",
     }
 )
+_GIVE_A_RUN = "give a run directory written by `lmforge pretrain`"
 
 RUN_OUTPUT = OutputKind("run", "config.json", RUN_ENTRIES)
 
@@ -104,17 +105,18 @@ class Run:
         return cls(path)
 
     @classmethod
-    def open(cls, path: str | Path) -> Run:
-        """An existing run; a clear error if the directory is not one."""
+    def open(cls, path: str | Path, flag: str = "--checkpoint") -> Run:
+        """An existing run; a clear error, naming ``flag``, if ``path`` is not one."""
         run = cls(path)
+        if run.path.exists() and not run.path.is_dir():
+            parent = run.path.parent
+            inside = run.path.name in RUN_ENTRIES and (parent / "config.json").exists()
+            hint = f"give the run directory that holds it, {flag} {parent}" if inside else _GIVE_A_RUN
+            raise CheckpointError(f"{flag} {path} is a file, not a run directory; {hint}")
         if not run.path.is_dir():
-            raise CheckpointError(
-                f"{path} does not exist; give a run directory written by `lmforge pretrain`"
-            )
+            raise CheckpointError(f"{flag} {path} does not exist; {_GIVE_A_RUN}")
         if not run.config_path.exists():
-            raise CheckpointError(
-                f"{path} is not a run directory (no config.json); give one written by `lmforge pretrain`"
-            )
+            raise CheckpointError(f"{flag} {path} is not a run directory (no config.json); {_GIVE_A_RUN}")
         return run
 
     def write_config(self, config: dict[str, Any]) -> None:

@@ -87,3 +87,16 @@ def test_existing_png_is_kept_unless_overwrite(run, tmp_path, capsys):
 def test_labels_show_whitespace_and_escape_matplotlib_math():
     assert [token_label(t) for t in (" ", "\n", "\t", "$x", "", "Ġ")] == ["␣", "↵", "⇥", r"\$x", "∅", "Ġ"]
     assert token_label("<|endoftext|>") == "<|endoftext|>" and token_label("x" * 20) == "x" * 13 + "…"
+
+
+def test_cjk_text_and_run_name_draw_without_missing_glyphs(tmp_path, capsys):
+    import warnings
+
+    run = make_run(tmp_path / "运行", kind="char")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, _, _ = attention(
+            capsys, "--checkpoint", run.path, "--text", "中文 text", "--out", tmp_path / "a.png"
+        )
+    assert code == 0 and (tmp_path / "a.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert [str(w.message) for w in caught if "missing from font" in str(w.message)] == []

@@ -131,3 +131,24 @@ def test_decode_of_an_id_outside_the_vocabulary_exits_2(tmp_path, corpus_file, c
     assert run(capsys, "tokenizer train --kind char --data", corpus_file, "--out", out)[0] == 0
     code, _, err = run(capsys, "tokenizer decode --tokenizer", out, 0, 99999)
     assert code == 2 and "token id 99999 is outside" in err
+
+
+@pytest.mark.parametrize(
+    "command", ["tokenizer train --kind bpe --vocab-size 300", "prepare --tokenizer bpe --vocab-size 300"]
+)
+def test_a_special_token_that_swallows_text_is_refused_before_anything_is_written(
+    tmp_path, corpus_file, capsys, command
+):
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, command, "--data", corpus_file, "--out", out, "--special", "eos=a")
+    assert code == 2 and stdout == ""
+    assert err.splitlines() == [
+        "error: --special eos='a' is a single character: a special token is cut out of every text, so "
+        "each 'a' would become eos; use a string no text holds, such as --special eos=<|eos|>"
+    ]
+    code, _, err = run(capsys, command, "--data", corpus_file, "--out", out, "--special", "eos=Henry")
+    assert code == 2
+    assert err.startswith("error: --special eos='Henry' occurs 40 times in the training text")
+    assert not out.exists()
+    code, _, _ = run(capsys, command, "--data", corpus_file, "--out", out, "--special", "eos=<|eos|>")
+    assert code == 0

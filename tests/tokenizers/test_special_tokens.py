@@ -100,3 +100,47 @@ def test_parse_special_splits_name_and_token():
     for bad in ("eos", "=</s>"):
         with pytest.raises(UserInputError, match="--special expects NAME=TOKEN"):
             parse_special([bad])
+
+
+def test_what_a_special_token_does_to_text_that_holds_it():
+    # the reason for the two refusals below: a special token is cut out of any text before the
+    # model sees it, so text that holds its string loses that string
+    tok = train_tokenizer("bpe", CORPUS, 300, special_tokens={"eos": "</s>"})
+    assert tok.decode(tok.encode("a</s>b"), skip_special_tokens=True) == "ab"
+
+
+@pytest.mark.parametrize("kind", ["char", "word", "bpe", "wordpiece", "unigram"])
+def test_a_one_character_special_token_is_refused(kind):
+    with pytest.raises(UserInputError) as error:
+        train_tokenizer(
+            kind,
+            CORPUS,
+            300 if kind in ("bpe", "wordpiece", "unigram") else None,
+            special_tokens={"eos": "a"},
+        )
+    assert str(error.value) == (
+        "--special eos='a' is a single character: a special token is cut out of every text, so each "
+        "'a' would become eos; use a string no text holds, such as --special eos=<|eos|>"
+    )
+
+
+def test_a_special_token_the_text_holds_is_refused_with_its_count():
+    text = "Henry gives a lecture. The lecture is long.\n" * 3
+    with pytest.raises(UserInputError) as error:
+        train_tokenizer("word", [text], special_tokens={"sep": "lecture"})
+    assert str(error.value) == (
+        "--special sep='lecture' occurs 6 times in the training text, and a special token is cut out of "
+        "every text, so each one would become sep; use a string the text does not hold, such as "
+        "--special sep=<|sep|>"
+    )
+    with pytest.raises(UserInputError, match="occurs 1 time in"):
+        train_tokenizer("bpe", ["plain text", "then <eos> once"], 300, special_tokens={"eos": "<eos>"})
+
+
+def test_a_default_token_may_occur_in_the_text():
+    # GPT-2-style corpora hold <|endoftext|> between documents on purpose: the default (given
+    # explicitly or not) is not refused
+    text = f"one document{EOT}another one"
+    for overrides in (None, {"eos": EOT}):
+        tok = train_tokenizer("bpe", [text], 300, special_tokens=overrides)
+        assert tok.eos_id in tok.encode(text)

@@ -20,6 +20,7 @@ def evaluate(
     batch_size: Annotated[int, Bounds(positive=True, at_most=100_000)] = 8,
     weights: Literal["auto", "best", "last"] = "auto",
     text_field: Annotated[str, Text(what="a field name")] = "text",
+    errors: Literal["strict", "replace"] = "strict",
     device: Annotated[str, DEVICE] = "auto",
     as_json: bool = False,
 ) -> dict:
@@ -42,6 +43,7 @@ def evaluate(
         batch_size: windows per forward pass.
         weights: best (lowest validation loss), last, or auto (best when it exists).
         text_field: the field (.jsonl) or column (hf:, .parquet, .csv, .arrow) holding the text.
+        errors: bytes that are not UTF-8: stop and say where (strict), or read them as U+FFFD (replace).
         device: auto, cpu, cuda.
 
     Examples:
@@ -53,7 +55,7 @@ def evaluate(
 
     loaded = load_for_inference(checkpoint, causal_for="lmforge evaluate", weights=weights, device=device)
     window = check_window(loaded.model, block_size, stride)  # None: scored as one stream (n-gram)
-    tokens, described = evaluation_tokens(data, loaded.run, loaded.tokenizer, split, text_field)
+    tokens, described = evaluation_tokens(data, loaded.run, loaded.tokenizer, split, text_field, errors)
     if len(tokens) < 2:
         raise DataError(
             f"{described} holds {len(tokens)} tokens; at least 2 are needed to score a prediction"

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from lmforge.bounds import DEVICE, FREE_TEXT, NON_NEGATIVE, POSITIVE, RUN_DIR, SEED, Bounds, InputPath, Text
 from lmforge.commands._json import print_json
-from lmforge.errors import DataError, UserInputError
+from lmforge.errors import UserInputError
 
 TOP_ALTERNATIVES = 5
 ESCAPES = {"\\n": "\n", "\\t": "\t", "\\\\": "\\"}
@@ -33,6 +33,7 @@ def generate(
     num_samples: Annotated[int, Bounds(positive=True, at_most=10_000)] = 1,
     stop: Annotated[list[str] | None, Text(what="a stop string")] = None,
     batch_size: Annotated[int, Bounds(positive=True, at_most=100_000)] = 8,
+    errors: Literal["strict", "replace"] = "strict",
     seed: Annotated[int, SEED] = 1337,
     dtype: Literal["fp32", "bf16"] = "fp32",
     weights: Literal["auto", "best", "last"] = "auto",
@@ -72,6 +73,8 @@ def generate(
         stop: strings that end a continuation, which is cut before them; several may follow one
             --stop; \\n and \\t stand for a newline and a tab.
         batch_size: prompts of --prompt-file generated together.
+        errors: bytes of --prompt-file that are not UTF-8: stop and say where (strict), or read them
+            as U+FFFD (replace).
         seed: random seed; the same seed gives the same text.
         dtype: fp32, or bf16 (weights cast to bfloat16: half the memory, faster on recent hardware).
         weights: best (lowest validation loss), last, or auto (best when it exists).
@@ -112,7 +115,7 @@ def generate(
         raise UserInputError(f"--batch-size must be >= 1; got {batch_size}")
     if prompt and prompt_file is not None:
         raise UserInputError("give --prompt or --prompt-file, not both")
-    texts = _read_prompts(prompt_file) if prompt_file is not None else [prompt]
+    texts = _read_prompts(prompt_file, errors) if prompt_file is not None else [prompt]
     if stream and (len(texts) > 1 or num_samples > 1 or strategy == "beam" or as_json):
         raise UserInputError(
             "--stream prints one continuation as it is generated: use it with one prompt, "
@@ -192,14 +195,16 @@ def _unescape(text: str) -> str:
     return text
 
 
-def _read_prompts(path: Path) -> list[str]:
+def _read_prompts(path: Path, errors: Literal["strict", "replace"]) -> list[str]:
+    from lmforge.data.corpora import read_text
+
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_text(Path(path), errors)  # bad bytes: the same message as every --data reader
     except FileNotFoundError:
         raise UserInputError(f"--prompt-file {path} does not exist") from None
-    except UnicodeDecodeError as error:
-        raise DataError(
-            f"--prompt-file {path} is not UTF-8 text (byte {error.start}); convert it first"
+    except IsADirectoryError:
+        raise UserInputError(
+            f"--prompt-file {path} is a directory; give a file with one prompt per line"
         ) from None
     lines = text.splitlines()
     if not lines:

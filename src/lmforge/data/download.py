@@ -26,7 +26,6 @@ import re
 import socket
 import ssl
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -38,6 +37,7 @@ from typing import Any
 from lmforge import __version__
 from lmforge.data.builtin import cache_dir
 from lmforge.errors import DownloadError
+from lmforge.fileio import atomic_write_text, temporary_file
 
 URL_PREFIXES = ("https://", "http://")
 CHECKSUM_MARK = "#sha256="
@@ -96,8 +96,6 @@ def recorded_sha256(path: Path) -> str | None:
 
 
 def _write_record(path: Path, digest: str) -> None:
-    from lmforge.fileio import atomic_write_text
-
     atomic_write_text(path.parent / (path.name + RECORD_SUFFIX), f"{digest}  {path.name}\n")
 
 
@@ -128,7 +126,7 @@ def fetch(url: str, *, sha256: str | None = None, label: str | None = None) -> P
             )
         # the cached copy is not the one asked for: download again, verified like the first time
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    handle, name = temporary_file(path, suffix=".part")
     os.close(handle)
     part = Path(name)
     try:

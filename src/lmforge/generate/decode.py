@@ -65,6 +65,7 @@ def generate(
         raise UserInputError("stop strings are matched on text: pass the tokenizer")
     step_model = as_step_model(model)
     device = _device_of(model)
+    check_memory(model, prompts, config, device)
     input_ids, attention_mask = pad_prompts(prompts, device)
     stop = StopStrings(tokenizer, config.stop) if config.stop else None
     if config.strategy == "beam":
@@ -78,6 +79,44 @@ def generate(
     flat = continuations(decoded, tokenizer, stop)
     per = config.num_return_sequences
     return [flat[i * per : (i + 1) * per] for i in range(len(prompts))]
+
+
+def check_memory(
+    model: nn.Module | StepModel, prompts: Sequence[Sequence[int]], config: GenerationConfig, device
+) -> None:
+    """Refuse a decoding job that clearly cannot fit in memory (``resources.py``): every row's
+    ids and log-probabilities, the key-value cache and a step's logits, before any is allocated."""
+    from lmforge.resources import check_fits, generation_estimate
+
+    net = getattr(model, "model", model)
+    if not isinstance(net, nn.Module):
+        return
+    beam = config.strategy == "beam"
+    copies = config.num_beams if beam else config.num_return_sequences
+    cache = 0
+    if getattr(net, "decoding", None) == "kv_cache":
+        layout = net.cache_layout()
+        cache = 2 * layout.layers * layout.heads * layout.head_size * layout.dtype.itemsize  # keys, values
+    estimate = generation_estimate(
+        net,
+        rows=len(prompts) * copies,
+        prompt_length=max((len(p) for p in prompts), default=0),
+        new_tokens=config.max_new_tokens,
+        cache_bytes_per_position=cache,
+        context=getattr(net, "context_limit", None),
+    )
+    what = "beams" if beam else "samples"
+    check_fits(
+        estimate,
+        flags=f"--max-new-tokens {config.max_new_tokens} with {_count(len(prompts), 'prompt')} x {copies} {what}",
+        what="the model and its continuations",
+        device=device,
+        hint=f"lower --max-new-tokens, --{'num-beams' if beam else 'num-samples'} or --batch-size",
+    )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'s' if number != 1 else ''}"
 
 
 def _device_of(model) -> torch.device:

@@ -100,7 +100,7 @@ def convert_to_hf(
     """A Hugging Face GPT-2 directory at ``out`` computing the same logits as the run at ``run_dir``."""
     run_dir, out = Path(run_dir), Path(out)
     _check_paths(run_dir, out, overwrite, HF_MODEL_OUTPUT)
-    run = Run.open(run_dir)
+    run = Run.open(run_dir, flag="--to-hf")
     saved = run.read_config()
     if saved["family"] not in ("gpt", "bert"):
         raise CheckpointError(

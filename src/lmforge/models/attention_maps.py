@@ -67,6 +67,21 @@ def draw_attention(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from lmforge.fonts import readable
+
+    (*labels, title), families = readable([*labels, title])  # CJK and other scripts: lmforge/fonts.py
+    with matplotlib.rc_context({"font.family": families}):
+        figure = _draw(weights, labels, maps, title)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+        plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _draw(weights: torch.Tensor, labels: Sequence[str], maps: Sequence[tuple[int, int]], title: str):
+    """The figure of ``draw_attention``."""
+    import matplotlib.pyplot as plt
+
     size = len(labels)
     rows = sorted({layer for layer, _ in maps})
     cols = sorted({head for _, head in maps})
@@ -97,7 +112,4 @@ def draw_attention(
                 ax.set_ylabel("query (attending)")
     figure.colorbar(image, ax=axes, shrink=0.6 if single else 0.3, label="attention weight")
     figure.suptitle(title)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
+    return figure

@@ -9,7 +9,9 @@
 Kinds: ``char`` (one id per character), ``word`` (one id per known word, else ``<unk>``),
 ``bpe`` (GPT-2 byte-level BPE), ``wordpiece`` (BERT), ``unigram`` (SentencePiece). Each has
 default special tokens (``DEFAULT_SPECIAL_TOKENS``); ``special_tokens={"eos": "</s>"}`` replaces
-one, ``{"pad": "<pad>"}`` adds one and ``{"bos": ""}`` drops one.
+one, ``{"pad": "<pad>"}`` adds one and ``{"bos": ""}`` drops one. A special token is cut out of
+any text before the model sees it, so a chosen one that is a single character or occurs in the
+training text is refused (``{"eos": "a"}`` would turn every "a" into end-of-text).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ __all__ = [
     "DEFAULT_SPECIAL_TOKENS",
     "DEFAULT_VOCAB_SIZE",
     "KINDS",
+    "MAX_VOCAB_SIZE",
     "SPECIAL_NAMES",
     "Tokenizer",
     "load_tokenizer",
@@ -63,6 +66,11 @@ DEFAULT_VOCAB_SIZE: dict[str, int | None] = {
     "wordpiece": 8000,
     "unigram": 8000,
 }
+
+# A resource guard: Hugging Face's trainers reserve tables sized by the vocabulary before reading
+# any text (a BPE target of 10^11 asks for 4.5 TB and aborts the process); a million ids is more
+# than any tokenizer in use and trains in well under a GB.
+MAX_VOCAB_SIZE = 1_000_000
 
 _CLASSES: dict[str, type[HFTokenizer]] = {
     "char": CharTokenizer,
@@ -131,25 +139,72 @@ def train_tokenizer(
     byte_fallback = _check_options(kind, special, vocab_size, min_frequency, byte_fallback)
     if vocab_size is None:
         vocab_size = DEFAULT_VOCAB_SIZE[kind]
-    texts = _nonempty(texts)
+    # a special token is cut out of any text before the model sees it: one the user chose that is
+    # also ordinary text would swallow it (--special eos=a: every "a" becomes end-of-text)
+    chosen = {
+        name: token
+        for name, token in (special_tokens or {}).items()
+        if token and token != DEFAULT_SPECIAL_TOKENS[kind].get(name)
+    }
+    _check_not_a_character(chosen)
+    counts = dict.fromkeys(chosen.values(), 0)
+    texts = _counting(_nonempty(texts), counts)
     common = {"special_tokens": special, "lowercase": lowercase}
     if kind == "char":
-        return train_char(
+        tokenizer = train_char(
             texts, vocab_size, **common, min_frequency=min_frequency or 1, byte_fallback=byte_fallback
         )
-    if kind == "word":
-        return train_word(
+    elif kind == "word":
+        tokenizer = train_word(
             texts, vocab_size, **common, min_frequency=min_frequency or 1, show_progress=show_progress
         )
-    if kind == "bpe":
-        return train_bpe(
+    elif kind == "bpe":
+        tokenizer = train_bpe(
             texts, vocab_size, **common, min_frequency=min_frequency or 0, show_progress=show_progress
         )
-    if kind == "wordpiece":
-        return train_wordpiece(
+    elif kind == "wordpiece":
+        tokenizer = train_wordpiece(
             texts, vocab_size, **common, min_frequency=min_frequency or 0, show_progress=show_progress
         )
-    return train_unigram(texts, vocab_size, **common, show_progress=show_progress)
+    else:
+        tokenizer = train_unigram(texts, vocab_size, **common, show_progress=show_progress)
+    _check_not_in_text(chosen, counts)
+    return tokenizer
+
+
+def _counting(texts: Iterator[str], counts: dict[str, int]) -> Iterator[str]:
+    """The training documents, passed through once, counting how often each key of ``counts`` occurs."""
+    for text in texts:
+        for token in counts:
+            counts[token] += text.count(token)
+        yield text
+
+
+def _suggestion(name: str) -> str:
+    return f"--special {name}=<|{name}|>"
+
+
+def _check_not_a_character(chosen: dict[str, str]) -> None:
+    """A one-character special token would take that character from every text, seen in training
+    or not (a newline, a letter, a symbol): refused whatever the training text holds."""
+    for name, token in chosen.items():
+        if len(token) == 1:
+            raise UserInputError(
+                f"--special {name}={token!r} is a single character: a special token is cut out of "
+                f"every text, so each {token!r} would become {name}; use a string no text holds, "
+                f"such as {_suggestion(name)}"
+            )
+
+
+def _check_not_in_text(chosen: dict[str, str], counts: dict[str, int]) -> None:
+    for name, token in chosen.items():
+        if counts.get(token):
+            times = f"{counts[token]:,} time{'s' if counts[token] != 1 else ''}"
+            raise UserInputError(
+                f"--special {name}={token!r} occurs {times} in the training text, and a special "
+                f"token is cut out of every text, so each one would become {name}; use a string the "
+                f"text does not hold, such as {_suggestion(name)}"
+            )
 
 
 def load_tokenizer(directory: str | Path) -> Tokenizer:
@@ -182,6 +237,8 @@ def _check_options(
     """Refuse options that do not apply to ``kind``; return the effective byte_fallback."""
     if vocab_size is not None and vocab_size < 1:
         raise UserInputError(f"--vocab-size must be a positive number of ids; got {vocab_size}")
+    if vocab_size is not None and vocab_size > MAX_VOCAB_SIZE:
+        raise UserInputError(f"--vocab-size must be at most {MAX_VOCAB_SIZE:,}; got {vocab_size:,}")
     if min_frequency is not None and min_frequency < 0:
         raise UserInputError(f"--min-frequency must be 0 or more; got {min_frequency}")
     if min_frequency is not None and kind == "unigram":

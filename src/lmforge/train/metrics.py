@@ -50,11 +50,18 @@ def plot_losses(metrics_path: str | Path, out_path: str | Path, title: str = "")
     import matplotlib
 
     matplotlib.use("Agg")
-    import io
-
     import matplotlib.pyplot as plt
 
-    records = read_metrics(metrics_path)
+    from lmforge.fonts import readable
+
+    (title,), families = readable([title])  # a run named in any script: lmforge/fonts.py
+    with matplotlib.rc_context({"font.family": families}):
+        _plot(plt, read_metrics(metrics_path), out_path, title)
+
+
+def _plot(plt, records: list[dict], out_path: str | Path, title: str) -> None:
+    import io
+
     train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
     val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
