@@ -55,6 +55,7 @@ def test_paths_of_the_wrong_kind(tmp_path):
     a_dir.mkdir()
     cases = [
         (InputPath("dir", "a run"), a_file, "is a file, not a directory; give a run"),
+        (InputPath("dir", "a run", "run directory"), a_file, "is a file, not a run directory; give a run"),
         (InputPath("file", "a prompt file"), a_dir, "is a directory, not a file"),
         (InputPath("any", "a source"), tmp_path / "absent", "does not exist; give a source"),
         (InputPath("dir", "a run"), "", "--x is empty"),

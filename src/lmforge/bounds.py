@@ -65,6 +65,8 @@ class InputPath:
 
     kind: Literal["file", "dir", "any"]
     what: str  # how the help and the errors name it: "a run directory written by `lmforge pretrain`"
+    noun: str = "directory"  # "run directory": what a file given here is not
+    marker: str | None = None  # a file that marks such a directory: a file inside one names it
 
     def check(self, flag: str, value: object) -> None:
         if value is None:
@@ -75,7 +77,11 @@ class InputPath:
         if not path.exists():
             raise UserInputError(f"{flag} {path} does not exist; give {self.what}")
         if self.kind == "dir" and not path.is_dir():
-            raise UserInputError(f"{flag} {path} is a file, not a directory; give {self.what}")
+            inside = self.marker is not None and (path.parent / self.marker).is_file()
+            hint = (
+                f"give the {self.noun} that holds it, {flag} {path.parent}" if inside else f"give {self.what}"
+            )
+            raise UserInputError(f"{flag} {path} is a file, not a {self.noun}; {hint}")
         if self.kind == "file" and path.is_dir():
             raise UserInputError(f"{flag} {path} is a directory, not a file; give {self.what}")
 
@@ -152,7 +158,7 @@ NON_NEGATIVE = Bounds(non_negative=True)
 PROBABILITY = Bounds(non_negative=True, at_most=1.0)
 SEED = Bounds(non_negative=True, at_most=2**32 - 1)  # what numpy's and every RNG's seeding accepts
 FREE_TEXT = Text(free=True)
-RUN_DIR = InputPath("dir", "a run directory written by `lmforge pretrain` or `lmforge convert`")
+RUN_DIR = InputPath("dir", "a run directory written by `lmforge pretrain`", "run directory", "config.json")
 TOKENIZER_DIR = InputPath("dir", "a tokenizer directory written by `lmforge tokenizer train`")
 OUT_DIR = OutputPath("dir")
 
