@@ -36,18 +36,21 @@ TOKENIZER_FILE, VOCAB_FILE, MERGES_FILE = "tokenizer.json", "vocab.json", "merge
 CONFIG_FILES = ("special_tokens_map.json", "tokenizer_config.json")  # the later one wins
 
 
+def read_tokenizer_file(path: Path) -> tokenizers.Tokenizer:
+    """A tokenizer.json as the Rust library reads it, or one clear error."""
+    try:
+        return tokenizers.Tokenizer.from_file(str(path))
+    except Exception as error:  # noqa: BLE001 - the Rust loader raises a bare Exception
+        raise TokenizerError(f"{path} is not a valid Hugging Face tokenizer file ({error})") from None
+
+
 def read_hf_tokenizer(directory: Path) -> tuple[Tokenizer, str] | None:
     """(the tokenizer, which files it came from) for a Hugging Face model directory; None if it has none."""
     model_path, vocab_path, merges_path = (directory / n for n in (TOKENIZER_FILE, VOCAB_FILE, MERGES_FILE))
     if (directory / META_FILE).is_file():  # an lmforge export: its own tokenizer, whatever the kind
         return load_tokenizer(directory), f"{TOKENIZER_FILE} + {META_FILE}"
     if model_path.is_file():
-        try:
-            backend = tokenizers.Tokenizer.from_file(str(model_path))
-        except Exception as error:  # noqa: BLE001 - the Rust loader raises a bare Exception
-            raise TokenizerError(
-                f"{model_path} is not a valid Hugging Face tokenizer file ({error})"
-            ) from None
+        backend = read_tokenizer_file(model_path)
         _check_byte_level_bpe(backend, model_path)
         source = TOKENIZER_FILE
     elif vocab_path.is_file() and merges_path.is_file():

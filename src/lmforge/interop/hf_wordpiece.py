@@ -31,6 +31,7 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 from lmforge.errors import TokenizerError
 from lmforge.fileio import atomic_write_json, atomic_write_text
+from lmforge.interop.hf_tokenizer import read_tokenizer_file
 from lmforge.tokenizers.subword import WordPieceTokenizer
 
 TOKENIZER_FILE, VOCAB_FILE = "tokenizer.json", "vocab.txt"
@@ -43,12 +44,7 @@ def read_wordpiece(directory: Path) -> tuple[WordPieceTokenizer, str] | None:
     settings = _tokenizer_settings(directory)
     model_path, vocab_path = directory / TOKENIZER_FILE, directory / VOCAB_FILE
     if model_path.is_file():
-        try:
-            backend = tokenizers.Tokenizer.from_file(str(model_path))
-        except Exception as error:  # noqa: BLE001 - the Rust loader raises a bare Exception
-            raise TokenizerError(
-                f"{model_path} is not a valid Hugging Face tokenizer file ({error})"
-            ) from None
+        backend = read_tokenizer_file(model_path)
         model_type = json.loads(backend.to_str()).get("model", {}).get("type")
         if model_type != "WordPiece":
             raise TokenizerError(f"{model_path} is a {model_type} tokenizer, not BERT's WordPiece")
