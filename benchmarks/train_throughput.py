@@ -1,4 +1,6 @@
-"""Training tokens/s: lmforge's GPT against Hugging Face's GPT2LMHeadModel, same shape, same batch.
+"""Training tokens/s: lmforge's GPT against Hugging Face's GPT2LMHeadModel, same shape, same batch;
+and lmforge's BERT against BertForMaskedLM (masked-LM tokens/s) and BertForSequenceClassification
+(fine-tuning steps/s) at a bert-mini shape (``train_throughput_bert.py``).
 
 Both get the same optimizer (AdamW, fused where torch has it, decay on matrices only), the same
 random token batches and gradient clipping; rounds are interleaved so that machine noise hits
@@ -11,6 +13,7 @@ with model FLOPs per token = 6 * non-embedding parameters + 12 * layers * width 
 
     python benchmarks/train_throughput.py                 # both shapes, fp32 and bf16
     python benchmarks/train_throughput.py --rounds 3 --shapes small
+    python benchmarks/train_throughput.py --models bert  # the BERT rows only
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from common import bf16_runs_natively, matmul_peak, table, write_result  # noqa:
 from lmforge.models.gpt import GPT, GPTConfig  # noqa: E402
 from lmforge.train.onednn_linear import onednn_linears_pay_off, use_onednn_linears  # noqa: E402
 from lmforge.train.optim import build_optimizer  # noqa: E402
+from train_throughput_bert import BERT_GOALS, bert_rows  # noqa: E402
 
 SHAPES = {
     "small": {"n_layer": 4, "n_embd": 128, "n_head": 4, "block_size": 64, "batch_size": 12},
@@ -131,9 +135,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--models", nargs="+", default=["gpt", "bert"], choices=["gpt", "bert"])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=0, help="steps per round (0: 20 small, 4 large)")
+    parser.add_argument("--bert-steps", type=int, default=3, help="BERT steps per round")
     parser.add_argument("--compile", action="store_true", help="also time lmforge with torch.compile")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
@@ -146,7 +152,7 @@ def main() -> None:
     peaks = {p: matmul_peak(torch.float32 if p == "fp32" else torch.bfloat16) for p in precisions}
     print("matmul peak: " + ", ".join(f"{p} {peak / 1e9:.0f} GFLOP/s" for p, peak in peaks.items()))
     results, rows = {}, []
-    for shape_name in args.shapes:
+    for shape_name in args.shapes if "gpt" in args.models else []:
         shape = SHAPES[shape_name]
         specs = [(name, p, False) for p in precisions for name in ("lmforge", "hf")]
         if args.compile:
@@ -172,9 +178,15 @@ def main() -> None:
             }
         results[shape_name]["shape"] = shape
         results[shape_name]["lmforge onednn linears"] = variants[0].onednn
-    print(table(rows, ["shape", "variant", "tokens/s", "vs HF fp32", "MFU"]))
+    if rows:
+        print(table(rows, ["shape", "variant", "tokens/s", "vs HF fp32", "MFU"]))
+    if "bert" in args.models:
+        bert_results, bert_table = bert_rows(precisions, peaks, args.rounds, args.bert_steps)
+        results["bert"] = bert_results
+        print(bert_table)
+        print("goals: " + "; ".join(BERT_GOALS.values()))
     path = write_result(
-        "train_throughput",
+        "train_throughput" if args.models == ["gpt", "bert"] else "train_throughput-" + "-".join(args.models),
         {
             "matmul_peak_flops": peaks,
             "vocab_size": VOCAB,

@@ -1,0 +1,178 @@
+"""The BERT rows of ``train_throughput.py``: lmforge's BERT against transformers' at a bert-mini shape.
+
+Masked-LM pretraining (tokens/s): lmforge ``BERT`` vs ``BertForMaskedLM``, both given the same
+masked batches (15%, 80-10-10, ``data/masking.py``) with an attention mask, the same AdamW
+(``train/optim.py``: decay on matrices only) at the same learning rate, gradient clipping at 1.
+Classification fine-tuning (steps/s): lmforge ``BERT(num_labels=...)`` through ``encode`` and
+``classify`` vs ``BertForSequenceClassification``, cross-entropy on the same labels. Dropout is
+off in both, so the work compared is the same function. Rounds interleave every variant so the
+noise of a shared machine hits all alike; the median round is reported, and the ratio to
+transformers-fp32 is what the goals are stated in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from common import table
+from lmforge.data.masking import mask_tokens
+from lmforge.models.bert import BERT, BERTConfig
+from lmforge.train.onednn_linear import onednn_linears_pay_off, use_onednn_linears
+from lmforge.train.optim import build_optimizer
+
+# bert-mini (all-MiniLM-L6-v2's shape) with BERT's WordPiece vocabulary; sequence 128, batch 16.
+BERT_SHAPE = {"n_layer": 6, "n_embd": 384, "n_head": 12, "block_size": 128, "batch_size": 16}
+BERT_VOCAB = 30522
+NUM_LABELS = 4
+SPECIAL = (0, 100, 101, 102, 103)  # [PAD] [UNK] [CLS] [SEP] [MASK], as in bert-base-uncased
+MASK_ID = 103
+BERT_GOALS = {
+    "mlm fp32": "MLM fp32 >= 1.3x",
+    "mlm bf16": "MLM bf16 >= 3x transformers fp32",
+    "classify fp32": "classification fp32 >= 1.3x",
+}
+GOAL_RATIO = {"mlm fp32": 1.3, "mlm bf16": 3.0, "classify fp32": 1.3}
+
+
+class BertVariant:
+    """lmforge or transformers, masked LM or classifier, at one precision; ``step(batch)``."""
+
+    def __init__(self, library: str, task: str, precision: str) -> None:
+        self.library, self.task, self.precision = library, task, precision
+        self.label = f"{task} {library} {precision}"
+        shape = BERT_SHAPE
+        torch.manual_seed(0)
+        if library == "hf":
+            import transformers
+
+            config = transformers.BertConfig(
+                vocab_size=BERT_VOCAB,
+                hidden_size=shape["n_embd"],
+                num_hidden_layers=shape["n_layer"],
+                num_attention_heads=shape["n_head"],
+                intermediate_size=4 * shape["n_embd"],
+                max_position_embeddings=shape["block_size"],
+                hidden_dropout_prob=0.0,
+                attention_probs_dropout_prob=0.0,
+                num_labels=NUM_LABELS,
+            )
+            cls = (
+                transformers.BertForMaskedLM if task == "mlm" else transformers.BertForSequenceClassification
+            )
+            self.model = cls(config)
+            self.onednn = False
+        else:
+            config = BERTConfig(
+                vocab_size=BERT_VOCAB,
+                block_size=shape["block_size"],
+                n_layer=shape["n_layer"],
+                n_head=shape["n_head"],
+                n_embd=shape["n_embd"],
+                dropout=0.0,
+                mlm_head=task == "mlm",
+                pooler=task == "classify",
+                num_labels=NUM_LABELS if task == "classify" else 0,
+            )
+            self.model = BERT(config)
+            self.onednn = precision == "fp32" and onednn_linears_pay_off("cpu", self.model)
+            if self.onednn:
+                use_onednn_linears(self.model)  # what `lmforge pretrain` does for fp32 on a CPU
+        self.model.train()
+        self.optimizer = build_optimizer(self.model, lr=1e-4, weight_decay=0.01, betas=(0.9, 0.999))
+
+    def step(self, batch: dict[str, torch.Tensor]) -> float:
+        cast = (
+            torch.autocast("cpu", dtype=torch.bfloat16)
+            if self.precision == "bf16"
+            else contextlib.nullcontext()
+        )
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        with cast:
+            if self.task == "mlm":
+                if self.library == "hf":
+                    loss = self.model(input_ids=ids, attention_mask=mask, labels=batch["labels"]).loss
+                else:
+                    loss = self.model(ids, attention_mask=mask, labels=batch["labels"]).loss
+            else:
+                if self.library == "hf":
+                    logits = self.model(input_ids=ids, attention_mask=mask).logits
+                else:
+                    logits = self.model.classify(self.model.encode(ids, mask)[0])
+                loss = F.cross_entropy(logits.float(), batch["classes"])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+
+def bert_batches(steps: int) -> list[dict[str, torch.Tensor]]:
+    """[CLS] ... [SEP] rows with a little padding at the end of some, masked once for every variant."""
+    B, T = BERT_SHAPE["batch_size"], BERT_SHAPE["block_size"]
+    generator = torch.Generator().manual_seed(1)
+    batches = []
+    for _ in range(steps):
+        ids = torch.randint(1000, BERT_VOCAB, (B, T), generator=generator)
+        lengths = torch.randint(T - 16, T + 1, (B,), generator=generator)
+        mask = (torch.arange(T)[None] < lengths[:, None]).long()
+        ids[:, 0] = 101
+        ids[torch.arange(B), lengths - 1] = 102
+        ids[mask == 0] = 0
+        masked, labels = mask_tokens(ids, MASK_ID, BERT_VOCAB, SPECIAL, generator, attention_mask=mask)
+        classes = torch.randint(0, NUM_LABELS, (B,), generator=generator)
+        batches.append({"input_ids": masked, "attention_mask": mask, "labels": labels, "classes": classes})
+    return batches
+
+
+def bert_rows(precisions: list[str], peaks: dict, rounds: int, steps: int) -> tuple[dict, str]:
+    """Time every BERT variant, interleaved; results by label and the printed table."""
+    variants = [
+        BertVariant(library, task, precision)
+        for task in ("mlm", "classify")
+        for precision in precisions
+        if task == "mlm" or precision == "fp32"
+        for library in ("lmforge", "hf")
+    ]
+    batches = bert_batches(steps)
+    for variant in variants:  # warm-up
+        variant.step(batches[0])
+    seconds: dict[str, list[float]] = {v.label: [] for v in variants}
+    for _ in range(rounds):
+        for variant in variants:
+            start = time.perf_counter()
+            for batch in batches:
+                variant.step(batch)
+            seconds[variant.label].append((time.perf_counter() - start) / steps)
+    tokens = BERT_SHAPE["batch_size"] * BERT_SHAPE["block_size"]
+    results, rows = {"shape": BERT_SHAPE, "vocab_size": BERT_VOCAB, "steps_per_round": steps}, []
+    for variant in variants:
+        per_step = statistics.median(seconds[variant.label])
+        baseline = statistics.median(seconds[f"{variant.task} hf fp32"])
+        ratio = baseline / per_step
+        goal_key = f"{variant.task} {variant.precision}"
+        goal = GOAL_RATIO.get(goal_key) if variant.library == "lmforge" else None
+        verdict = "" if goal is None else f">= {goal}x: {'met' if ratio >= goal else 'NOT met'}"
+        rows.append(
+            [
+                variant.label,
+                f"{tokens / per_step:,.0f}",
+                f"{1 / per_step:.2f}",
+                f"{ratio:.2f}x",
+                verdict,
+            ]
+        )
+        results[variant.label] = {
+            "tokens_per_s": tokens / per_step,
+            "steps_per_s": 1 / per_step,
+            "all_rounds_s_per_step": seconds[variant.label],
+            "vs_hf_fp32": ratio,
+            "goal": goal,
+            "onednn_linears": getattr(variant, "onednn", False),
+        }
+    headers = ["BERT variant (bert-mini, T=128, B=16)", "tokens/s", "steps/s", "vs HF fp32", "goal"]
+    return results, table(rows, headers)
