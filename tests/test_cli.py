@@ -114,6 +114,33 @@ def test_unexpected_error_exit_1(monkeypatch, capsys):
     assert "ZeroDivisionError: boom" in capsys.readouterr().err
 
 
+CHATTY = """
+import sys
+from lmforge import cli
+
+def chatty():
+    "Talk."
+    for i in range(200000):
+        print("line", i)
+
+cli.COMMANDS["chatty"] = ("Talk.", "x:y")
+cli._load = lambda target: chatty
+sys.exit(cli.main(["chatty"]))
+"""
+
+
+def test_a_reader_that_leaves_early_is_not_an_error():
+    """`lmforge ... | head -1`: the pipe closes under a long output; exit 0, nothing on stderr."""
+    import subprocess
+    import sys
+
+    shell = f'{sys.executable} -c "$SCRIPT" | head -1; echo status ${{PIPESTATUS[0]}}'
+    result = subprocess.run(
+        ["bash", "-c", shell], env={"SCRIPT": CHATTY, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True
+    )
+    assert result.stdout == "line 0\nstatus 0\n" and result.stderr == ""
+
+
 def test_unknown_command_is_one_error_line_and_exit_2(capsys):
     assert cli.main(["no-such-command"]) == 2
     err = capsys.readouterr().err

@@ -34,6 +34,7 @@ PLACEHOLDERS = ("my_", "path/to/", "$(")  # $(...): a path a command prints, e.g
 STEP_CAPS = {
     "prepare": ["--val-fraction", "0.01"],
     "pretrain": ["--max-steps", "2", "--eval-batches", "1"],
+    "finetune classify": ["--max-steps", "2"],
 }
 RESUME_CAP = ["--max-steps", "4", "--eval-batches", "1"]  # a resumed run goes past the first 2 steps
 

@@ -146,7 +146,7 @@ def _values(words: list[str], index: int) -> list[str]:
 
 
 def normalized(line: str) -> str:
-    return _VOLATILE_WORDS.sub("<word>", _NUMBER.sub("#", line.rstrip()))
+    return _NUMBER.sub("#", _VOLATILE_WORDS.sub("<word>", line.rstrip()))
 
 
 @pytest.mark.slow

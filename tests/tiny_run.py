@@ -38,3 +38,19 @@ def make_run(
     run.write_config({"family": "gpt", "model": config.to_dict()})
     run.save_weights(net)
     return run
+
+
+def make_bert_run(path: Path, seed: int = 0, **model: object) -> Run:
+    """A run at ``path`` with a WordPiece tokenizer trained on TEXT and a small random-weight BERT."""
+    from lmforge.models.bert import BERT, BERTConfig
+
+    tokenizer = train_tokenizer("wordpiece", [TEXT], 120, lowercase=True)
+    settings = {"block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 16, "dropout": 0.0, **model}
+    config = BERTConfig(vocab_size=tokenizer.vocab_size, **settings)
+    torch.manual_seed(seed)
+    net = BERT(config)
+    run = Run.create(path)
+    run.save_tokenizer(tokenizer)
+    run.write_config({"family": "bert", "model": config.to_dict()})
+    run.save_weights(net)
+    return run

@@ -51,6 +51,11 @@ COMMANDS: dict[str, tuple[str, str | dict[str, str]]] = {
         "Draw a model's attention weights over a text as heat maps.",
         "lmforge.commands.attention:attention",
     ),
+    "finetune": (
+        "Fine-tune a pretrained run for a task: label texts (classify).",
+        {"classify": "lmforge.commands.finetune:classify"},
+    ),
+    "predict": ("Label texts with a fine-tuned classifier.", "lmforge.commands.predict:predict"),
     "convert": (
         "Convert a Hugging Face GPT-2 model to an lmforge run, or back.",
         "lmforge.commands.convert:convert",
@@ -147,6 +152,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader left (`lmforge ... | head`): what it wanted was printed; say nothing more, and
+        # point stdout at nothing so that Python's flush at exit does not raise again
+        import contextlib
+        import os
+
+        with contextlib.suppress(OSError, ValueError):  # a stdout without a file descriptor
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except SystemExit as exit:  # the parser's one error line is printed; --help exits 0 as usual
         if exit.code == 2:
             return 2

@@ -43,6 +43,7 @@ RUN_ENTRIES = frozenset(
         "metrics.jsonl",
         "loss.png",
         "tokenizer",
+        "confusion.png",  # a classifier's (lmforge finetune classify)
     }
 )
 _GIVE_A_RUN = "give a run directory written by `lmforge pretrain`"
@@ -177,7 +178,14 @@ class Run:
                 f"{self.state_path} is corrupt or incomplete ({error}); it cannot be resumed"
             ) from None
 
-    def load_weights(self, model: nn.Module, which: Literal["last", "best"] = "last") -> None:
+    def load_weights(
+        self, model: nn.Module, which: Literal["last", "best"] = "last", fresh: tuple[str, ...] = ()
+    ) -> None:
+        """Load the saved weights into ``model``, which must have their shapes.
+
+        fresh: name prefixes of modules that keep their new initialisation (a classifier head
+            put on a pretrained trunk): not loaded, and not missed when the file lacks them.
+        """
         from safetensors import SafetensorError, safe_open
 
         path = self.weights_path(which)
@@ -191,7 +199,8 @@ class Run:
             raise CheckpointError(f"{path} is not a readable safetensors file ({error})") from None
         for name, source in ties.items():
             tensors[name] = tensors[source]
-        expected = model.state_dict()
+        tensors = {name: tensor for name, tensor in tensors.items() if not name.startswith(fresh)}
+        expected = {n: t for n, t in model.state_dict().items() if not n.startswith(fresh)}
         wrong = [n for n in expected if n in tensors and tensors[n].shape != expected[n].shape]
         missing = sorted(set(expected) - set(tensors))
         if wrong or missing:

@@ -62,6 +62,16 @@ BASELINES: dict[str, dict[str, object]] = {
     "attention": {"--checkpoint": "run", "--text": "First", "--out": "new_attention.png"},
     "convert": {"--from-hf": "hf", "--out": "new_converted"},
     "demo": {"--minutes": "0.05", "--out": "new_demo", "--vocab-size": "300"},
+    "finetune classify": {
+        "--checkpoint": "run",
+        "--train": "labelled.jsonl",
+        "--val": "labelled.jsonl",
+        "--out": "new_classifier",
+        "--max-steps": "1",
+        "--batch-size": "2",
+        "--no-progress": None,
+    },
+    "predict": {"--checkpoint": "classifier", "--text": ["First"]},
 }
 NOT_RUN_AS_BASELINE = {"demo"}  # minutes long; tests/commands/test_demo.py runs it
 
@@ -74,6 +84,7 @@ INPUTS = {  # the directories each baseline reads: an --out equal to one must ne
     "attention": [],
     "convert": ["hf"],
     "demo": [],
+    "finetune classify": ["run"],
 }
 NOT_UTF8 = "Fi\udcffrst"  # how Python hands a command line byte 0xFF over (surrogateescape)
 
@@ -183,12 +194,29 @@ def workspace(tmp_path_factory) -> Path:
     (ws / FOREIGN_DIR / "thesis.tex").write_text("years of work")
     (ws / "empty.txt").write_text("")
     (ws / "broken.json").write_text("{")
+    labelled = [{"text": line, "label": str(i % 2)} for i, line in enumerate(TEXT.splitlines()) if line]
+    (ws / "labelled.jsonl").write_text("".join(json.dumps(row) + "\n" for row in labelled), encoding="utf-8")
     make_run(ws / "run")
     with working_directory(ws):
         for argv in (
             ["tokenizer", "train", "--kind", "char", "--data", A_FILE, "--out", "tok"],
             ["prepare", "--data", A_DIR, "--tokenizer", "char", "--out", "prep", "--no-progress"],
             ["convert", "--to-hf", "run", "--out", "hf"],
+            [
+                "finetune",
+                "classify",
+                "--checkpoint",
+                "run",
+                "--train",
+                "labelled.jsonl",
+                "--val",
+                "labelled.jsonl",
+                "--out",
+                "classifier",
+                "--max-steps",
+                "1",
+                "--no-progress",
+            ],
         ):
             code, _, err = invoke(argv)
             assert code == 0, err

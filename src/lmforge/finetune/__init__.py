@@ -1,4 +1,4 @@
-"""Adapting a pretrained model to a task: classification fine-tuning, LoRA (``lora.py``).
+"""Adapting a pretrained model to a task: classification heads (classify.py), later SFT and LoRA.
 
-Nothing heavy is imported here: peft and the training code load inside the functions that use them.
+Nothing is imported here: ``lmforge finetune --help`` must not load torch.
 """

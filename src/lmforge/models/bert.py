@@ -70,6 +70,17 @@ class BERT(NeuralLM):
     decoding = "none"  # an encoder predicts masked tokens in place; nothing decodes it left to right
     lm_kind = "masked"
     has_attention_maps = True
+    sequence_layout = "cls_text_sep"  # a classified text: [CLS] text [SEP] (pair [SEP]) (finetune/batches.py)
+
+    @staticmethod
+    def classifier_config(config: dict, labels: list[str]) -> tuple[dict, tuple[str, ...]]:
+        """(this config as BertForSequenceClassification for ``labels``: pooled [CLS], no masked-LM
+        head; the new modules a pretrained checkpoint lacks: the classifier, and the pooler of a
+        checkpoint that had none)."""
+        head = {"num_labels": len(labels), "pooler": True, "mlm_head": False}
+        head["id2label"] = {str(i): name for i, name in enumerate(labels)}
+        fresh = ("classifier.",) if config.get("pooler", True) else ("classifier.", "pooler.")
+        return {**config, **head}, fresh
 
     def __init__(self, config: BERTConfig) -> None:
         super().__init__()
@@ -180,6 +191,15 @@ class BERT(NeuralLM):
         if not self.config.num_labels:
             raise ValueError("this BERT has no classifier (num_labels is 0)")
         return self.classifier(self.drop(self.pool(hidden)))
+
+    def sequence_logits(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Class logits (B, num_labels) of [CLS] ... [SEP] rows (right-padded, ``attention_mask`` 0 on padding)."""
+        return self.classify(self.encode(input_ids, attention_mask, token_type_ids)[0])
 
     def forward(
         self,

@@ -40,6 +40,7 @@ class GPTConfig:
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
     tie_embeddings: bool = True
+    num_labels: int = 0  # > 0: a classifier on the last real token's state (GPT2ForSequenceClassification)
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
@@ -66,6 +67,12 @@ class GPT(NeuralLM):
     config_class = GPTConfig
     decoding = "kv_cache"  # generate/step.py decodes through a preallocated key-value cache
     has_attention_maps = True
+    sequence_layout = "text_end"  # a classified text: its tokens, then end-of-text (finetune/batches.py)
+
+    @staticmethod
+    def classifier_config(config: dict, labels: list[str]) -> tuple[dict, tuple[str, ...]]:
+        """(this config with a head for ``labels``, the new modules a pretrained checkpoint lacks)."""
+        return {**config, "num_labels": len(labels)}, ("score.",)
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -99,6 +106,8 @@ class GPT(NeuralLM):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.wte.weight
+        if config.num_labels:
+            self.score = nn.Linear(config.n_embd, config.num_labels, bias=False)  # Hugging Face's name
         self.apply(self._init_weights)
         # GPT-2: scale the residual projections by 1/sqrt(2 * n_layer), one per attention and MLP,
         # so the residual stream's variance does not grow with depth.
@@ -160,6 +169,61 @@ class GPT(NeuralLM):
         last_logits_only: logits (B, 1, vocab) for the last position only; decoding needs no more,
             and the head is the largest matmul for a long prompt.
         """
+        x, attentions = self._blocks(input_ids, attention_mask, position_ids, kv_cache, output_attentions)
+        if last_logits_only:
+            x = x[:, -1:]
+        logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
+
+        loss = None
+        if labels is not None:
+            loss = language_model_loss(logits, labels, reduction)
+        return LMOutput(logits=logits, loss=loss, attentions=attentions)
+
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """The final hidden states (B, T, C), after the last norm: what the head and a classifier read.
+
+        Causal attention lets no token see the ones after it, so right padding changes nothing at
+        the real positions and needs no mask; ``attention_mask`` is for left padding.
+        """
+        x, attentions = self._blocks(input_ids, attention_mask, None, None, output_attentions)
+        return self.ln_f(x), attentions
+
+    def sequence_logits(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Class logits (B, num_labels) from the state of each row's last real token.
+
+        Rows are right-padded (``attention_mask`` 1 then 0): the last real token has read the
+        whole text, as in Hugging Face's GPT2ForSequenceClassification. ``token_type_ids`` is
+        accepted for a common call with BERT and ignored (a decoder has no segments).
+        """
+        if not self.config.num_labels:
+            raise ValueError("this GPT has no classifier (num_labels is 0)")
+        hidden, _ = self.encode(input_ids)  # (B, T, C)
+        if attention_mask is None:
+            last = torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, device=input_ids.device)
+        else:
+            last = attention_mask.sum(dim=1) - 1  # (B,)
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+        return self.score(hidden[rows, last])  # (B, num_labels)
+
+    def _blocks(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        kv_cache,
+        output_attentions: bool,
+    ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """Embeddings through every block: the residual stream (B, T, C) before the final norm."""
         B, T = input_ids.shape
         past = kv_cache.length if kv_cache is not None else 0
         if past + T > self.config.block_size:
@@ -193,11 +257,4 @@ class GPT(NeuralLM):
                 attentions.append(weights)
         if kv_cache is not None:
             kv_cache.advance(T)
-        if last_logits_only:
-            x = x[:, -1:]
-        logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
-
-        loss = None
-        if labels is not None:
-            loss = language_model_loss(logits, labels, reduction)
-        return LMOutput(logits=logits, loss=loss, attentions=attentions)
+        return x, attentions
