@@ -296,3 +296,24 @@ def test_texts_longer_than_the_context_are_cut_with_a_count(tmp_path, capsys):
         "--out", tmp_path / "clf", "--max-steps", 1, "--no-progress",
     )  # fmt: skip
     assert code == 0 and "cut to the context of 16 tokens: 48 training and 16 validation texts" in out
+
+
+def test_lora_fine_tuning_trains_adapters_only_and_saves_a_plain_merged_run(tmp_path, capsys):
+    pytest.importorskip("peft")
+    from lmforge.finetune.lora import apply_lora, trainable_parameters
+
+    base = make_run(tmp_path / "base", kind="word")
+    train, val = easy_task(tmp_path)
+    code, out, err = cli(
+        capsys, "finetune", "classify", "--checkpoint", base.path, "--train", train, "--val", val,
+        "--out", tmp_path / "clf", "--max-steps", 40, "--lr", 1e-2, "--eval-every", 20, "--lora-rank", 2, "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    summary = json.loads(out)
+    fresh = classifier_from(base, "gpt", base.read_config()["model"], ["all", "citizen"], from_scratch=False)
+    assert summary["trainable_parameters"] == trainable_parameters(apply_lora(fresh, 2))[0]
+    assert summary["trainable_parameters"] < summary["parameters"] / 4 and summary["accuracy"] >= 0.9
+    tuned = Run.open(tmp_path / "clf").load_model()  # a plain checkpoint: no adapter names in it
+    pretrained = base.load_model()
+    assert not torch.equal(tuned.h[0].attn.c_attn.weight, pretrained.h[0].attn.c_attn.weight)  # merged
+    torch.testing.assert_close(tuned.wte.weight, pretrained.wte.weight, rtol=0, atol=0)  # frozen

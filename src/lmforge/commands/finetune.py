@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from lmforge.bounds import OUT_DIR, RUN_DIR, Text
 from lmforge.commands._json import print_json
+from lmforge.finetune.lora import LoRASettings
 from lmforge.finetune.settings import ClassifyConfig
 
 EXAMPLES = Text(what="labelled examples: a .jsonl or .csv file, hf:NAME[@SPLIT] or builtin:stdlib-topics")
@@ -28,6 +29,7 @@ def classify(
     text_pair_field: Annotated[str | None, FIELD] = None,
     from_scratch: bool = False,
     settings: Annotated[dict[str, Any] | None, ClassifyConfig] = None,
+    lora: Annotated[dict[str, Any] | None, LoRASettings] = None,
     overwrite: bool = False,
     progress: bool = True,
     as_json: bool = False,
@@ -35,7 +37,9 @@ def classify(
     """Fine-tune a pretrained BERT or GPT run to classify texts, into a new run directory.
 
     BERT reads the pooled [CLS] state, GPT the state of each text's last token; both get a new
-    linear head for the training labels and every weight trains. Each evaluation reports
+    linear head for the training labels and every weight trains, or with --lora-rank R only
+    rank-R adapters on the attention and MLP linears (peft; the base stays frozen, the adapters are
+    merged into the saved weights, so the run loads and converts as a plain checkpoint). Each evaluation reports
     validation loss, accuracy and macro-F1 (metrics.jsonl, loss.png); at the end the
     best-validation weights are scored again and their confusion matrix is printed and drawn
     (confusion.png). `lmforge predict --checkpoint OUT` then labels new texts.
@@ -63,6 +67,7 @@ def classify(
         lmforge pretrain --data data/stdlib-wp --out runs/bert --model bert-nano --max-steps 300
         lmforge finetune classify --checkpoint runs/bert --train builtin:stdlib-topics --out runs/topics --epochs 2
         lmforge finetune classify --checkpoint runs/bert --train builtin:stdlib-topics --out runs/topics-scratch --epochs 2 --from-scratch
+        lmforge finetune classify --checkpoint runs/bert --train builtin:stdlib-topics --out runs/topics-lora --epochs 2 --lora-rank 4
     """
     from lmforge.finetune.classify import finetune_classifier
     from lmforge.finetune.examples import Fields
@@ -80,6 +85,7 @@ def classify(
         from_scratch=from_scratch,
         overwrite=overwrite,
         progress=progress,
+        lora=LoRASettings(**(lora or {})),
         say=say,
     )
     if as_json:

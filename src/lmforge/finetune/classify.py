@@ -104,6 +104,17 @@ def classifier_class(family: str) -> type:
     return cls
 
 
+def plain_weights(model: nn.Module) -> nn.Module:
+    """``model`` itself, or for a LoRA-wrapped one a merged copy (the training model keeps its adapters)."""
+    from lmforge.finetune.lora import is_lora, merge_lora
+
+    if not is_lora(model):
+        return model
+    import copy
+
+    return merge_lora(copy.deepcopy(model))
+
+
 def classification_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     """Cross-entropy summed over the batch's examples (the trainer divides by their count)."""
     logits = model.sequence_logits(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
@@ -146,6 +157,7 @@ def finetune_classifier(
     from_scratch: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    lora=None,
     say=print,
 ) -> dict[str, Any]:
     """Fine-tune ``checkpoint``'s model to classify ``train``'s texts into run directory ``out``.
@@ -172,13 +184,16 @@ def finetune_classifier(
     train_labels = [label_id[e.label] for e in data.train]
     val_labels = [label_id[e.label] for e in data.val]
     net = classifier_from(source, family, saved["model"], data.labels, from_scratch)
+    if lora is not None and lora.enabled:  # adapters before the optimizer exists; merged on every save
+        net = lora.apply(net)
     max_steps = settings.steps_for(len(data.train))
     config = dataclasses.replace(settings, max_steps=max_steps)
     config.validate()
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    adapters = f", LoRA rank {lora.lora_rank}" if lora is not None and lora.enabled else ""
     say(
         f"model: {family} from {'scratch (random weights)' if from_scratch else checkpoint}, "
-        f"{net.num_parameters():,} parameters ({trainable:,} trained); head for {len(data.labels)} classes"
+        f"{net.num_parameters():,} parameters ({trainable:,} trained{adapters}); head for {len(data.labels)} classes"
     )
     say(
         f"data: {len(data.train):,} training examples ({train}), {len(data.val):,} validation "
@@ -262,7 +277,8 @@ def _train(
         return {"loss": loss, "accuracy": accuracy(counts), "macro_f1": macro_f1(counts)}
 
     def save(tag: str, _model: nn.Module, state: dict | None) -> None:
-        run.save_weights(net, "best" if tag == "best" else "last")
+        # a plain checkpoint either way: LoRA adapters are merged into a copy of the weights
+        run.save_weights(plain_weights(net), "best" if tag == "best" else "last")
         if state is not None:
             run.save_train_state(state)
 
@@ -283,8 +299,7 @@ def _train(
         metrics.close()
     title = f"{run.path.name}: {family} classifier, {len(data.labels)} classes"
     plot_losses(run.metrics_path, run.plot_path, title=title)
-    run.load_weights(net, "best")
-    net.eval()
+    net = run.load_model("best").to(device)  # the plain model, as predict and convert will load it
     loss, counts = evaluate_rows(net, val_rows, val_labels, pad, eval_batch, len(data.labels))
     plot_confusion(
         counts,
