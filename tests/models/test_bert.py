@@ -184,30 +184,6 @@ def test_mlm_loss_counts_only_the_labelled_positions():
     torch.testing.assert_close(summed, expected * 3)
 
 
-def test_training_runs_the_head_on_masked_rows_with_the_full_heads_loss_and_gradients():
-    """In training mode the masked-LM head sees only the labelled rows: loss and every gradient
-    equal those of the full (B, T, vocab) logits (dropout 0, so train and eval are one function)."""
-    model = tiny()
-    randomize(model)
-    ids, _, mask = batch()
-    labels = torch.full_like(ids, -100)
-    labels[0, 3], labels[1, 7], labels[2, 0], labels[2, 5] = 5, 9, 11, 2
-    full = model.eval()(ids, attention_mask=mask, labels=labels, reduction="sum")
-    full.loss.backward()
-    expected = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
-    assert "wte.weight" in expected and "h.0.attn.c_attn.weight" in expected  # pooler: unused
-    model.zero_grad()
-    sparse = model.train()(ids, attention_mask=mask, labels=labels, reduction="sum")
-    assert sparse.logits.shape == (4, VOCAB)  # the four labelled rows only
-    torch.testing.assert_close(sparse.loss, full.loss, rtol=1e-6, atol=1e-5)
-    sparse.loss.backward()
-    for name, param in model.named_parameters():
-        if name in expected:
-            torch.testing.assert_close(param.grad, expected[name], rtol=1e-5, atol=1e-6, msg=name)
-        else:
-            assert param.grad is None, name
-
-
 def test_heads_a_converted_checkpoint_lacks_are_refused_with_a_reason():
     model = tiny(mlm_head=False, pooler=False)
     ids = torch.zeros(1, 4, dtype=torch.long)

@@ -39,12 +39,9 @@ from lmforge.bounds import Text
 from lmforge.errors import LMForgeError, UserInputError
 from lmforge.train.config import check_bounds, setting
 
-# The linears of layers.Block, by the names peft matches (a suffix of the module's path).
-DEFAULT_TARGETS = {
-    "gpt": ["c_attn", "c_proj", "c_fc"],
-    "bert": ["c_attn", "c_proj", "c_fc"],
-}
-HEADS = ("classifier",)  # new task heads: trained in full, not adapted
+# A model names its own default targets (``lora_targets``: the linears of layers.Block, by the
+# names peft matches, a suffix of the module's path), so nothing here asks which family it is.
+HEADS = ("classifier", "score")  # new task heads: trained in full, not adapted
 MAX_RANK = 4096
 
 
@@ -109,14 +106,13 @@ def apply_lora(
     peft = _peft()
     if rank < 1:
         raise UserInputError(f"--lora-rank must be positive; got {rank}")
-    family = getattr(model, "family", None)
     if targets is None:
-        if family not in DEFAULT_TARGETS:
+        targets = list(getattr(model, "lora_targets", ()))
+        if not targets:
             raise UserInputError(
-                f"LoRA has no default targets for a {family or type(model).__name__} model; name them "
+                f"LoRA has no default targets for a {type(model).__name__} model; name them "
                 f"with --lora-targets (its linear layers: {', '.join(_linear_names(model))})"
             )
-        targets = DEFAULT_TARGETS[family]
     linears = _linear_names(model)
     unknown = [t for t in targets if t not in linears]
     if unknown:

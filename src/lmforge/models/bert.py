@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.models.layers import Block, build_attention_mask
-from lmforge.models.loss import IGNORE_INDEX, language_model_loss
+from lmforge.models.loss import language_model_loss
 from lmforge.models.protocol import LMOutput, NeuralLM
 
 
@@ -70,6 +70,7 @@ class BERT(NeuralLM):
     decoding = "none"  # an encoder predicts masked tokens in place; nothing decodes it left to right
     lm_kind = "masked"
     has_attention_maps = True
+    lora_targets = ("c_attn", "c_proj", "c_fc")  # LoRA's default: attention and MLP linears
     sequence_layout = "cls_text_sep"  # a classified text: [CLS] text [SEP] (pair [SEP]) (finetune/batches.py)
 
     @staticmethod
@@ -217,20 +218,10 @@ class BERT(NeuralLM):
         labels: (B, T), the original token at masked positions and -100 elsewhere (not shifted).
         reduction: "sum" lets a trainer normalise by the masked tokens of a whole optimizer step.
         last_logits_only: logits (B, 1, vocab) for the last position only (the protocol's option).
-        In training mode with labels, logits are (N, vocab) for the N masked positions only
-        (nothing else enters the loss); in eval mode always (B, T, vocab).
         """
         hidden, attentions = self.encode(
             input_ids, attention_mask, token_type_ids, position_ids, output_attentions
         )
-        if labels is not None and self.training and not last_logits_only:
-            # Training reads the loss only, and the loss reads the masked positions only (about 15%):
-            # the vocabulary-wide head runs on those rows alone (ModernBERT's sparse prediction),
-            # which at BERT's 30k vocabulary is about half a step's arithmetic. logits: (N, vocab).
-            targets = labels != IGNORE_INDEX
-            logits = self.mlm_logits(hidden[targets])
-            loss = language_model_loss(logits, labels[targets], reduction)
-            return LMOutput(logits=logits, loss=loss, attentions=attentions, hidden_states=hidden)
         logits = self.mlm_logits(hidden[:, -1:] if last_logits_only else hidden)  # (B, T, vocab)
         loss = None if labels is None else language_model_loss(logits, labels, reduction)
         return LMOutput(logits=logits, loss=loss, attentions=attentions, hidden_states=hidden)

@@ -67,6 +67,7 @@ class GPT(NeuralLM):
     config_class = GPTConfig
     decoding = "kv_cache"  # generate/step.py decodes through a preallocated key-value cache
     has_attention_maps = True
+    lora_targets = ("c_attn", "c_proj", "c_fc")  # LoRA's default: attention and MLP linears
     sequence_layout = "text_end"  # a classified text: its tokens, then end-of-text (finetune/batches.py)
 
     @staticmethod
