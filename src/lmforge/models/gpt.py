@@ -195,9 +195,10 @@ class GPT(NeuralLM):
             kv_cache.advance(T)
         if last_logits_only:
             x = x[:, -1:]
-        logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
+        x = self.ln_f(x)  # the last hidden states (what Hugging Face's GPT2Model returns)
+        logits = self.lm_head(x)  # (B, T, vocab)
 
         loss = None
         if labels is not None:
             loss = language_model_loss(logits, labels, reduction)
-        return LMOutput(logits=logits, loss=loss, attentions=attentions)
+        return LMOutput(logits=logits, loss=loss, attentions=attentions, hidden_states=x)
