@@ -16,6 +16,8 @@ FLOOR = {
     "run": 3,
     "recipe": 3,
     "inference": 3,
+    "inference_masked": 3,
+    "embeddings": 3,
     "interop": 3,
     "finetune": 3,
     "align": 3,

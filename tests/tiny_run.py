@@ -40,15 +40,19 @@ def make_run(
     return run
 
 
-def make_bert_run(path: Path, seed: int = 0, **model: object) -> Run:
-    """A run at ``path`` with a WordPiece tokenizer trained on TEXT and a small random-weight BERT."""
+def make_bert_run(path: Path, vocab_size: int = 120, seed: int = 0, **model: object) -> Run:
+    """A run at ``path`` with a WordPiece tokenizer ([CLS], [SEP], [MASK], [PAD]) trained on TEXT and a
+    random-weight BERT with its masked-LM head, for the commands that read masked runs."""
     from lmforge.models.bert import BERT, BERTConfig
 
-    tokenizer = train_tokenizer("wordpiece", [TEXT], 120, lowercase=True)
+    tokenizer = train_tokenizer("wordpiece", TEXT, vocab_size, lowercase=True)
     settings = {"block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 16, "dropout": 0.0, **model}
     config = BERTConfig(vocab_size=tokenizer.vocab_size, **settings)
     torch.manual_seed(seed)
     net = BERT(config)
+    with torch.no_grad():
+        for param in net.parameters():
+            param.add_(torch.randn_like(param) * 0.1)
     run = Run.create(path)
     run.save_tokenizer(tokenizer)
     run.write_config({"family": "bert", "model": config.to_dict()})

@@ -56,6 +56,18 @@ COMMANDS: dict[str, tuple[str, str | dict[str, str]]] = {
         {"classify": "lmforge.commands.finetune:classify"},
     ),
     "predict": ("Label texts with a fine-tuned classifier.", "lmforge.commands.predict:predict"),
+    "fill-mask": (
+        "Top-k fills, with probabilities, for each [MASK] of a text (BERT runs).",
+        "lmforge.commands.fill_mask:fill_mask",
+    ),
+    "embed": (
+        "Mean-pooled sentence embeddings of texts, and their cosine similarities.",
+        "lmforge.commands.embed:embed",
+    ),
+    "probe": (
+        "Rank candidates for the ___ of a text by the model's probability.",
+        "lmforge.commands.probe:probe",
+    ),
     "convert": (
         "Convert a Hugging Face GPT-2 model to an lmforge run, or back.",
         "lmforge.commands.convert:convert",

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from lmforge import bounds
 from lmforge.cli import COMMANDS, _load, main
 from lmforge.commands._args import build_parser, rules_of
-from tests.tiny_run import TEXT, make_run
+from tests.tiny_run import TEXT, make_bert_run, make_run
 
 DEFAULT_EXAMPLES = 3
 SLOW_EXAMPLES = 40
@@ -60,6 +60,14 @@ BASELINES: dict[str, dict[str, object]] = {
     "generate": {"--checkpoint": "run", "--prompt": "Fi", "--max-new-tokens": "2"},
     "score": {"--checkpoint": "run", "--text": "First"},
     "attention": {"--checkpoint": "run", "--text": "First", "--out": "new_attention.png"},
+    "fill-mask": {"--checkpoint": "bert", "--text": "first [MASK] speak", "--top-k": "2"},
+    "embed": {
+        "--checkpoint": "run",
+        "--text": ["First", "Citizen"],
+        "--file": "corpus.txt",
+        "--batch-size": "2",
+    },
+    "probe": {"--checkpoint": "run", "--text": "First ___", "--candidates": "Citizen,All"},
     "convert": {"--from-hf": "hf", "--out": "new_converted"},
     "demo": {"--minutes": "0.05", "--out": "new_demo", "--vocab-size": "300"},
     "finetune classify": {
@@ -82,6 +90,7 @@ INPUTS = {  # the directories each baseline reads: an --out equal to one must ne
     "prepare": ["corpus"],
     "pretrain": ["prep"],
     "attention": [],
+    "embed": ["corpus.txt"],
     "convert": ["hf"],
     "demo": [],
     "finetune classify": ["run"],
@@ -197,6 +206,7 @@ def workspace(tmp_path_factory) -> Path:
     labelled = [{"text": line, "label": str(i % 2)} for i, line in enumerate(TEXT.splitlines()) if line]
     (ws / "labelled.jsonl").write_text("".join(json.dumps(row) + "\n" for row in labelled), encoding="utf-8")
     make_run(ws / "run")
+    make_bert_run(ws / "bert")
     with working_directory(ws):
         for argv in (
             ["tokenizer", "train", "--kind", "char", "--data", A_FILE, "--out", "tok"],

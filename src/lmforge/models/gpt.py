@@ -173,12 +173,13 @@ class GPT(NeuralLM):
         x, attentions = self._blocks(input_ids, attention_mask, position_ids, kv_cache, output_attentions)
         if last_logits_only:
             x = x[:, -1:]
-        logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
+        hidden = self.ln_f(x)  # the last hidden states (what Hugging Face's GPT2Model returns)
+        logits = self.lm_head(hidden)  # (B, T, vocab)
 
         loss = None
         if labels is not None:
             loss = language_model_loss(logits, labels, reduction)
-        return LMOutput(logits=logits, loss=loss, attentions=attentions)
+        return LMOutput(logits=logits, loss=loss, attentions=attentions, hidden_states=hidden)
 
     def encode(
         self,

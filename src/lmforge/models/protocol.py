@@ -61,7 +61,7 @@ class LMOutput:
     loss: torch.Tensor | None = None  # mean (or summed) cross-entropy over labels != -100
     state: tuple[torch.Tensor, ...] | None = None  # recurrent models: the state after the last position
     attentions: list[torch.Tensor] | None = None  # output_attentions: per layer (B, nh, T, S)
-    hidden_states: torch.Tensor | None = None  # encoders: the last layer's output (B, T, C)
+    hidden_states: torch.Tensor | None = None  # Transformers: the last layer's output (B, T, C)
 
 
 class CacheLayout(NamedTuple):
