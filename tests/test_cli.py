@@ -71,6 +71,12 @@ def test_parser_follows_signature_types_and_defaults():
     assert defaults.count == 3 and defaults.flag is False and defaults.paths is None
 
 
+def test_a_list_flag_given_twice_keeps_every_item():
+    parser = build_parser(sample_command, "lmforge sample")
+    args = parser.parse_args(["hi", "--out", "o", "--paths", "p1", "p2", "--paths", "p3"])
+    assert args.paths == [Path("p1"), Path("p2"), Path("p3")]
+
+
 def test_parser_rejects_bad_choice_and_missing_required(capsys):
     parser = build_parser(sample_command, "lmforge sample")
     with pytest.raises(SystemExit) as bad_choice:

@@ -12,7 +12,8 @@ tokenizer, training state), settings merged with the run's own (a flag the user 
 not given keeps the run's value), flags of another family, a split shorter than a window.
 ``run_pretraining`` creates the run directory, applies the model transforms (``transforms.py``),
 drives the ``Trainer`` with the family's objective and batch source, and removes a directory it
-created if training fails before the first checkpoint, so a failed start leaves nothing behind.
+created if training fails before the first checkpoint (``Run.removed_unless_saved``), so a failed
+start leaves nothing behind.
 
 Nothing here names a model family: the model says whether it carries state between windows
 (``carries_state``: recurrent models read parallel streams with ``CarriedStateLoss``, the others
@@ -24,7 +25,6 @@ with masked-token accuracy beside the loss), how to describe itself and how many
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +39,12 @@ from lmforge.models.loss import perplexity
 from lmforge.train import distributed
 from lmforge.train.config import TrainConfig, check_bounds
 from lmforge.train.model_settings import ModelSettings
-from lmforge.train.objectives import CarriedStateLoss, Objective, language_model_loss
+from lmforge.train.objectives import (
+    CarriedStateLoss,
+    Objective,
+    language_model_loss,
+    masked_language_model_loss,
+)
 
 
 @dataclass
@@ -226,9 +231,7 @@ def training_batches(job: PretrainJob) -> tuple[Any, Objective]:
 
     config, window = job.config, job.net.config.block_size
     tokens = job.dataset.split("train")
-    if getattr(
-        job.net, "carries_state", False
-    ):  # TEMP until the protocol lands  # consecutive windows of parallel streams; this rank's slice of them
+    if job.net.carries_state:  # consecutive windows of parallel streams; this rank's slice of them
         size = len(tokens) // distributed.world_size()
         tokens = tokens[distributed.rank() * size : (distributed.rank() + 1) * size]
         return StreamSampler(tokens, config.batch_size, window), CarriedStateLoss()
@@ -236,9 +239,8 @@ def training_batches(job: PretrainJob) -> tuple[Any, Objective]:
     if job.net.lm_kind == "masked":  # [CLS] window [SEP], 15% masked; the loss counts masked tokens only
         from lmforge.data.masking import MaskedWindowSampler
 
-        return MaskedWindowSampler(
-            tokens, job.dataset.tokenizer, config.batch_size, window, seed
-        ), language_model_loss
+        sampler = MaskedWindowSampler(tokens, job.dataset.tokenizer, config.batch_size, window, seed)
+        return sampler, masked_language_model_loss
     sampler = WindowSampler(tokens, config.batch_size, window, seed=seed)
     return sampler, language_model_loss
 
@@ -272,14 +274,8 @@ def run_pretraining(job: PretrainJob, *, progress: bool = True) -> dict[str, Any
         created = True
     else:
         run = Run(job.run_path)
-    try:
+    with run.removed_unless_saved(created):
         return _train(job, run, progress)
-    except BaseException:
-        # a fresh run that never reached its first checkpoint holds nothing worth keeping, and
-        # would block the next attempt as "another run"
-        if created and not run.weights_path("last").exists():
-            shutil.rmtree(run.path, ignore_errors=True)
-        raise
 
 
 def _train(job: PretrainJob, run, progress: bool) -> dict[str, Any]:

@@ -18,6 +18,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -119,6 +122,20 @@ class Run:
         if not run.config_path.exists():
             raise CheckpointError(f"{flag} {path} is not a run directory (no config.json); {_GIVE_A_RUN}")
         return run
+
+    @contextmanager
+    def removed_unless_saved(self, created: bool = True) -> Iterator[Run]:
+        """Remove this run directory if what runs inside fails before the first checkpoint.
+
+        A fresh run that never saved holds nothing worth keeping, and would block the next attempt
+        as "another run"; ``created`` False (a resumed run, another process's directory) keeps it.
+        """
+        try:
+            yield self
+        except BaseException:
+            if created and not self.weights_path("last").exists():
+                shutil.rmtree(self.path, ignore_errors=True)
+            raise
 
     def write_config(self, config: dict[str, Any]) -> None:
         atomic_write_json(

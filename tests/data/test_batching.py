@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from lmforge.data.batching import (
     Batch,
     WindowSampler,
+    evenly_spread,
     pad_batch,
     random_windows,
     sequential_window_starts,
@@ -224,3 +225,10 @@ def test_empty_input_is_a_clear_error(sequences):
 def test_bad_side_is_a_clear_error():
     with pytest.raises(UserInputError, match="padding_side"):
         pad_batch([[1]], pad_id=0, padding_side="middle")
+
+
+def test_evenly_spread_keeps_every_group_of_a_grouped_list():
+    grouped = ["a"] * 6 + ["b"] * 6 + ["c"] * 6
+    assert evenly_spread(grouped, 6) == ["a", "a", "b", "b", "c", "c"]
+    assert evenly_spread(list(range(10)), 5) == [0, 2, 4, 6, 8]
+    assert evenly_spread([1, 2], 5) == [1, 2]

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from lmforge.interop.bert import from_hf_names
 from lmforge.models.bert import BERT, BERTConfig
 from lmforge.models.registry import build_model, preset_config
+from lmforge.train.objectives import masked_language_model_loss
 
 transformers = pytest.importorskip("transformers")
 
@@ -182,6 +183,17 @@ def test_mlm_loss_counts_only_the_labelled_positions():
     torch.testing.assert_close(out.loss, expected)
     summed = model(ids, attention_mask=mask, labels=labels, reduction="sum").loss
     torch.testing.assert_close(summed, expected * 3)
+    # masked-LM training runs the head at the labelled positions only: same logits, same loss
+    sparse = model(ids, attention_mask=mask, labels=labels, reduction="sum", labelled_logits_only=True)
+    torch.testing.assert_close(sparse.logits, picked, rtol=0, atol=1e-6)
+    torch.testing.assert_close(sparse.loss, summed, rtol=1e-6, atol=1e-6)
+    loss, count = masked_language_model_loss(
+        model, {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    )
+    assert count == 3
+    torch.testing.assert_close(loss, summed, rtol=1e-6, atol=1e-6)
+    loss.backward()  # gradients reach the encoder through the gathered rows
+    assert model.h[0].attn.c_attn.weight.grad.abs().sum() > 0
 
 
 def test_heads_a_converted_checkpoint_lacks_are_refused_with_a_reason():

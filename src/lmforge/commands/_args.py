@@ -98,7 +98,8 @@ def _argument_spec(annotation: Any, default: Any) -> dict[str, Any]:
         return {"choices": choices, "type": type(choices[0])}
     if origin in (list, tuple):
         (item,) = get_args(annotation)[:1] or (str,)
-        return {"nargs": "+", "type": item if item in (int, float, Path) else str}
+        # extend: `--text A --text B` gives both texts, as `--text A B` does (store would keep B)
+        return {"nargs": "+", "action": "extend", "type": item if item in (int, float, Path) else str}
     if annotation in (int, float, Path):
         return {"type": annotation}
     return {"type": str}
@@ -177,6 +178,8 @@ def build_parser(func: Callable[..., Any], prog: str) -> argparse.ArgumentParser
             flag = "--" + FLAG_RENAMES.get(name, name).replace("_", "-")
             kwargs: dict[str, Any] = {"dest": name, "help": help_text, **spec}
             if has_default:
+                if param.default and kwargs.get("action") == "extend":
+                    del kwargs["action"]  # extend would add the user's items to a default list
                 kwargs["default"] = param.default
                 if param.default not in (None, False, True) and "action" not in spec:
                     kwargs["help"] = f"{help_text} (default: {param.default})".strip()
@@ -185,6 +188,7 @@ def build_parser(func: Callable[..., Any], prog: str) -> argparse.ArgumentParser
 
             parser.add_argument(flag, **kwargs)
         else:
+            spec.pop("action", None)  # a positional list is given once
             if has_default:
                 spec["nargs"] = "*" if spec.get("nargs") == "+" else "?"
                 spec["default"] = param.default

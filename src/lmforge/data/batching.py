@@ -249,3 +249,11 @@ def pad_batch(
     else:
         labels = input_ids_t.masked_fill(~real, IGNORE_INDEX)
     return Batch(input_ids_t, attention_mask_t, labels)
+
+
+def evenly_spread(items: Sequence, limit: int) -> list:
+    """At most ``limit`` items spread evenly over ``items`` (all of them when there are fewer): a
+    subset that keeps the mix of a list sorted or grouped by label."""
+    if len(items) <= limit:
+        return list(items)
+    return [items[i * len(items) // limit] for i in range(limit)]

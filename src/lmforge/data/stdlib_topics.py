@@ -17,8 +17,10 @@ the classes are balanced enough for accuracy to mean something.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 
+from lmforge.data.batching import evenly_spread
 from lmforge.data.builtin import builtin_documents
 
 PACKAGES = ("asyncio", "email", "http", "importlib", "multiprocessing", "tkinter", "unittest", "xml")
@@ -36,15 +38,10 @@ def paragraphs(text: str) -> list[str]:
     return found
 
 
-def _evenly(items: list, limit: int) -> list:
-    """At most ``limit`` items spread evenly over ``items`` (all of them when there are fewer)."""
-    if len(items) <= limit:
-        return items
-    return [items[i * len(items) // limit] for i in range(limit)]
-
-
+@functools.cache  # a second read in one process (train, then val; a benchmark's many runs) is free
 def stdlib_topics() -> dict[str, list[dict[str, str]]]:
-    """{"train": [...], "val": [...]}: examples with "text", "label" and "module"."""
+    """{"train": [...], "val": [...]}: examples with "text", "label" and "module". Shared between
+    callers (cached): read it, do not change it."""
     by_package: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for module, text in builtin_documents("stdlib-docs"):
         package = module.split(".")[0]
@@ -57,5 +54,5 @@ def stdlib_topics() -> dict[str, list[dict[str, str]]]:
             split = "val" if index % 4 == 1 else "train"
             chosen[split] += [{"text": p, "label": package, "module": module} for p in paragraphs(text)]
         for split, examples in chosen.items():
-            splits[split] += _evenly(examples, PER_LABEL[split])
+            splits[split] += evenly_spread(examples, PER_LABEL[split])
     return splits

@@ -1,17 +1,21 @@
 """Fine-tune a pretrained Transformer (BERT or GPT) to classify texts: the lectures' pretrain ->
 fine-tune paradigm, on the same trainer and run directory as pretraining.
 
-    summary = finetune_classifier(
-        checkpoint="runs/bert", train="builtin:stdlib-topics", val=None, out="runs/topics",
-        settings=ClassifyConfig(epochs=3),
-    )
+    job = plan_classifier(checkpoint="runs/bert", train="builtin:stdlib-topics", val=None,
+                          out="runs/topics", settings=ClassifyConfig(epochs=3))  # checks, builds
+    print(*job.describe(), sep="\n")                   # what is about to happen
+    summary = run_classifier(job)                       # trains, checkpoints, plots
     summary["accuracy"], summary["macro_f1"], summary["confusion"]
+
+``finetune_classifier(**plan, say=print)`` does the three in one call.
 
 The model is the checkpoint's own architecture with a new head: BERT reads the pooled [CLS]
 state (BertForSequenceClassification), GPT the state of each text's last token
 (GPT2ForSequenceClassification); both through ``model.sequence_logits``. ``from_scratch`` builds
 the same architecture with random weights, the control that shows what pretraining bought.
-Every weight trains (full fine-tuning); the objective is cross-entropy summed over examples.
+Every weight trains (full fine-tuning) unless LoRA adapters are asked for; the objective is
+cross-entropy summed over examples; the model transforms are pretraining's (oneDNN linears where
+they pay off, ``--compile``), so both commands train at the same speed.
 The run directory is an ordinary run (config.json, weights, metrics.jsonl, loss.png) plus the
 label names in config.json's "task" and ``confusion.png``; ``lmforge predict`` reads it.
 """
@@ -19,7 +23,6 @@ label names in config.json's "task" and ``confusion.png``; ``lmforge predict`` r
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmforge.data.batching import evenly_spread
 from lmforge.errors import CheckpointError, DataError, UserInputError
 from lmforge.finetune.batches import ShuffledBatches, collate, encode_examples, padding_id
 from lmforge.finetune.examples import Example, Fields, is_builtin_task, read_examples
@@ -146,9 +150,51 @@ def evaluate_rows(
     return loss, confusion_matrix(labels, probs.argmax(dim=-1).tolist(), num_labels)
 
 
-def finetune_classifier(
+@dataclass
+class ClassifierJob:
+    """One fine-tuning, checked and built, nothing written yet (``recipe.PretrainJob``'s twin)."""
+
+    run_path: Path
+    overwrite: bool
+    family: str
+    net: nn.Module  # the classifier, LoRA adapters applied when asked
+    tokenizer: Any
+    data: LabelledData
+    config: ClassifyConfig  # max_steps resolved from the epochs
+    train_rows: list[dict[str, list[int]]]
+    train_labels: list[int]
+    val_rows: list[dict[str, list[int]]]
+    val_labels: list[int]
+    task: dict[str, Any]  # config.json's "task": kind, labels, base run, data sources
+    context: int  # the model's context, to which longer texts were cut
+    cut: tuple[int, int]  # how many training and validation texts were cut to it
+    lora_rank: int | None = None
+
+    @property
+    def trainable(self) -> int:
+        return sum(p.numel() for p in self.net.parameters() if p.requires_grad)
+
+    def describe(self) -> list[str]:
+        """The header lines ``finetune classify`` prints before training."""
+        base = self.task["base"]
+        adapters = f", LoRA rank {self.lora_rank}" if self.lora_rank else ""
+        lines = [
+            f"model: {self.family} from {base or 'scratch (random weights)'}, {self.net.num_parameters():,} "
+            f"parameters ({self.trainable:,} trained{adapters}); head for {len(self.data.labels)} classes",
+            f"data: {len(self.data.train):,} training examples ({self.task['train_data']}), "
+            f"{len(self.data.val):,} validation ({self.data.val_source}); classes: {', '.join(self.data.labels)}",
+        ]
+        if any(self.cut):
+            lines.append(
+                f"cut to the context of {self.context} tokens: {self.cut[0]} training and {self.cut[1]} "
+                "validation texts (their ends are not read)"
+            )
+        return lines
+
+
+def plan_classifier(
     *,
-    checkpoint: str | Path | None,
+    checkpoint: str | Path,
     train: str,
     val: str | None,
     out: str | Path,
@@ -156,17 +202,10 @@ def finetune_classifier(
     fields: Fields | None = None,
     from_scratch: bool = False,
     overwrite: bool = False,
-    progress: bool = True,
     lora=None,
-    say=print,
-) -> dict[str, Any]:
-    """Fine-tune ``checkpoint``'s model to classify ``train``'s texts into run directory ``out``.
-
-    Returns the summary ``lmforge finetune classify`` prints: accuracy, macro-F1 and the confusion
-    matrix (rows true, columns predicted) of the best-validation-loss weights on ``val``.
-    """
+) -> ClassifierJob:
+    """Check the inputs, read and encode the examples and build the classifier; writes nothing."""
     from lmforge.fileio import check_output_dir
-    from lmforge.hardware import resolve_device
     from lmforge.run import RUN_OUTPUT, Run
 
     inputs = [checkpoint, *(Path(s) for s in (train, val) if s is not None and not is_builtin_task(s))]
@@ -181,99 +220,98 @@ def finetune_classifier(
     train_rows, train_cut = encode_examples(data.train, tokenizer, layout, limit)
     val_rows, val_cut = encode_examples(data.val, tokenizer, layout, limit)
     label_id = {name: index for index, name in enumerate(data.labels)}
-    train_labels = [label_id[e.label] for e in data.train]
-    val_labels = [label_id[e.label] for e in data.val]
     net = classifier_from(source, family, saved["model"], data.labels, from_scratch)
-    if lora is not None and lora.enabled:  # adapters before the optimizer exists; merged on every save
+    with_lora = lora is not None and lora.enabled
+    if with_lora:  # adapters before the optimizer exists; merged on every save
         net = lora.apply(net)
-    max_steps = settings.steps_for(len(data.train))
-    config = dataclasses.replace(settings, max_steps=max_steps)
+    config = dataclasses.replace(settings, max_steps=settings.steps_for(len(data.train)))
     config.validate()
-    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    adapters = f", LoRA rank {lora.lora_rank}" if lora is not None and lora.enabled else ""
-    say(
-        f"model: {family} from {'scratch (random weights)' if from_scratch else checkpoint}, "
-        f"{net.num_parameters():,} parameters ({trainable:,} trained{adapters}); head for {len(data.labels)} classes"
+    task = {
+        "kind": "classify",
+        "labels": data.labels,
+        "base": None if from_scratch else str(checkpoint),
+        "train_data": str(train),
+        "val_data": data.val_source,
+    }
+    return ClassifierJob(
+        run_path=Path(out),
+        overwrite=overwrite,
+        family=family,
+        net=net,
+        tokenizer=tokenizer,
+        data=data,
+        config=config,
+        train_rows=train_rows,
+        train_labels=[label_id[e.label] for e in data.train],
+        val_rows=val_rows,
+        val_labels=[label_id[e.label] for e in data.val],
+        task=task,
+        context=limit,
+        cut=(train_cut, val_cut),
+        lora_rank=lora.lora_rank if with_lora else None,
     )
-    say(
-        f"data: {len(data.train):,} training examples ({train}), {len(data.val):,} validation "
-        f"({data.val_source}); classes: {', '.join(data.labels)}"
-    )
-    if train_cut or val_cut:
-        say(
-            f"cut to the context of {limit} tokens: {train_cut} training and {val_cut} validation "
-            "texts (their ends are not read)"
-        )
-    run = Run.create(out, overwrite=overwrite)
-    try:
-        return _train(
-            run,
-            net,
-            family,
-            data,
-            config,
-            train_rows,
-            train_labels,
-            val_rows,
-            val_labels,
-            tokenizer,
-            from_scratch,
-            checkpoint,
-            train,
-            progress,
-            trainable,
-            train_cut + val_cut,
-            resolve_device(config.device),
-        )
-    except BaseException:
-        if not run.weights_path("last").exists():  # a run that never saved would block the next attempt
-            shutil.rmtree(run.path, ignore_errors=True)
-        raise
 
 
-def _train(
-    run,
-    net,
-    family,
-    data,
-    config,
-    train_rows,
-    train_labels,
-    val_rows,
-    val_labels,
-    tokenizer,
-    from_scratch,
-    checkpoint,
-    train,
-    progress,
-    trainable,
-    cut,
-    device,
-) -> dict[str, Any]:
+def finetune_classifier(*, progress: bool = True, say=print, **plan: Any) -> dict[str, Any]:
+    """Fine-tune ``checkpoint``'s model to classify ``train``'s texts into run directory ``out``
+    (``plan_classifier``'s arguments), printing what it is about to do through ``say``.
+
+    Returns the summary ``lmforge finetune classify`` prints: accuracy, macro-F1 and the confusion
+    matrix (rows true, columns predicted) of the best-validation-loss weights on ``val``.
+    """
+    job = plan_classifier(**plan)
+    for line in job.describe():
+        say(line)
+    return run_classifier(job, progress=progress)
+
+
+def run_classifier(job: ClassifierJob, *, progress: bool = True) -> dict[str, Any]:
+    """Train ``job`` into a new run directory; a failure before the first checkpoint leaves none."""
+    from lmforge.run import Run
+
+    run = Run.create(job.run_path, overwrite=job.overwrite)
+    with run.removed_unless_saved():
+        return _train(job, run, progress)
+
+
+def _train(job: ClassifierJob, run, progress: bool) -> dict[str, Any]:
+    from lmforge.hardware import resolve_device, resolve_precision
     from lmforge.train.metrics import MetricsLog, plot_losses
     from lmforge.train.trainer import Trainer
+    from lmforge.train.transforms import apply_transforms, training_transforms
 
-    pad = padding_id(tokenizer)
-    run.save_tokenizer(tokenizer)
+    net, config, data = job.net, job.config, job.data
+    pad = padding_id(job.tokenizer)
+    run.save_tokenizer(job.tokenizer)
     run.write_config(
         {
-            "family": family,
+            "family": job.family,
             "model": net.config.to_dict(),
             "train": dataclasses.asdict(config),
-            "task": {
-                "kind": "classify",
-                "labels": data.labels,
-                "base": None if from_scratch else str(checkpoint),
-                "train_data": str(train),
-                "val_data": data.val_source,
-            },
+            "task": job.task,
         }
     )
+    device = resolve_device(config.device)
     net.to(device)
+    transforms = training_transforms(
+        device=device,
+        precision=resolve_precision(config.precision, device),
+        compile=config.compile,
+        model=net,
+    )
+    train_model = apply_transforms(net, transforms)
     eval_batch = max(2 * config.batch_size, 32)
+    classes = len(data.labels)
+
+    # --eval-batches: an even spread of the validation set (labels may come grouped)
+    periodic = list(range(len(job.val_rows)))
+    if config.eval_batches is not None:
+        periodic = evenly_spread(periodic, config.eval_batches * eval_batch)
+    periodic_rows = [job.val_rows[i] for i in periodic]
+    periodic_labels = [job.val_labels[i] for i in periodic]
 
     def evaluate(model: nn.Module) -> dict[str, float]:
-        loss, counts = evaluate_rows(model, val_rows, val_labels, pad, eval_batch, len(data.labels))
+        loss, counts = evaluate_rows(model, periodic_rows, periodic_labels, pad, eval_batch, classes)
         return {"loss": loss, "accuracy": accuracy(counts), "macro_f1": macro_f1(counts)}
 
     def save(tag: str, _model: nn.Module, state: dict | None) -> None:
@@ -284,9 +322,9 @@ def _train(
 
     metrics = MetricsLog(run.metrics_path)
     trainer = Trainer(
-        net,
+        train_model,
         config,
-        ShuffledBatches(train_rows, train_labels, config.batch_size, pad, config.seed),
+        ShuffledBatches(job.train_rows, job.train_labels, config.batch_size, pad, config.seed),
         evaluate=evaluate,
         save=save,
         log=metrics.write,
@@ -297,10 +335,10 @@ def _train(
         result = trainer.fit()
     finally:
         metrics.close()
-    title = f"{run.path.name}: {family} classifier, {len(data.labels)} classes"
+    title = f"{run.path.name}: {job.family} classifier, {classes} classes"
     plot_losses(run.metrics_path, run.plot_path, title=title)
-    net = run.load_model("best").to(device)  # the plain model, as predict and convert will load it
-    loss, counts = evaluate_rows(net, val_rows, val_labels, pad, eval_batch, len(data.labels))
+    best = run.load_model("best").to(device)  # the plain model, as predict and convert will load it
+    loss, counts = evaluate_rows(best, job.val_rows, job.val_labels, pad, eval_batch, classes)
     plot_confusion(
         counts,
         data.labels,
@@ -309,8 +347,8 @@ def _train(
     )
     return {
         "run": str(run.path),
-        "family": family,
-        "from_scratch": from_scratch,
+        "family": job.family,
+        "from_scratch": job.task["base"] is None,
         "labels": data.labels,
         "steps": result.steps,
         "examples_seen": result.steps * config.batch_size * config.grad_accum,
@@ -322,10 +360,11 @@ def _train(
         "macro_f1": macro_f1(counts),
         "confusion": counts.tolist(),
         "confusion_table": confusion_table(counts, data.labels),
-        "parameters": net.num_parameters(),
-        "trainable_parameters": trainable,
-        "texts_cut": cut,
+        "parameters": best.num_parameters(),
+        "trainable_parameters": job.trainable,
+        "texts_cut": sum(job.cut),
         "interrupted": result.interrupted,
+        "transforms": [t.name for t in transforms],
         "plot": str(run.plot_path),
         "confusion_plot": str(run.path / CONFUSION_PLOT),
     }

@@ -22,7 +22,13 @@ class ClassifyConfig(TrainConfig):
     )
     warmup_steps: int = setting(10, "optimizer steps of linear warm-up", non_negative=True)
     weight_decay: float = setting(0.01, "AdamW weight decay, applied to matrices only", non_negative=True)
-    eval_every: int = setting(50, "evaluate on the whole validation set every this many steps", positive=True)
+    eval_every: int = setting(50, "evaluate on the validation set every this many steps", positive=True)
+    eval_batches: int | None = setting(
+        None,
+        "validation batches per periodic evaluation, spread evenly over the set (default: all of it; "
+        "the final evaluation always reads all of it)",
+        positive=True,
+    )
     epochs: float | None = setting(
         None,
         "passes over the training examples (with --max-steps or --max-time: whichever ends first)",

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.models.layers import Block, build_attention_mask
-from lmforge.models.loss import language_model_loss
+from lmforge.models.loss import IGNORE_INDEX, language_model_loss
 from lmforge.models.protocol import LMOutput, NeuralLM
 
 
@@ -212,16 +212,26 @@ class BERT(NeuralLM):
         reduction: Literal["mean", "sum"] = "mean",
         output_attentions: bool = False,
         last_logits_only: bool = False,
+        labelled_logits_only: bool = False,
     ) -> LMOutput:
         """Masked-LM logits for every position, the hidden states, and the loss when ``labels`` are given.
 
         labels: (B, T), the original token at masked positions and -100 elsewhere (not shifted).
         reduction: "sum" lets a trainer normalise by the masked tokens of a whole optimizer step.
         last_logits_only: logits (B, 1, vocab) for the last position only (the protocol's option).
+        labelled_logits_only: logits (N, vocab) for the N labelled (masked) positions only: the same
+            loss for about a seventh of the head's work, which is most of a small BERT's step.
         """
         hidden, attentions = self.encode(
             input_ids, attention_mask, token_type_ids, position_ids, output_attentions
         )
-        logits = self.mlm_logits(hidden[:, -1:] if last_logits_only else hidden)  # (B, T, vocab)
+        if labelled_logits_only:
+            if labels is None:
+                raise ValueError("labelled_logits_only needs labels (which positions to score)")
+            keep = labels != IGNORE_INDEX  # (B, T)
+            labels = labels[keep]  # (N,)
+            logits = self.mlm_logits(hidden[keep])  # (N, vocab)
+        else:
+            logits = self.mlm_logits(hidden[:, -1:] if last_logits_only else hidden)  # (B, T, vocab)
         loss = None if labels is None else language_model_loss(logits, labels, reduction)
         return LMOutput(logits=logits, loss=loss, attentions=attentions, hidden_states=hidden)

@@ -38,7 +38,11 @@ terms, so the step layer never looks at a family:
 ``lm_kind`` says what the logits predict. "causal": ``logits[:, t]`` scores the token after
 ``input_ids[:, t]``, so the model generates, scores and evaluates text left to right. "masked"
 (BERT, models/bert.py): ``logits[:, t]`` scores the token *at* t, seen on both sides, and labels
-are not shifted; commands that need a causal model refuse it (``require_causal``).
+are not shifted; commands that need a causal model refuse it (``require_causal``). A masked
+model's ``forward`` also takes ``labelled_logits_only=True``: logits (N, vocab) for the N positions
+whose label is not -100, in row-major order, and the loss over them. Masked-LM training asks for it
+(``masked_language_model_loss``): only ~15% of positions are masked, and the vocabulary-wide head
+is the largest matmul of a small encoder's step.
 """
 
 from __future__ import annotations
@@ -57,7 +61,9 @@ LMKind = Literal["causal", "masked"]
 class LMOutput:
     """What every neural family's forward returns."""
 
-    logits: torch.Tensor  # (B, T, vocab), or (B, 1, vocab) with last_logits_only
+    logits: (
+        torch.Tensor
+    )  # (B, T, vocab); (B, 1, vocab) with last_logits_only; (N, vocab) with labelled_logits_only
     loss: torch.Tensor | None = None  # mean (or summed) cross-entropy over labels != -100
     state: tuple[torch.Tensor, ...] | None = None  # recurrent models: the state after the last position
     attentions: list[torch.Tensor] | None = None  # output_attentions: per layer (B, nh, T, S)

@@ -37,6 +37,13 @@ def language_model_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tup
     return model(**batch, reduction="sum").loss, count_targets(batch)
 
 
+def masked_language_model_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """``language_model_loss`` for a masked model, with the vocabulary-wide head run only at the
+    masked positions (``labelled_logits_only``, models/protocol.py): the same sum, a seventh of
+    the head's work."""
+    return model(**batch, reduction="sum", labelled_logits_only=True).loss, count_targets(batch)
+
+
 class CarriedStateLoss:
     """The language-model loss over consecutive windows of parallel streams (data/streams.py),
     each starting from the recurrent state the previous window of its stream ended with.
