@@ -1,10 +1,12 @@
 """The BERT rows of ``train_throughput.py``: lmforge's BERT against transformers' at a bert-mini shape.
 
-Masked-LM pretraining (tokens/s): lmforge ``BERT`` vs ``BertForMaskedLM``, both given the same
-masked batches (15%, 80-10-10, ``data/masking.py``) with an attention mask, the same AdamW
-(``train/optim.py``: decay on matrices only) at the same learning rate, gradient clipping at 1.
-Classification fine-tuning (steps/s): lmforge ``BERT(num_labels=...)`` through ``encode`` and
-``classify`` vs ``BertForSequenceClassification``, cross-entropy on the same labels. Dropout is
+Masked-LM pretraining (tokens/s): lmforge ``BERT`` through pretrain's objective
+(``masked_language_model_loss``: the vocabulary head at the masked positions only) vs
+``BertForMaskedLM`` (the head at every position), both given the same masked batches (15%,
+80-10-10, ``data/masking.py``) with an attention mask, the same AdamW (``train/optim.py``: decay
+on matrices only) at the same learning rate, gradient clipping at 1. Classification fine-tuning
+(steps/s): lmforge ``BERT(num_labels=...)`` through ``sequence_logits`` (finetune's path) vs
+``BertForSequenceClassification``, cross-entropy on the same labels. Dropout is
 off in both, so the work compared is the same function. Rounds interleave every variant so the
 noise of a shared machine hits all alike; the median round is reported, and the ratio to
 transformers-fp32 is what the goals are stated in.
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from common import table
 from lmforge.data.masking import mask_tokens
 from lmforge.models.bert import BERT, BERTConfig
+from lmforge.train.objectives import masked_language_model_loss
 from lmforge.train.onednn_linear import onednn_linears_pay_off, use_onednn_linears
 from lmforge.train.optim import build_optimizer
 
@@ -96,13 +99,15 @@ class BertVariant:
             if self.task == "mlm":
                 if self.library == "hf":
                     loss = self.model(input_ids=ids, attention_mask=mask, labels=batch["labels"]).loss
-                else:
-                    loss = self.model(ids, attention_mask=mask, labels=batch["labels"]).loss
+                else:  # pretrain's objective: the head at the masked positions only
+                    lm_batch = {"input_ids": ids, "attention_mask": mask, "labels": batch["labels"]}
+                    loss_sum, count = masked_language_model_loss(self.model, lm_batch)
+                    loss = loss_sum / count
             else:
                 if self.library == "hf":
                     logits = self.model(input_ids=ids, attention_mask=mask).logits
-                else:
-                    logits = self.model.classify(self.model.encode(ids, mask)[0])
+                else:  # finetune classify's path
+                    logits = self.model.sequence_logits(ids, mask)
                 loss = F.cross_entropy(logits.float(), batch["classes"])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)

@@ -198,9 +198,15 @@ _MEMO: dict[tuple[str, str], bool] = {}
 
 
 def measured_choice(
-    name: str, fast: Callable[[], object], default: Callable[[], object], budget_s: float = 0.4
+    name: str,
+    fast: Callable[[], object],
+    default: Callable[[], object],
+    budget_s: float = 0.4,
+    margin: float = 1.0,
 ) -> bool:
-    """True when ``fast`` beat ``default`` in a timed race on this machine (False if ``fast`` fails).
+    """True when ``fast`` beat ``default`` in a timed race on this machine (False if ``fast`` fails);
+    with ``margin`` < 1, only when it took under ``margin`` times ``default``'s time, so a tie (or
+    noise) keeps the default.
 
     Each side runs once to warm up, then they alternate until ``budget_s`` is spent; the best time
     of each counts (another process can only slow a run down, never speed it up). The answer is
@@ -215,7 +221,7 @@ def measured_choice(
         result = entry["fast"]
     else:
         fast_s, default_s = _race(fast, default, budget_s)
-        result = fast_s < default_s
+        result = fast_s < margin * default_s
         entries = _read(path)
         entries[key] = {"fast": result, "fast_s": fast_s, "default_s": default_s, "measured_at": time.time()}
         _write_atomically(path, entries)

@@ -221,3 +221,25 @@ def test_bf16_matmul_path_matches_the_reference_and_ignores_padding(force_matmul
     torch.testing.assert_close(fast[real].float(), reference[real].float(), rtol=0, atol=3e-2)
     alone, _ = model.encode(ids[2:, :5], token_type_ids=segments[2:, :5] % 2)  # row 2 without its padding
     torch.testing.assert_close(fast[2, :5].float(), alone[0].float(), rtol=0, atol=3e-2)
+
+
+def test_sequence_logits_computing_only_cls_in_the_last_block_equal_the_full_encoder():
+    model = tiny(num_labels=3, mlm_head=False)
+    randomize(model)
+    ids, segments, mask = batch()
+    segments = segments % 2  # two segment types
+    full = model.classify(model.encode(ids, mask, segments)[0])
+    fast = model.sequence_logits(ids, mask, segments)
+    torch.testing.assert_close(fast, full, rtol=0, atol=1e-5)
+    # and the same gradients: fine-tuning trains the same function
+    grads = []
+    for logits in (
+        model.classify(model.encode(ids, mask, segments)[0]),
+        model.sequence_logits(ids, mask, segments),
+    ):
+        model.zero_grad()
+        F.cross_entropy(logits, torch.tensor([0, 2, 1])).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-6, msg=name)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.models.gpt import GPT, GPTConfig
-from lmforge.models.layers import causal_mask, matmul_attention, reference_attention
+from lmforge.models.layers import Block, causal_mask, matmul_attention, reference_attention
 
 
 def _qkv(dtype: torch.dtype, T: int = 9, S: int = 9):
@@ -52,3 +52,15 @@ def test_bf16_cpu_model_takes_the_path_the_race_chose_and_matches_fp32(monkeypat
         F.scaled_dot_product_attention = original
     assert (calls == []) == matmul_pays_off  # the matmul path where it pays off, else SDPA
     torch.testing.assert_close(fast, model(ids).logits, rtol=0, atol=5e-2)
+
+
+@pytest.mark.parametrize("prenorm", [True, False])
+def test_a_block_at_one_position_per_row_equals_the_full_block_there(prenorm):
+    torch.manual_seed(0)
+    block = Block(16, 4, 64, prenorm=prenorm, is_causal=True).eval()
+    x = torch.randn(3, 7, 16)
+    rows = torch.tensor([6, 3, 0])  # e.g. each row's last real token
+    causal = torch.arange(7)[None, :] <= rows[:, None]  # the keys a causal query at rows[b] sees
+    expected = block(x)[0][torch.arange(3), rows]
+    got = block.forward_at(x, rows, causal[:, None, None, :])
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)

@@ -256,15 +256,41 @@ class SelfAttention(nn.Module):
         qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)
         if rotary is not None:
             q, k = apply_rotary(qkv[:, :, :2], *rotary).unbind(2)  # queries and keys in one pass
+            v = qkv[:, :, 2]
         else:
-            q, k = qkv[:, :, 0], qkv[:, :, 1]
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), qkv[:, :, 2].transpose(1, 2)  # (B, nh, T, hs)
+            # unbind, not three selects: its backward stacks the three gradients in one copy, where
+            # each select's would zero a tensor of qkv's size and add into it
+            q, k, v = qkv.unbind(2)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh, T, hs)
         if kv_cache is not None:
             k, v = kv_cache.update(layer, k, v)  # (B, nh, S, hs)
         dropout_p = self.dropout if self.training else 0.0
         y, weights = attend(q, k, v, mask, is_causal=self.is_causal, dropout_p=dropout_p, reference=reference)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads side by side
         return self.resid_dropout(self.c_proj(y)), weights
+
+    def attend_from(self, x: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The output (B, C) at one query position per row, ``rows`` (B,), over every key of x (B, T, C).
+
+        Equal to ``forward(x, mask)[0][range(B), rows]`` at a fraction of the work: keys and values
+        for all T positions, the query, the attention and the output projection for one. It is
+        what a model that reads a single position of its last layer needs (a classifier reads
+        [CLS], or a decoder's last token). ``mask``: bool, broadcastable to (B, 1, 1, T), the keys
+        each chosen query sees (causality included where wanted; no rotary positions here).
+        """
+        B, T, C = x.shape
+        weight, bias = self.c_attn.weight, self.c_attn.bias  # rows: query, key, value projections
+        kv = F.linear(x, weight[C:], None if bias is None else bias[C:]).view(
+            B, T, 2, self.n_head, C // self.n_head
+        )
+        picked = x[torch.arange(B, device=x.device), rows]  # (B, C)
+        q = F.linear(picked, weight[:C], None if bias is None else bias[:C]).view(
+            B, self.n_head, 1, C // self.n_head
+        )
+        k, v = (t.transpose(1, 2) for t in kv.unbind(2))  # (B, nh, T, hs) each
+        dropout_p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)  # (B, nh, 1, hs)
+        return self.resid_dropout(self.c_proj(y.reshape(B, C)))
 
 
 class CrossAttention(nn.Module):

@@ -156,14 +156,7 @@ class BERT(NeuralLM):
         position_ids: (T,) or (B, T); default 0..T-1.
         output_attentions: use the explicit reference attention and return its weights.
         """
-        length = input_ids.shape[1]
-        if length > self.config.block_size:
-            raise ValueError(f"sequence of {length} tokens exceeds block_size={self.config.block_size}")
-        if position_ids is None:
-            position_ids = torch.arange(length, device=input_ids.device)  # (T,)
-        segments = self.wse(token_type_ids) if token_type_ids is not None else self.wse.weight[0]
-        x = self.wte(input_ids) + self.wpe(position_ids) + segments  # (B, T, C)
-        x = self.drop(self.ln_emb(x))
+        x = self._embed(input_ids, token_type_ids, position_ids)
         mask = None if attention_mask is None else build_attention_mask(key_padding_mask=attention_mask)
         attentions = [] if output_attentions else None
         for block in self.h:
@@ -171,6 +164,22 @@ class BERT(NeuralLM):
             if attentions is not None:
                 attentions.append(weights)
         return x, attentions
+
+    def _embed(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Token + position + segment embeddings, normalised: the first block's input (B, T, C)."""
+        length = input_ids.shape[1]
+        if length > self.config.block_size:
+            raise ValueError(f"sequence of {length} tokens exceeds block_size={self.config.block_size}")
+        if position_ids is None:
+            position_ids = torch.arange(length, device=input_ids.device)  # (T,)
+        segments = self.wse(token_type_ids) if token_type_ids is not None else self.wse.weight[0]
+        x = self.wte(input_ids) + self.wpe(position_ids) + segments  # (B, T, C)
+        return self.drop(self.ln_emb(x))
 
     def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Masked-LM logits (B, T, vocab) from hidden states (B, T, C)."""
@@ -199,8 +208,21 @@ class BERT(NeuralLM):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Class logits (B, num_labels) of [CLS] ... [SEP] rows (right-padded, ``attention_mask`` 0 on padding)."""
-        return self.classify(self.encode(input_ids, attention_mask, token_type_ids)[0])
+        """Class logits (B, num_labels) of [CLS] ... [SEP] rows (right-padded, ``attention_mask`` 0 on padding).
+
+        Equal to ``classify(encode(...)[0])``, but the last block computes the [CLS] position only
+        (``Block.forward_at``): the pooler reads nothing else of it, and the rest of that block is
+        a sixth of a 6-layer encoder's work that fine-tuning would throw away.
+        """
+        if not self.config.num_labels:
+            raise ValueError("this BERT has no classifier (num_labels is 0)")
+        x = self._embed(input_ids, token_type_ids)
+        mask = None if attention_mask is None else build_attention_mask(key_padding_mask=attention_mask)
+        for block in self.h[:-1]:
+            x, _ = block(x, mask=mask)
+        first = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)  # [CLS] in every row
+        cls = self.h[-1].forward_at(x, first, mask)  # (B, C)
+        return self.classifier(self.drop(torch.tanh(self.pooler(cls))))
 
     def forward(
         self,

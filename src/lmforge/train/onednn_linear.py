@@ -15,7 +15,8 @@ parameters (so tied weights stay tied); the trainer does it for fp32 training on
 torch.compile where ``onednn_linears_pay_off(device, model)`` says so: a race of both libraries on
 the model's own linear shapes, forward and backward, run once per CPU model and torch version
 (``lmforge.hardware.measured_choice``), because the 2x above was measured on Zen 5 and does not
-hold on every CPU. Under autocast (bf16) PyTorch already uses oneDNN, so nothing is switched.
+hold on every CPU: on a Zen 3 EPYC (AVX2) MKL is as fast or faster at training's row counts, and
+the race keeps it. Under autocast (bf16) PyTorch already uses oneDNN, so nothing is switched.
 """
 
 from __future__ import annotations
@@ -104,7 +105,9 @@ def onednn_linears_pay_off(device: torch.device | str, model: nn.Module | None =
     generator = torch.Generator().manual_seed(0)
     cases = []
     for fan_in, fan_out in shapes:
-        rows = max(32, min(1024, 2**24 // (fan_in * fan_out)))  # at most ~100 MFLOP per shape
+        # rows as training has them (a batch of windows is hundreds to thousands of tokens): with a
+        # few dozen rows the race measured call overhead and picked oneDNN where MKL trains faster
+        rows = max(256, min(2048, 2**27 // (fan_in * fan_out)))
         x = torch.randn(rows, fan_in, generator=generator).requires_grad_()
         weight = (torch.randn(fan_out, fan_in, generator=generator) / fan_in**0.5).requires_grad_()
         cases.append((x, weight, torch.zeros(fan_out, requires_grad=True)))
@@ -115,7 +118,8 @@ def onednn_linears_pay_off(device: torch.device | str, model: nn.Module | None =
 
     with torch.inference_mode(False), torch.enable_grad():
         return measured_choice(
-            f"oneDNN vs MKL fp32 linears {shapes}",
+            f"oneDNN vs MKL fp32 linears, training rows, {shapes}",
             lambda: run(_OneDNNLinearFunction.apply),
             lambda: run(F.linear),
+            margin=0.95,  # a switch must pay: a tie keeps MKL, PyTorch's own path
         )
