@@ -141,5 +141,8 @@ def report(result) -> list[str]:
         lines.append("  communication per step, each GPU sends:")
         for what, nbytes in result.communication.items():
             lines.append(f"    {what:<38} {_gb(nbytes):>12}")
-    lines.append(f"  {result.finding}" if result.finding else "  fits in memory")
+    if result.finding:  # what is wrong, then what would fit, one line each
+        lines += [f"  {clause}" for clause in result.finding.split("; ", 1)]
+    else:
+        lines.append("  fits in memory")
     return lines
