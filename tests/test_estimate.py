@@ -169,3 +169,23 @@ def test_counted_models_have_nothing_to_estimate():
         model_shape("ngram")
     with pytest.raises(UserInputError, match="one of them"):
         model_shape()
+
+
+@pytest.mark.parametrize(
+    "cuda_name,label",
+    [
+        ("NVIDIA H100 80GB HBM3", "H100 SXM"),
+        ("NVIDIA H100 PCIe", "H100 PCIe"),
+        ("NVIDIA H200", "H200 SXM"),
+        ("NVIDIA A100-SXM4-40GB", "A100 40GB"),
+        ("NVIDIA A100-SXM4-80GB", "A100 SXM 80GB"),
+        ("NVIDIA L40S", "L40S"),
+        ("NVIDIA L40", None),  # not in the table: not mistaken for an L4
+        ("NVIDIA GeForce RTX 4090", None),
+    ],
+)
+def test_a_cuda_device_name_finds_its_datasheet_entry(cuda_name, label):
+    from lmforge.gpus import gpu_for_device_name
+
+    found = gpu_for_device_name(cuda_name)
+    assert (found.label if found else None) == label

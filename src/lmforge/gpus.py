@@ -3,6 +3,7 @@ datasheets, for planning a run (``lmforge estimate``) and for MFU (model FLOPs u
 
     GPUS["h100"].peak("bf16")   9.894e14   (989.4 TFLOP/s dense; the datasheet's 1,979 is with 2:4 sparsity)
     gpu("a100").memory_gb       80
+    gpu_for_device_name("NVIDIA H100 80GB HBM3")   the H100 SXM entry (None for a GPU not listed)
 
 Every figure is *dense* tensor-core throughput (the datasheets print the 2:4-sparse figure, twice
 as large, next to it), and memory is the datasheet's decimal GB, a little under what the device
@@ -67,3 +68,14 @@ def gpu(name: str) -> GPU:
     if name not in GPUS:
         raise UserInputError(f"unknown GPU {name!r}; known: {', '.join(GPUS)}")
     return GPUS[name]
+
+
+def gpu_for_device_name(device_name: str) -> GPU | None:
+    """The table's entry for a name as CUDA reports it ("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB"),
+    or None for a GPU not in the table (then measure a large matmul rather than guess a figure)."""
+    words = device_name.lower().replace("-", " ").split()
+    for key in sorted(GPUS, key=len, reverse=True):  # "h100-pcie" before "h100"
+        model, _, variant = key.partition("-")
+        if model in words and (not variant or variant in words):
+            return GPUS[key]
+    return None
