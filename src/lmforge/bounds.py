@@ -31,7 +31,8 @@ from lmforge.errors import UserInputError
 
 
 def _number(value: float) -> str:
-    return f"{value:,.0f}" if float(value).is_integer() else f"{value:g}"
+    # beyond 1e16 a float's digits are noise: 1e30 reads better than 1,000,000,000,000,000,019,884,...
+    return f"{value:,.0f}" if float(value).is_integer() and abs(value) <= 1e16 else f"{value:g}"
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,14 @@ COMMANDS: dict[str, tuple[str, str | dict[str, str]]] = {
         "Convert a Hugging Face GPT-2 model to an lmforge run, or back.",
         "lmforge.commands.convert:convert",
     ),
+    "estimate": (
+        "Compute, time, memory per GPU and communication of a training run, before it runs.",
+        "lmforge.commands.estimate:estimate",
+    ),
+    "inspect": (
+        "A model's module tree: shapes, parameters, FLOPs per token and weight memory.",
+        "lmforge.commands.inspect:inspect",
+    ),
     "demo": ("Run the whole pipeline on the built-in corpus in a few minutes.", "lmforge.commands.demo:demo"),
 }
 

@@ -20,6 +20,10 @@ kernels (the path lmforge's attention takes) never hold whole.
     generation    weights, the key-value cache, every row's token ids (prompt + new) and
                   log-probabilities, and one step's logits
 
+``sharded_training_estimate`` is the same count for planning a run on GPUs (``lmforge estimate``):
+per GPU, under data parallelism, FSDP and tensor parallelism, with the activations a Transformer
+layer really keeps (Korthikanti et al. 2022) rather than the refusal's floor.
+
 The machine's memory is the total RAM (``os.sysconf``, lowered to a cgroup's ``memory.max``
 when a container sets one), or a CUDA device's own memory. ``LMFORGE_MEMORY`` overrides it
 ("8GiB", "512MiB" or a number of bytes): to budget less than the machine has, and for tests.
@@ -43,6 +47,13 @@ GIB = 1024**3
 # and after its activation (2 x 4): about 16. Half of it is a floor for every family (an LSTM keeps
 # its 4 gates, cell and output per step: about 6 x hidden).
 ACTIVATION_FLOATS = 8
+# Mixed-precision AdamW as lmforge trains (autocast over fp32 parameters): bytes per parameter.
+ADAMW_BYTES = {"weights": 4, "gradients": 4, "AdamW state (two moments)": 8}
+# Bytes a Transformer layer keeps for backward per token and unit of width in 16-bit activations,
+# tensor-parallel over t GPUs: 10 + 24/t (Korthikanti et al. 2022, "Reducing Activation
+# Recomputation in Large Transformer Models", eq. 2 and section 4.1), without its 5as/h term: the
+# T x T attention scores, which the fused SDPA kernels never keep.
+LAYER_BYTES_SHARED, LAYER_BYTES_SPLIT = 10, 24
 INT64 = 8
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": GIB, "t": 1024**4}
 
@@ -159,7 +170,7 @@ def training_estimate(
     parameters, buffers, width, layers = _model_shape(net)
     tokens = batch_size * block_size
     number = 2 if half_precision else 4  # autocast keeps activations in bf16/fp16
-    per_parameter = 16 if optimizer == "adamw" else 12
+    per_parameter = sum(ADAMW_BYTES.values()) if optimizer == "adamw" else 12
     return (
         Estimate()
         .add("weights, gradients and optimizer state", parameters * per_parameter)
@@ -215,3 +226,38 @@ def _element_size(net: nn.Module) -> int:
     for param in net.parameters():
         return param.element_size()
     return 4
+
+
+def sharded_training_estimate(
+    *,
+    parameters: int,
+    layers: int,
+    width: int,
+    vocab_size: int,
+    sequence_tokens: int,
+    tensor: int = 1,
+    shards: int = 1,
+    activation_bytes: int = 2,
+    checkpointing: bool = False,
+) -> Estimate:
+    """Bytes one GPU holds training a Transformer on ``sequence_tokens`` tokens at once (its micro-batch).
+
+    tensor: the tensor-parallel degree t (Megatron: each GPU holds 1/t of every layer's matrices
+    and of the vocabulary); shards: how many GPUs FSDP shards the rest over (1: none, each holds
+    all, as DDP does); activation_bytes: 2 under bf16/fp16 autocast, 4 in fp32; checkpointing:
+    keep only each layer's input and recompute the rest during backward (one layer at a time)."""
+    estimate = Estimate()
+    split = tensor * shards
+    for part, nbytes in ADAMW_BYTES.items():
+        estimate.add(part, parameters * nbytes / split)
+    if shards > 1:  # FSDP gathers a layer's full weights to compute it, the next one prefetched
+        estimate.add("FSDP's gathered layers", 2 * parameters / max(layers, 1) * activation_bytes / tensor)
+    scale = activation_bytes / 2  # the per-layer figures are for 16-bit activations
+    per_layer = sequence_tokens * width * (LAYER_BYTES_SHARED + LAYER_BYTES_SPLIT / tensor) * scale
+    if checkpointing:  # each layer's input, plus the one layer being recomputed
+        kept = layers * sequence_tokens * width * activation_bytes + per_layer
+    else:
+        kept = layers * per_layer
+    estimate.add("activations", kept)
+    estimate.add("logits and their gradient", 2 * sequence_tokens * vocab_size * 4 / tensor)
+    return estimate

@@ -80,6 +80,8 @@ BASELINES: dict[str, dict[str, object]] = {
         "--no-progress": None,
     },
     "predict": {"--checkpoint": "classifier", "--text": ["First"]},
+    "estimate": {"--model": "gpt2", "--tokens": "1e9", "--gpus": "8"},
+    "inspect": {"--model": "gpt-nano", "--depth": "2"},
 }
 NOT_RUN_AS_BASELINE = {"demo"}  # minutes long; tests/commands/test_demo.py runs it
 

@@ -64,6 +64,14 @@ DESCRIPTIONS = {
     "gpt2-medium": "24 layers x 1024 wide, context 1024",
     "gpt2-large": "36 layers x 1280 wide, context 1024",
     "gpt2-xl": "48 layers x 1600 wide, context 1024",
+    "gpt3-small": "12 layers x 768 wide, context 2048",
+    "gpt3-medium": "24 layers x 1024 wide, context 2048",
+    "gpt3-large": "24 layers x 1536 wide, context 2048",
+    "gpt3-xl": "24 layers x 2048 wide, context 2048",
+    "gpt3-2.7b": "32 layers x 2560 wide, context 2048",
+    "gpt3-6.7b": "32 layers x 4096 wide, context 2048",
+    "gpt3-13b": "40 layers x 5120 wide, context 2048",
+    "gpt3-175b": "96 layers x 12288 wide, context 2048",
     "bert-nano": "encoder, 2 layers x 128 wide, context 128",
     "bert-mini": "encoder, 6 layers x 384 wide, context 512",
     "bert-base": "encoder, 12 layers x 768 wide, context 512",
@@ -122,6 +130,54 @@ def test_num_parameters_equals_a_hand_count(family, config, total, without_embed
     model = build_model(family, config)
     assert model.num_parameters() == total
     assert model.num_parameters(exclude_embeddings=True) == without_embeddings
+
+
+# Table 2.1 of Brown et al. 2020: (layers, width, heads, head size, parameters as published)
+GPT3_TABLE = {
+    "gpt3-small": (12, 768, 12, 64, 125e6),
+    "gpt3-medium": (24, 1024, 16, 64, 350e6),
+    "gpt3-large": (24, 1536, 16, 96, 760e6),
+    "gpt3-xl": (24, 2048, 24, 128, 1.3e9),  # 24 x 128 = 3072 != 2048: read as 16 heads of 128
+    "gpt3-2.7b": (32, 2560, 32, 80, 2.7e9),
+    "gpt3-6.7b": (32, 4096, 32, 128, 6.7e9),
+    "gpt3-13b": (40, 5140, 40, 128, 13e9),  # 5140 != 40 x 128: read as width 5120
+    "gpt3-175b": (96, 12288, 96, 128, 175e9),
+}
+
+
+def gpt2_architecture_count(layers: int, width: int, context: int = 2048, vocab: int = 50257) -> int:
+    """Per block: two LayerNorms (4C), qkv (3C^2 + 3C), attention out (C^2 + C), MLP (8C^2 + 5C);
+    then token and position tables and the final LayerNorm; the head is the token table (tied)."""
+    return layers * (12 * width**2 + 13 * width) + vocab * width + context * width + 2 * width
+
+
+@pytest.mark.parametrize("preset", GPT3_TABLE)
+def test_gpt3_presets_count_within_3_percent_of_table_2_1(preset):
+    layers, width, heads, head_size, published = GPT3_TABLE[preset]
+    family, config = preset_config(preset)
+    with torch.device("meta"):  # 175B parameters: shapes only, no memory
+        model = build_model(family, config)  # the preset's own vocabulary (GPT-2's 50257)
+    assert family == "gpt" and config["block_size"] == 2048 and model.config.vocab_size == 50257
+    assert config["n_layer"] == layers and model.config.n_embd // model.config.n_head == head_size
+    assert model.lm_head.weight is model.wte.weight and model.config.pos_encoding == "learned"
+    counted = model.num_parameters()
+    assert counted == gpt2_architecture_count(layers, model.config.n_embd)
+    assert abs(counted - published) / published < 0.03
+    if preset not in ("gpt3-xl", "gpt3-13b"):
+        assert (model.config.n_embd, model.config.n_head) == (width, heads)
+
+
+def test_the_inconsistent_gpt3_rows_are_read_by_their_counts():
+    """XL: 24 heads x 128 = 3072 cannot be its width, 2048 (1.3B) can, as 16 heads of 128. 13B: the
+    width 5120 = 40 x 128 gives Table D.1's 12,850M; the listed 5140 would give 12.95B and cannot
+    split into 40 heads."""
+    xl = preset_config("gpt3-xl")[1]
+    assert (xl["n_embd"], xl["n_head"]) == (2048, 16)
+    assert abs(gpt2_architecture_count(24, 3072) - 1.3e9) / 1.3e9 > 0.5  # the other reading is far off
+    big = preset_config("gpt3-13b")[1]
+    assert (big["n_embd"], big["n_head"]) == (5120, 40)
+    assert round(gpt2_architecture_count(40, 5120) / 1e7) == 1285  # Table D.1: 12,850M
+    assert round(gpt2_architecture_count(40, 5140) / 1e7) == 1295
 
 
 def test_tied_weights_are_counted_once():

@@ -238,6 +238,13 @@ class SelfAttention(nn.Module):
         self.dropout = dropout
         self.resid_dropout = nn.Dropout(dropout)
 
+    def score_flops_per_token(self, context: int) -> float:
+        """Forward FLOPs per query of q k^T and of the weighted sum of v over ``context`` positions:
+        2 matmuls x 2 FLOPs per multiply-add x C per key; a causal query sees context/2 keys on
+        average (Kaplan et al. 2020, Table 1). models/flops.py adds it to the linears' count."""
+        keys = context / 2 if self.is_causal else context
+        return 2 * 2 * keys * self.c_proj.in_features
+
     def forward(
         self,
         x: torch.Tensor,

@@ -12,6 +12,29 @@ always comes from the tokenizer of the data, never from the preset.
 | gpt2-large  | 36     | 20    | 1280  | 1024    | 774M                     |
 | gpt2-xl     | 48     | 25    | 1600  | 1024    | 1558M                    |
 
+GPT-3 (Brown et al. 2020, Table 2.1): GPT-2's architecture (learned positions, GELU, LayerNorm,
+biases, tied embeddings) at context 2048, vocabulary 50257. Counted on the meta device, nothing
+allocated; the last column is the paper's. GPT-3 alternated dense and locally banded sparse
+attention layers; these presets are dense throughout, which changes no parameter count.
+
+| preset      | layers | heads x size | width | parameters (counted) | Table 2.1 |
+|-------------|--------|--------------|-------|----------------------|-----------|
+| gpt3-small  | 12     | 12 x 64      | 768   | 125,226,240          | 125M      |
+| gpt3-medium | 24     | 16 x 64      | 1024  | 355,871,744          | 350M      |
+| gpt3-large  | 24     | 16 x 96      | 1536  | 760,300,032          | 760M      |
+| gpt3-xl     | 24     | 16 x 128     | 2048  | 1,315,723,264        | 1.3B      |
+| gpt3-2.7b   | 32     | 32 x 80      | 2560  | 2,651,553,280        | 2.7B      |
+| gpt3-6.7b   | 32     | 32 x 128     | 4096  | 6,658,404,352        | 6.7B      |
+| gpt3-13b    | 40     | 40 x 128     | 5120  | 12,853,386,240       | 13B       |
+| gpt3-175b   | 96     | 96 x 128     | 12288 | 174,604,259,328      | 175B      |
+
+Two rows of Table 2.1 are not self-consistent, and the table's parameter counts decide them:
+- XL lists 24 heads of 128 (3072) for a width of 2048. The count (1.3B) is the width's: every
+  attention matrix is width x width whatever the heads, so 2048 stays and the heads become
+  2048 / 128 = 16 of the listed size 128 (24 heads cannot divide 2048 evenly).
+- 13B lists a width of 5140 for 40 heads of 128 (5120). 5140 is not divisible by 40; 5120 is,
+  and gives 12.85B, the paper's own "12,850M" of Table D.1 (5140 would give 12.95B).
+
 BERT encoders (models/bert.py; masked LM, post-norm, exact GELU, segment embeddings, pooler):
 
 | preset    | layers | heads | width | context | parameters (30522 vocab), with the masked-LM head and pooler |
@@ -66,6 +89,15 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "gpt2-medium": ("gpt", {"n_layer": 24, "n_head": 16, "n_embd": 1024, "block_size": 1024}),
     "gpt2-large": ("gpt", {"n_layer": 36, "n_head": 20, "n_embd": 1280, "block_size": 1024}),
     "gpt2-xl": ("gpt", {"n_layer": 48, "n_head": 25, "n_embd": 1600, "block_size": 1024}),
+    # GPT-3, Table 2.1 of Brown et al. 2020; XL and 13B as the module docstring reads them
+    "gpt3-small": ("gpt", {"n_layer": 12, "n_head": 12, "n_embd": 768, "block_size": 2048}),
+    "gpt3-medium": ("gpt", {"n_layer": 24, "n_head": 16, "n_embd": 1024, "block_size": 2048}),
+    "gpt3-large": ("gpt", {"n_layer": 24, "n_head": 16, "n_embd": 1536, "block_size": 2048}),
+    "gpt3-xl": ("gpt", {"n_layer": 24, "n_head": 16, "n_embd": 2048, "block_size": 2048}),
+    "gpt3-2.7b": ("gpt", {"n_layer": 32, "n_head": 32, "n_embd": 2560, "block_size": 2048}),
+    "gpt3-6.7b": ("gpt", {"n_layer": 32, "n_head": 32, "n_embd": 4096, "block_size": 2048}),
+    "gpt3-13b": ("gpt", {"n_layer": 40, "n_head": 40, "n_embd": 5120, "block_size": 2048}),
+    "gpt3-175b": ("gpt", {"n_layer": 96, "n_head": 96, "n_embd": 12288, "block_size": 2048}),
     # bert-mini has the shape of all-MiniLM-L6-v2, so a converted MiniLM and a trained bert-mini compare.
     "bert-nano": ("bert", {"n_layer": 2, "n_head": 2, "n_embd": 128, "block_size": 128, "dropout": 0.0}),
     "bert-mini": ("bert", {"n_layer": 6, "n_head": 12, "n_embd": 384, "block_size": 512}),
