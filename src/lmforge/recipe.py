@@ -282,7 +282,7 @@ def _train(job: PretrainJob, run, progress: bool) -> dict[str, Any]:
     from lmforge.train.evaluation import loss_and_accuracy, mean_loss
     from lmforge.train.metrics import MetricsLog, plot_losses
     from lmforge.train.trainer import Trainer
-    from lmforge.train.transforms import apply_transforms, training_transforms
+    from lmforge.train.transforms import ready_for_training
 
     net, config = job.net, job.config
     main = distributed.is_main_process()
@@ -297,15 +297,7 @@ def _train(job: PretrainJob, run, progress: bool) -> dict[str, Any]:
                 **job.extra_config,
             }
         )
-    device = resolve_device(config.device)
-    net.to(device)
-    transforms = training_transforms(
-        device=device,
-        precision=resolve_precision(config.precision, device),
-        compile=config.compile,
-        model=net,
-    )
-    train_model = apply_transforms(net, transforms)
+    train_model, transforms, device = ready_for_training(net, config)
     batches, objective = training_batches(job)
     eval_set = fixed_eval_set(job)
     last_eval: dict[str, float] = {}

@@ -275,10 +275,9 @@ def run_classifier(job: ClassifierJob, *, progress: bool = True) -> dict[str, An
 
 
 def _train(job: ClassifierJob, run, progress: bool) -> dict[str, Any]:
-    from lmforge.hardware import resolve_device, resolve_precision
     from lmforge.train.metrics import MetricsLog, plot_losses
     from lmforge.train.trainer import Trainer
-    from lmforge.train.transforms import apply_transforms, training_transforms
+    from lmforge.train.transforms import ready_for_training
 
     net, config, data = job.net, job.config, job.data
     pad = padding_id(job.tokenizer)
@@ -291,15 +290,7 @@ def _train(job: ClassifierJob, run, progress: bool) -> dict[str, Any]:
             "task": job.task,
         }
     )
-    device = resolve_device(config.device)
-    net.to(device)
-    transforms = training_transforms(
-        device=device,
-        precision=resolve_precision(config.precision, device),
-        compile=config.compile,
-        model=net,
-    )
-    train_model = apply_transforms(net, transforms)
+    train_model, transforms, device = ready_for_training(net, config)
     eval_batch = max(2 * config.batch_size, 32)
     classes = len(data.labels)
 

@@ -66,6 +66,23 @@ def training_transforms(
     return transforms
 
 
+def ready_for_training(model: nn.Module, config) -> tuple[nn.Module, list[Named], torch.device]:
+    """``model`` moved to ``config``'s device and given the transforms its settings call for:
+    (the module to train, the transforms applied, the device). Pretraining and fine-tuning both
+    start here, so they train at the same speed."""
+    from lmforge.hardware import resolve_device, resolve_precision
+
+    device = resolve_device(config.device)
+    model.to(device)
+    transforms = training_transforms(
+        device=device,
+        precision=resolve_precision(config.precision, device),
+        compile=config.compile,
+        model=model,
+    )
+    return apply_transforms(model, transforms), transforms, device
+
+
 def tied_parameters(model: nn.Module) -> list[tuple[str, str]]:
     """Pairs of parameter names that are one tensor (e.g. lm_head.weight and wte.weight)."""
     first: dict[int, str] = {}
