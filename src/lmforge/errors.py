@@ -33,3 +33,7 @@ class CheckpointError(LMForgeError):
 
 class DownloadError(DataError):
     """A corpus that could not be downloaded, or whose bytes are not the ones expected."""
+
+
+class LostProcessError(LMForgeError):
+    """Another process of a torchrun job died or stopped answering."""

@@ -36,6 +36,7 @@ from torch import nn
 from lmforge.errors import CheckpointError, TokenizerError, UserInputError
 from lmforge.hardware import resolve_device, resolve_precision
 from lmforge.models.loss import perplexity
+from lmforge.parallel.launch import Parallelism
 from lmforge.train import distributed
 from lmforge.train.config import TrainConfig, check_bounds
 from lmforge.train.model_settings import ModelSettings
@@ -61,6 +62,7 @@ class PretrainJob:
     data_path: Path
     config: TrainConfig
     extra_config: dict[str, Any] = field(default_factory=dict)  # written to config.json as is
+    parallel: Parallelism = field(default_factory=Parallelism)  # how torchrun's processes share it
 
     def warnings(self) -> list[str]:
         """What the user should know before a long run: bf16 asked for where it is emulated."""
@@ -73,6 +75,12 @@ class PretrainJob:
                 f"{EMULATED_BF16_SLOWDOWN}x slower than --precision fp32"
             ]
         return []
+
+    def plain_copy(self) -> nn.Module:
+        """A new, unspread model of this job's shape (to read a whole checkpoint into)."""
+        from lmforge.models.registry import build_model
+
+        return build_model(self.family, self.net.config.to_dict())
 
     def describe(self) -> list[str]:
         """The two header lines ``pretrain`` prints before training."""
@@ -92,8 +100,17 @@ class PretrainJob:
             f"model: {self.model_label} {net.describe()}: {net.num_parameters():,} parameters "
             f"({net.num_parameters(exclude_embeddings=True):,} without embeddings)",
             f"data: {self.data_path} ({train:,} train / {val:,} val tokens, vocab {tokenizer.vocab_size}); "
-            f"training on {device} in {resolve_precision(config.precision, device)} for {budget}",
+            f"training on {device} in {resolve_precision(config.precision, device)} for {budget}"
+            + self._spread(),
         ]
+
+    def _spread(self) -> str:
+        import os
+
+        from lmforge.parallel.launch import launched_by_torchrun
+
+        world = int(os.environ["WORLD_SIZE"]) if launched_by_torchrun() else 1
+        return f", {world} processes, --parallel {self.parallel}" if world > 1 else ""
 
 
 def plan_pretraining(
@@ -138,6 +155,7 @@ def plan_pretraining(
         if out is not None and Path(out).resolve() != run.path.resolve():
             raise UserInputError("--resume continues the run in its own directory; leave out --out")
         data = Path(data or saved["data"]["path"])
+        train.setdefault("parallel", "none")  # how to spread the run is this launch's choice, not the run's
         if "max_steps" not in train and "max_time" not in train:
             train.update(max_steps=saved["train"]["max_steps"], max_time=saved["train"]["max_time"])
         config = TrainConfig.from_saved(saved["train"], **train)
@@ -168,6 +186,7 @@ def plan_pretraining(
         with torch.device("meta"):  # shapes only: no memory, whatever the sizes asked for
             sketch = build_model(family, model_config)
         check_memory(sketch, config)
+        parallel = check_parallel(sketch, config)
         torch.manual_seed(config.seed)  # the initial weights, so the same --seed gives the same run
         net = build_model(family, model_config)
     except (ValueError, TypeError) as error:
@@ -196,8 +215,48 @@ def plan_pretraining(
         },
     }
     return PretrainJob(
-        run_path, resume is not None, overwrite, label, family, net, dataset, Path(data), config, extra
+        run_path,
+        resume is not None,
+        overwrite,
+        label,
+        family,
+        net,
+        dataset,
+        Path(data),
+        config,
+        extra,
+        parallel,
     )
+
+
+def check_parallel(sketch: nn.Module, config: TrainConfig) -> Parallelism:
+    """``--parallel`` read and checked against the model and torchrun's world size, on every rank
+    alike and before any process group exists, so a refusal ends every rank at once."""
+    import os
+
+    from lmforge.parallel.launch import launched_by_torchrun, parse_parallel, resolve_parallel
+
+    parallel = resolve_parallel(parse_parallel(config.parallel))
+    world = int(os.environ["WORLD_SIZE"]) if launched_by_torchrun() else 1
+    if parallel.tensor > 1:
+        from lmforge.parallel.tensor import check_tensor_parallel
+
+        check_tensor_parallel(sketch, parallel.tensor, sequence_parallel=parallel.sequence_parallel)
+        if parallel.sequence_parallel and sketch.config.block_size % parallel.tensor:
+            raise UserInputError(
+                f"sequence parallelism splits each window of {sketch.config.block_size} tokens over "
+                f"{parallel.tensor} ranks; choose a --block-size divisible by {parallel.tensor}"
+            )
+    if world > 1 and world % parallel.tensor == 0:
+        data_ranks = world // parallel.tensor
+        if config.batch_size % data_ranks:
+            raise UserInputError(
+                f"--batch-size {config.batch_size} does not split evenly over {data_ranks} data-parallel "
+                f"processes; choose a multiple of {data_ranks} (it is the batch of all processes together)"
+            )
+    if parallel.data != "none" and getattr(sketch, "carries_state", False) and parallel.data != "ddp":
+        raise UserInputError("a recurrent model trains with --parallel ddp (it is small; nothing to shard)")
+    return parallel
 
 
 def check_memory(sketch: nn.Module, config: TrainConfig) -> None:
@@ -231,18 +290,21 @@ def training_batches(job: PretrainJob) -> tuple[Any, Objective]:
 
     config, window = job.config, job.net.config.block_size
     tokens = job.dataset.split("train")
-    if job.net.carries_state:  # consecutive windows of parallel streams; this rank's slice of them
-        size = len(tokens) // distributed.world_size()
-        tokens = tokens[distributed.rank() * size : (distributed.rank() + 1) * size]
-        return StreamSampler(tokens, config.batch_size, window), CarriedStateLoss()
-    seed = config.seed + distributed.rank()
-    if job.net.lm_kind == "masked":  # [CLS] window [SEP], 15% masked; the loss counts masked tokens only
+    seed = config.seed
+    if job.net.carries_state:  # consecutive windows of parallel streams
+        sampler, objective = StreamSampler(tokens, config.batch_size, window), CarriedStateLoss()
+    elif job.net.lm_kind == "masked":  # [CLS] window [SEP], 15% masked; the loss counts masked tokens only
         from lmforge.data.masking import MaskedWindowSampler
 
         sampler = MaskedWindowSampler(tokens, job.dataset.tokenizer, config.batch_size, window, seed)
-        return sampler, masked_language_model_loss
-    sampler = WindowSampler(tokens, config.batch_size, window, seed=seed)
-    return sampler, language_model_loss
+        objective = masked_language_model_loss
+    else:
+        sampler, objective = WindowSampler(tokens, config.batch_size, window, seed=seed), language_model_loss
+    if distributed.data_parallel_size() > 1:  # the global batch, of which this rank reads its rows
+        sampler = distributed.RankSlice(
+            sampler, distributed.data_parallel_rank(), distributed.data_parallel_size()
+        )
+    return sampler, objective
 
 
 def fixed_eval_set(job: PretrainJob) -> list[dict[str, torch.Tensor]]:
@@ -262,23 +324,48 @@ def fixed_eval_set(job: PretrainJob) -> list[dict[str, torch.Tensor]]:
 
 
 def run_pretraining(job: PretrainJob, *, progress: bool = True) -> dict[str, Any]:
-    """Train ``job`` into its run directory; returns the summary ``pretrain`` prints."""
+    """Train ``job`` into its run directory; returns the summary ``pretrain`` prints. Under torchrun
+    this starts the process group (``parallel.setup``) and ends it when training ends."""
+    from lmforge.parallel import launch as parallel
+
+    mesh = parallel.setup(job.parallel, resolve_device(job.config.device), timeout_s=job.config.dist_timeout)
+    try:
+        return _run(job, mesh, progress)
+    except Exception as error:
+        lost = parallel.lost_contact(error, job.config.dist_timeout) if mesh is not None else None
+        if lost is None:
+            raise
+        raise lost from None
+    finally:
+        if mesh is not None:
+            parallel.teardown()
+
+
+def _run(job: PretrainJob, mesh, progress: bool) -> dict[str, Any]:
     from lmforge.run import Run
 
     main = distributed.is_main_process()
-    created = False
+    created, failure = False, None
     if job.resuming:
         run = Run.open(job.run_path)
     elif main:
-        run = Run.create(job.run_path, overwrite=job.overwrite)
-        created = True
+        try:
+            run = Run.create(job.run_path, overwrite=job.overwrite)
+            created = True
+        except BaseException as error:  # the others must not wait for rank 0 in the next collective
+            failure = error
     else:
         run = Run(job.run_path)
+    if not distributed.all_agree(failure is None):
+        if failure is not None:
+            raise failure
+        raise UserInputError(f"rank 0 could not create {job.run_path}; see its message")
     with run.removed_unless_saved(created):
-        return _train(job, run, progress)
+        return _train(job, run, mesh, progress)
 
 
-def _train(job: PretrainJob, run, progress: bool) -> dict[str, Any]:
+def _train(job: PretrainJob, run, mesh, progress: bool) -> dict[str, Any]:
+    from lmforge.parallel import checkpoint as dist_checkpoint
     from lmforge.train.evaluation import loss_and_accuracy, mean_loss
     from lmforge.train.metrics import MetricsLog, plot_losses
     from lmforge.train.trainer import Trainer
@@ -286,6 +373,7 @@ def _train(job: PretrainJob, run, progress: bool) -> dict[str, Any]:
 
     net, config = job.net, job.config
     main = distributed.is_main_process()
+    sharded = mesh is not None and job.parallel.sharded
     if main:
         if not job.resuming:
             run.save_tokenizer(job.dataset.tokenizer)
@@ -297,7 +385,9 @@ def _train(job: PretrainJob, run, progress: bool) -> dict[str, Any]:
                 **job.extra_config,
             }
         )
-    train_model, transforms, device = ready_for_training(net, config)
+    if job.resuming and not sharded:
+        run.load_weights(net, "last")  # before any transform: a plain model takes plain tensors
+    train_model, transforms, device = ready_for_training(net, config, parallel=job.parallel, mesh=mesh)
     batches, objective = training_batches(job)
     eval_set = fixed_eval_set(job)
     last_eval: dict[str, float] = {}
@@ -311,11 +401,18 @@ def _train(job: PretrainJob, run, progress: bool) -> dict[str, Any]:
     resume_step = run.load_train_state()["step"] if job.resuming else None
     metrics = MetricsLog(run.metrics_path, resume_step=resume_step) if main else None
 
-    def save(tag: str, _model: nn.Module, state: dict | None) -> None:
-        if not main:
-            return
-        run.save_weights(net, "best" if tag == "best" else "last")  # the plain model: no wrapper's names
-        if state is not None:
+    def save(tag: str, model: nn.Module, state: dict | None) -> None:
+        which = "best" if tag == "best" else "last"
+        if sharded:  # every rank takes part in gathering the weights and writing the shards
+            tensors, ties = dist_checkpoint.full_state(model)
+            if state is not None:
+                dist_checkpoint.save(run.path / dist_checkpoint.DCP_DIR, model, trainer.optimizer)
+                state = {**state, "optimizer": None, "sharded": dist_checkpoint.DCP_DIR}
+            if main:
+                run.save_tensors(tensors, ties, which)
+        elif main:
+            run.save_weights(net, which)  # the plain model: no wrapper's names
+        if main and state is not None:
             run.save_train_state(state)
 
     def redraw() -> None:
@@ -335,8 +432,17 @@ def _train(job: PretrainJob, run, progress: bool) -> dict[str, Any]:
         objective=objective,
     )
     if job.resuming:
-        run.load_weights(net, "last")
-        trainer.load_state_dict(run.load_train_state())
+        state = run.load_train_state()
+        if state.get("sharded"):
+            dist_checkpoint.load(run.path / state["sharded"], train_model, trainer.optimizer)
+        elif sharded:  # a run saved whole, now spread: every rank takes its part of the whole
+            plain = job.plain_copy()
+            run.load_weights(plain, "last")
+            dist_checkpoint.load_whole(
+                train_model, trainer.optimizer, plain.state_dict(), state["optimizer"], plain
+            )
+            state = {**state, "optimizer": None}
+        trainer.load_state_dict(state)
     try:
         result = trainer.fit()
     finally:
@@ -358,5 +464,6 @@ def _train(job: PretrainJob, run, progress: bool) -> dict[str, Any]:
         "parameters": net.num_parameters(),
         "interrupted": result.interrupted,
         "transforms": [t.name for t in transforms],
+        "processes": distributed.world_size(),
         "plot": str(run.plot_path),
     }

@@ -43,6 +43,7 @@ RUN_ENTRIES = frozenset(
         NGRAM_FILE,
         "best",
         "train_state.pt",
+        "train_state.dcp",  # the shards of a run trained with --parallel fsdp or tp=K
         "metrics.jsonl",
         "loss.png",
         "tokenizer",
@@ -173,9 +174,14 @@ class Run:
 
     # --- weights and training state ---------------------------------------------------------
     def save_weights(self, model: nn.Module, which: Literal["last", "best"] = "last") -> None:
+        self.save_tensors(*_unique_tensors(model), which)
+
+    def save_tensors(
+        self, tensors: dict[str, torch.Tensor], ties: dict[str, str], which: Literal["last", "best"] = "last"
+    ) -> None:
+        """Weights given as a state dict without tied duplicates, and the ties (name -> source)."""
         from safetensors.torch import save
 
-        tensors, ties = _unique_tensors(model)
         atomic_write_bytes(self.weights_path(which), save(tensors, metadata={"tied": json.dumps(ties)}))
 
     def save_train_state(self, state: dict[str, Any]) -> None:

@@ -121,6 +121,8 @@ def _add_settings(parser: argparse.ArgumentParser, settings: type, rules: dict[s
     hints = typing.get_type_hints(settings)
     names = []
     for field in dataclasses.fields(settings):
+        if field.name in getattr(settings, "not_flags", ()):  # a setting this command does not offer
+            continue
         spec = _argument_spec(hints[field.name], field.default)
         help_text = field.metadata.get("help", "")
         if field.default not in (None, False, True):

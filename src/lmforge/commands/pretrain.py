@@ -48,6 +48,12 @@ def pretrain(
     saves a checkpoint and stops; `--resume RUN` continues exactly where it stopped, with the
     run's own settings except the flags given again.
 
+    The same command runs on several processes under torchrun, e.g. `torchrun --nproc-per-node 4
+    -m lmforge pretrain ... --parallel tp=2,fsdp`: --batch-size stays the batch of all processes
+    together, so the losses are those of one process; rank 0 prints and writes the run, and
+    with fsdp or tp the training state is saved sharded (train_state.dcp/), which --resume
+    reads at any number of processes, one included.
+
     Args:
         data: a directory written by `lmforge prepare` (needs meta.json, train.bin, val.bin).
         out: the run directory to create.
@@ -86,19 +92,21 @@ def pretrain(
             overwrite=overwrite,
             as_json=as_json,
         )
+    from lmforge.parallel.launch import launched_rank
     from lmforge.recipe import plan_pretraining, run_pretraining
 
     job = plan_pretraining(
         data=data, out=out, model=model, shape=shape, train=train, resume=resume, overwrite=overwrite
     )
-    if not as_json:
+    main = launched_rank() == 0  # under torchrun, rank 0 alone speaks
+    if main and not as_json:
         print("\n".join(job.describe()))
-    for line in job.warnings():
+    for line in job.warnings() if main else []:
         print(line, file=sys.stderr)
     summary = run_pretraining(job, progress=progress)
-    if as_json:
+    if main and as_json:
         print_json(summary)
-    else:
+    elif main:
         print_summary(summary)
     if summary["interrupted"]:
         raise KeyboardInterrupt  # saved; exit 130 like every command stopped by Ctrl-C

@@ -14,6 +14,8 @@ from lmforge.train.config import TrainConfig, check_bounds, setting
 class ClassifyConfig(TrainConfig):
     """training (budget, batches, optimizer and schedule, evaluation, device)"""
 
+    not_flags = ("parallel", "dist_timeout")  # fine-tuning runs in one process
+
     batch_size: int = setting(16, "examples per micro-batch", positive=True)
     lr: float = setting(
         1e-3,

@@ -232,6 +232,7 @@ class SelfAttention(nn.Module):
         if n_embd % n_head:
             raise ValueError(f"n_embd={n_embd} is not divisible by n_head={n_head}")
         self.n_head = n_head
+        self.head_dim = n_embd // n_head
         self.is_causal = is_causal
         self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
@@ -259,8 +260,10 @@ class SelfAttention(nn.Module):
         ``kv_cache``, when given, stores this step's keys and values for ``layer`` and returns
         all of them (past + present); the caller advances it after the last layer.
         """
-        B, T, C = x.shape
-        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)
+        B, T, _ = x.shape
+        # heads from the projection's width, not n_head: under tensor parallelism
+        # (parallel/tensor.py) a rank's c_attn gives its own heads' queries, keys and values only
+        qkv = self.c_attn(x).view(B, T, 3, -1, self.head_dim)
         if rotary is not None:
             q, k = apply_rotary(qkv[:, :, :2], *rotary).unbind(2)  # queries and keys in one pass
             v = qkv[:, :, 2]
@@ -273,7 +276,7 @@ class SelfAttention(nn.Module):
             k, v = kv_cache.update(layer, k, v)  # (B, nh, S, hs)
         dropout_p = self.dropout if self.training else 0.0
         y, weights = attend(q, k, v, mask, is_causal=self.is_causal, dropout_p=dropout_p, reference=reference)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads side by side
+        y = y.transpose(1, 2).contiguous().view(B, T, -1)  # re-assemble heads side by side
         return self.resid_dropout(self.c_proj(y)), weights
 
     def attend_from(self, x: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

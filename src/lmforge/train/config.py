@@ -21,7 +21,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lmforge.bounds import DEVICE, SEED, Bounds, Rule
+from lmforge.bounds import DEVICE, SEED, Bounds, Named, Rule
 from lmforge.errors import UserInputError
 
 
@@ -40,6 +40,16 @@ def setting(
     if rule is None and (positive or non_negative or at_most is not None):
         rule = Bounds(positive=positive, non_negative=non_negative, at_most=at_most)
     return dataclasses.field(default=default, metadata={"help": help, "rule": rule})
+
+
+def _parallel_form(value: str) -> bool:
+    from lmforge.parallel.launch import parse_parallel
+
+    try:
+        parse_parallel(value)
+    except UserInputError:
+        return False
+    return True
 
 
 def flag_name(name: str) -> str:
@@ -65,7 +75,12 @@ class TrainConfig:
         "budget. With both budgets, whichever ends first",
         positive=True,
     )
-    batch_size: int = setting(12, "sequences per micro-batch", positive=True)
+    batch_size: int = setting(
+        12,
+        "sequences per micro-batch, over all processes: under torchrun each of N data-parallel "
+        "ranks reads batch-size / N of them, so a run trains the same with any number of processes",
+        positive=True,
+    )
     grad_accum: int = setting(1, "micro-batches per optimizer step", positive=True)
     lr: float = setting(3e-3, "peak learning rate", positive=True)
     min_lr: float | None = setting(
@@ -95,6 +110,23 @@ class TrainConfig:
     )
     compile: bool = setting(False, "compile the model with torch.compile (slower start, faster steps)")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N", rule=DEVICE)
+    parallel: str = setting(
+        "none",
+        "under torchrun: ddp (replicas, gradients all-reduced; the default with several processes), "
+        "fsdp (parameters, gradients and optimizer state sharded: FSDP2), tp=K (Megatron tensor "
+        "parallelism over groups of K ranks), tp=K,fsdp (both, on a 2-D mesh); add ,sp to tp=K "
+        "for sequence parallelism",
+        rule=Named(
+            lambda: ("none", "ddp", "fsdp", "tp=2", "tp=2,fsdp", "tp=2,sp"), "parallelism", _parallel_form
+        ),
+    )
+    dist_timeout: float = setting(
+        600.0,
+        "seconds a process waits for the others in a collective before the job ends with an error "
+        "(a rank that died or hung)",
+        positive=True,
+        at_most=86400.0,
+    )
 
     def __post_init__(self) -> None:
         if self.min_lr is None:
@@ -103,6 +135,9 @@ class TrainConfig:
     def validate(self) -> None:
         """Every bound, and a budget; one clear error for the first thing wrong."""
         check_bounds(self)
+        from lmforge.parallel.launch import parse_parallel
+
+        parse_parallel(self.parallel)
         if self.max_steps is None and self.max_time is None:
             raise UserInputError("give a budget: --max-steps N or --max-time SECONDS (or both)")
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from lmforge.models.loss import IGNORE_INDEX
+from lmforge.train import distributed
 
 
 class Objective(Protocol):
@@ -73,8 +74,20 @@ class CarriedStateLoss:
         return tuple(s * keep for s in stored)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"carried_state": None if self.state is None else [s.cpu() for s in self.state]}
+        """The state of every stream: under data parallelism each rank carries its own rows of the
+        global batch (``distributed.RankSlice``), gathered here so a resume at any number of
+        processes continues every stream (a collective call: every rank makes it)."""
+        if self.state is None:
+            return {"carried_state": None}
+        return {"carried_state": [distributed.gather_rows(s, dim=1).cpu() for s in self.state]}
 
     def load_state_dict(self, state: dict[str, Any], device: torch.device | None = None) -> None:
         saved = state.get("carried_state")
-        self.state = None if saved is None else tuple(s.to(device) for s in saved)
+        if saved is None:
+            self.state = None
+            return
+        rows = [
+            s.tensor_split(distributed.data_parallel_size(), dim=1)[distributed.data_parallel_rank()]
+            for s in saved
+        ]
+        self.state = tuple(s.to(device) for s in rows)

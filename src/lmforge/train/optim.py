@@ -20,13 +20,22 @@ from torch import nn
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: matrices (decayed) and everything else (not). Tied weights appear once."""
-    decay, no_decay = [], []
+    """Two groups: matrices (decayed) and everything else (not). Tied weights appear once.
+
+    A model spread over processes (``parallel/launch.py``) can hold plain tensors and DTensors of
+    different meshes at once; the fused and foreach kernels take one kind per call, so each
+    kind gets its own pair of groups there (same settings, one kernel launch per kind)."""
+    kinds: dict[object, tuple[list, list]] = {}
     for param in model.parameters():  # parameters() already yields a shared tensor once
         if not param.requires_grad:
             continue
+        mesh = getattr(param, "device_mesh", None)
+        decay, no_decay = kinds.setdefault(mesh, ([], []))
         (decay if param.dim() >= 2 else no_decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = []
+    for decay, no_decay in kinds.values() or [([], [])]:
+        groups += [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return groups
 
 
 def build_optimizer(

@@ -140,7 +140,8 @@ class Trainer:
         self.best_val_loss = state["best_val_loss"]
         self.first_val_loss = state["first_val_loss"]
         self.last_val_loss = state["last_val_loss"]
-        self.optimizer.load_state_dict(state["optimizer"])
+        if state["optimizer"] is not None:  # None: sharded, loaded by the recipe (parallel/checkpoint.py)
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.train_batches.load_state_dict(state["data"])
         if hasattr(self.objective, "load_state_dict"):
@@ -214,8 +215,9 @@ class Trainer:
             raise LMForgeError(
                 "a training step had no target tokens (every label is ignored); check the data"
             )
-        # DDP averaged the gradients over ranks; this makes them those of the global token mean
-        factor = provisional * distributed.world_size() / targets
+        # DDP and FSDP averaged the gradients over the data-parallel ranks; this makes them those
+        # of the global token mean
+        factor = provisional * distributed.data_parallel_size() / targets
         if factor != 1.0:  # one micro-batch on one rank: the provisional divisor was the true one
             with torch.no_grad():
                 for param in self.model.parameters():
@@ -224,13 +226,13 @@ class Trainer:
         if self.config.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             # the norm over all parameters: DDP's gradients are already equal on every rank, and
-            # FSDP's sharded (DTensor) gradients reduce their norm across the mesh
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            # FSDP's and tensor parallelism's sharded (DTensor) gradients reduce theirs across meshes
+            distributed.clip_grad_norm(self.model.parameters(), self.config.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         mean_loss = distributed.sum_over_ranks(loss_total.item(), self.device) / targets
-        return mean_loss, tokens
+        return mean_loss, tokens * distributed.data_parallel_size()  # every rank reads as many
 
     def _run_eval(self) -> None:
         if self.evaluate_fn is None:

@@ -51,35 +51,54 @@ def compiled(model: nn.Module) -> nn.Module:
 
 
 def training_transforms(
-    *, device: torch.device, precision: str, compile: bool, model: nn.Module | None = None
+    *,
+    device: torch.device,
+    precision: str,
+    compile: bool,
+    model: nn.Module | None = None,
+    spread: bool = False,
 ) -> list[Named]:
     """The transforms a single-process run gets: fp32 linears through oneDNN on a CPU where a race
     against MKL at ``model``'s shapes says they pay off (same math; bf16 autocast already uses
-    oneDNN), or torch.compile when asked."""
+    oneDNN; not for a model ``spread`` over processes, whose linears hold DTensors), or
+    torch.compile when asked."""
     from lmforge.train.onednn_linear import onednn_linears_pay_off
 
     transforms = []
-    if device.type == "cpu" and precision == "fp32" and not compile and onednn_linears_pay_off(device, model):
+    if (
+        device.type == "cpu"
+        and precision == "fp32"
+        and not compile
+        and not spread
+        and onednn_linears_pay_off(device, model)
+    ):
         transforms.append(Named("onednn-linears", onednn_linears))
     if compile:
         transforms.append(Named("compile", compiled))
     return transforms
 
 
-def ready_for_training(model: nn.Module, config) -> tuple[nn.Module, list[Named], torch.device]:
+def ready_for_training(
+    model: nn.Module, config, *, parallel=None, mesh=None
+) -> tuple[nn.Module, list[Named], torch.device]:
     """``model`` moved to ``config``'s device and given the transforms its settings call for:
     (the module to train, the transforms applied, the device). Pretraining and fine-tuning both
-    start here, so they train at the same speed."""
+    start here, so they train at the same speed. Under torchrun, ``parallel`` and ``mesh``
+    (``parallel/launch.py``) add the transforms that spread the model: tensor parallelism and FSDP go
+    first (they replace parameters with DTensors), DDP and torch.compile wrap last."""
     from lmforge.hardware import resolve_device, resolve_precision
+    from lmforge.parallel.launch import parallel_transforms
 
     device = resolve_device(config.device)
     model.to(device)
-    transforms = training_transforms(
-        device=device,
-        precision=resolve_precision(config.precision, device),
-        compile=config.compile,
-        model=model,
+    precision = resolve_precision(config.precision, device)
+    spread = parallel_transforms(parallel, mesh, precision=precision) if parallel is not None else []
+    local = training_transforms(
+        device=device, precision=precision, compile=config.compile, model=model, spread=bool(spread)
     )
+    wrappers = [t for t in spread if t.name == "ddp"]
+    transforms = [t for t in local if t.name != "compile"] + [t for t in spread if t.name != "ddp"]
+    transforms += wrappers + [t for t in local if t.name == "compile"]
     return apply_transforms(model, transforms), transforms, device
 
 
