@@ -112,6 +112,7 @@ def plan_pretraining(
     from lmforge.data.shards import load_prepared
     from lmforge.models.registry import build_model, check_settings, preset_config
     from lmforge.run import Run, directory_fingerprint
+    from lmforge.train.transforms import check_checkpointable
 
     shape, train = dict(shape or {}), dict(train or {})
     check_bounds(ModelSettings(**shape))
@@ -168,6 +169,8 @@ def plan_pretraining(
         with torch.device("meta"):  # shapes only: no memory, whatever the sizes asked for
             sketch = build_model(family, model_config)
         check_memory(sketch, config)
+        if config.activation_checkpointing:
+            check_checkpointable(sketch)  # an LSTM has no blocks to recompute: one line, now
         torch.manual_seed(config.seed)  # the initial weights, so the same --seed gives the same run
         net = build_model(family, model_config)
     except (ValueError, TypeError) as error:
@@ -214,6 +217,7 @@ def check_memory(sketch: nn.Module, config: TrainConfig) -> None:
         eval_batches=config.eval_batches,
         optimizer=config.optimizer,
         half_precision=resolve_precision(config.precision, device) != "fp32",
+        checkpointing=config.activation_checkpointing,
     )
     check_fits(
         estimate,

@@ -226,6 +226,10 @@ def plan_classifier(
         net = lora.apply(net)
     config = dataclasses.replace(settings, max_steps=settings.steps_for(len(data.train)))
     config.validate()
+    if config.activation_checkpointing:
+        from lmforge.train.transforms import check_checkpointable
+
+        check_checkpointable(net)
     task = {
         "kind": "classify",
         "labels": data.labels,

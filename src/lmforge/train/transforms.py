@@ -9,6 +9,9 @@ Each transform takes a module and returns the module to train: the same object c
 later DDP, FSDP, tensor parallelism and LoRA). They run before the optimizer exists, so it sees
 the final parameters. A transform must keep tied weights tied; ``tied_parameters`` lets a caller
 check that it did.
+
+Order: activation checkpointing (a flag on each Transformer block, so names stay unchanged), then
+oneDNN linears, then torch.compile (which traces the checkpointed blocks as they are).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from lmforge.errors import UserInputError
 
 ModelTransform = Callable[[nn.Module], nn.Module]
 
@@ -50,15 +55,50 @@ def compiled(model: nn.Module) -> nn.Module:
     return torch.compile(model)
 
 
+def _blocks(model: nn.Module) -> list[nn.Module]:
+    from lmforge.models.layers import Block
+
+    return [module for module in model.modules() if isinstance(module, Block)]
+
+
+def check_checkpointable(model: nn.Module) -> None:
+    """Refuse ``--activation-checkpointing`` for a model without Transformer blocks (an LSTM, the
+    fixed-window model): one clear line before any work, rather than a flag that silently does
+    nothing. ``model`` may be a meta-device sketch."""
+    if not _blocks(model):
+        kind = type(model).__name__
+        raise UserInputError(
+            f"--activation-checkpointing recomputes Transformer blocks, and a {kind} model has none; "
+            "use it with a GPT or BERT model, or leave it out"
+        )
+
+
+def activation_checkpointing(model: nn.Module) -> nn.Module:
+    """Every Transformer block keeps only its input for backward and recomputes the rest there
+    (``Block.checkpointed``): activations of about one block instead of all of them, for one more
+    forward pass (4/3 of the step's FLOPs). Same loss, same gradients; same parameter names."""
+    check_checkpointable(model)
+    for block in _blocks(model):
+        block.checkpointed = True
+    return model
+
+
 def training_transforms(
-    *, device: torch.device, precision: str, compile: bool, model: nn.Module | None = None
+    *,
+    device: torch.device,
+    precision: str,
+    compile: bool,
+    model: nn.Module | None = None,
+    checkpointing: bool = False,
 ) -> list[Named]:
-    """The transforms a single-process run gets: fp32 linears through oneDNN on a CPU where a race
-    against MKL at ``model``'s shapes says they pay off (same math; bf16 autocast already uses
-    oneDNN), or torch.compile when asked."""
+    """The transforms a single-process run gets: activation checkpointing when asked; fp32 linears
+    through oneDNN on a CPU where a race against MKL at ``model``'s shapes says they pay off (same
+    math; bf16 autocast already uses oneDNN); torch.compile when asked."""
     from lmforge.train.onednn_linear import onednn_linears_pay_off
 
     transforms = []
+    if checkpointing:
+        transforms.append(Named("activation-checkpointing", activation_checkpointing))
     if device.type == "cpu" and precision == "fp32" and not compile and onednn_linears_pay_off(device, model):
         transforms.append(Named("onednn-linears", onednn_linears))
     if compile:
@@ -79,6 +119,7 @@ def ready_for_training(model: nn.Module, config) -> tuple[nn.Module, list[Named]
         precision=resolve_precision(config.precision, device),
         compile=config.compile,
         model=model,
+        checkpointing=config.activation_checkpointing,
     )
     return apply_transforms(model, transforms), transforms, device
 
