@@ -285,6 +285,7 @@ def run_pretraining(job: PretrainJob, *, progress: bool = True) -> dict[str, Any
 def _train(job: PretrainJob, run, progress: bool) -> dict[str, Any]:
     from lmforge.train.evaluation import loss_and_accuracy, mean_loss
     from lmforge.train.metrics import MetricsLog, plot_losses
+    from lmforge.train.optim import describe_optimizer
     from lmforge.train.trainer import Trainer
     from lmforge.train.transforms import ready_for_training
 
@@ -362,5 +363,6 @@ def _train(job: PretrainJob, run, progress: bool) -> dict[str, Any]:
         "parameters": net.num_parameters(),
         "interrupted": result.interrupted,
         "transforms": [t.name for t in transforms],
+        "optimizer": describe_optimizer(trainer.optimizer),
         "plot": str(run.plot_path),
     }

@@ -280,6 +280,7 @@ def run_classifier(job: ClassifierJob, *, progress: bool = True) -> dict[str, An
 
 def _train(job: ClassifierJob, run, progress: bool) -> dict[str, Any]:
     from lmforge.train.metrics import MetricsLog, plot_losses
+    from lmforge.train.optim import describe_optimizer
     from lmforge.train.trainer import Trainer
     from lmforge.train.transforms import ready_for_training
 
@@ -360,6 +361,7 @@ def _train(job: ClassifierJob, run, progress: bool) -> dict[str, Any]:
         "texts_cut": sum(job.cut),
         "interrupted": result.interrupted,
         "transforms": [t.name for t in transforms],
+        "optimizer": describe_optimizer(trainer.optimizer),
         "plot": str(run.plot_path),
         "confusion_plot": str(run.path / CONFUSION_PLOT),
     }
