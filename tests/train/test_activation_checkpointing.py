@@ -168,3 +168,18 @@ def test_checkpointing_lowers_the_measured_peak_memory_of_a_training_step():
     plain, checkpointed = peak_growth("off"), peak_growth("on")
     assert plain > 150 * 2**20
     assert checkpointed < plain / 3  # measured here: 264 MiB -> 37 MiB
+
+
+@pytest.mark.slow
+def test_compiled_checkpointed_blocks_give_the_eager_gradients():
+    from lmforge.train.transforms import compiled
+
+    step = lambda m: m(IDS[:, :-1], labels=IDS[:, 1:]).loss  # noqa: E731
+    plain_loss, plain = loss_and_gradients(gpt(), step)
+    model = activation_checkpointing(gpt())
+    wrapped = compiled(model)
+    loss, _ = loss_and_gradients(wrapped, step)
+    gradients = {name: p.grad for name, p in model.named_parameters()}
+    assert loss == pytest.approx(plain_loss, rel=1e-5)
+    for name, grad in plain.items():
+        torch.testing.assert_close(gradients[name], grad, rtol=1e-4, atol=1e-5, msg=name)
