@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from lmforge.cli import main
+from lmforge.errors import UserInputError
 from lmforge.train.optim import build_optimizer, describe_optimizer
 
 TEXT = "It is a truth universally acknowledged, that a single man in possession of a good fortune.\n" * 60
@@ -98,3 +99,25 @@ def test_finetune_takes_the_same_flag_and_reports_it(tmp_path, capsys):
     )
     summary = json.loads(capsys.readouterr().out)
     assert summary["transforms"][0] == "activation-checkpointing" and summary["optimizer"].startswith("adamw")
+
+
+def test_the_memory_check_lets_through_a_step_only_checkpointing_makes_fit(monkeypatch):
+    from lmforge.models.registry import build_model, preset_config
+    from lmforge.recipe import check_memory
+    from lmforge.resources import MEMORY_ENV, training_estimate
+    from lmforge.train.config import TrainConfig
+
+    family, config = preset_config("gpt2", vocab_size=256)
+    with torch.device("meta"):
+        sketch = build_model(family, config)
+    sizes = dict(batch_size=8, block_size=1024, eval_batches=20)
+    full, kept = (
+        training_estimate(sketch, **sizes).total,
+        training_estimate(sketch, **sizes, checkpointing=True).total,
+    )
+    assert kept < full / 2  # 12 layers: 8 x 12 numbers per token and width, against 12 + 8
+    monkeypatch.setenv(MEMORY_ENV, str((full + kept) // 2))
+    settings = dict(batch_size=8, eval_batches=20, max_steps=1, device="cpu", precision="fp32")
+    with pytest.raises(UserInputError, match="needs about"):
+        check_memory(sketch, TrainConfig(**settings))
+    check_memory(sketch, TrainConfig(**settings, activation_checkpointing=True))
