@@ -129,6 +129,7 @@ def plan_pretraining(
     from lmforge.data.shards import load_prepared
     from lmforge.models.registry import build_model, check_settings, preset_config
     from lmforge.run import Run, directory_fingerprint
+    from lmforge.train.transforms import check_checkpointable
 
     shape, train = dict(shape or {}), dict(train or {})
     check_bounds(ModelSettings(**shape))
@@ -187,6 +188,8 @@ def plan_pretraining(
             sketch = build_model(family, model_config)
         check_memory(sketch, config)
         parallel = check_parallel(sketch, config)
+        if config.activation_checkpointing:
+            check_checkpointable(sketch)  # an LSTM has no blocks to recompute: one line, now
         torch.manual_seed(config.seed)  # the initial weights, so the same --seed gives the same run
         net = build_model(family, model_config)
     except (ValueError, TypeError) as error:
@@ -273,6 +276,7 @@ def check_memory(sketch: nn.Module, config: TrainConfig) -> None:
         eval_batches=config.eval_batches,
         optimizer=config.optimizer,
         half_precision=resolve_precision(config.precision, device) != "fp32",
+        checkpointing=config.activation_checkpointing,
     )
     check_fits(
         estimate,
@@ -368,6 +372,7 @@ def _train(job: PretrainJob, run, mesh, progress: bool) -> dict[str, Any]:
     from lmforge.parallel import checkpoint as dist_checkpoint
     from lmforge.train.evaluation import loss_and_accuracy, mean_loss
     from lmforge.train.metrics import MetricsLog, plot_losses
+    from lmforge.train.optim import describe_optimizer
     from lmforge.train.trainer import Trainer
     from lmforge.train.transforms import ready_for_training
 
@@ -464,6 +469,7 @@ def _train(job: PretrainJob, run, mesh, progress: bool) -> dict[str, Any]:
         "parameters": net.num_parameters(),
         "interrupted": result.interrupted,
         "transforms": [t.name for t in transforms],
+        "optimizer": describe_optimizer(trainer.optimizer),
         "processes": distributed.world_size(),
         "plot": str(run.plot_path),
     }

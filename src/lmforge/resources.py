@@ -165,17 +165,22 @@ def training_estimate(
     eval_batches: int,
     optimizer: str = "adamw",
     half_precision: bool = False,
+    checkpointing: bool = False,
 ) -> Estimate:
-    """One training step of ``net`` (a meta-device copy is enough: only shapes are read)."""
+    """One training step of ``net`` (a meta-device copy is enough: only shapes are read).
+
+    checkpointing: activation checkpointing keeps each layer's input (1 number per token and unit
+    of width) plus the inside of the one layer being recomputed, instead of every layer's inside."""
     parameters, buffers, width, layers = _model_shape(net)
     tokens = batch_size * block_size
     number = 2 if half_precision else 4  # autocast keeps activations in bf16/fp16
     per_parameter = sum(ADAMW_BYTES.values()) if optimizer == "adamw" else 12
+    kept = layers + ACTIVATION_FLOATS if checkpointing else layers * ACTIVATION_FLOATS
     return (
         Estimate()
         .add("weights, gradients and optimizer state", parameters * per_parameter)
         .add("the model's buffers (position tables)", buffers)
-        .add("activations", tokens * width * layers * ACTIVATION_FLOATS * number)
+        .add("activations", tokens * width * kept * number)
         .add("logits and their gradient", 2 * tokens * _vocab_size(net) * 4)
         # a batch's gathered rows, x and y; the fixed evaluation set's x and y
         .add("token batches", 3 * tokens * INT64 + eval_batches * 2 * tokens * INT64)

@@ -226,6 +226,10 @@ def plan_classifier(
         net = lora.apply(net)
     config = dataclasses.replace(settings, max_steps=settings.steps_for(len(data.train)))
     config.validate()
+    if config.activation_checkpointing:
+        from lmforge.train.transforms import check_checkpointable
+
+        check_checkpointable(net)
     task = {
         "kind": "classify",
         "labels": data.labels,
@@ -276,6 +280,7 @@ def run_classifier(job: ClassifierJob, *, progress: bool = True) -> dict[str, An
 
 def _train(job: ClassifierJob, run, progress: bool) -> dict[str, Any]:
     from lmforge.train.metrics import MetricsLog, plot_losses
+    from lmforge.train.optim import describe_optimizer
     from lmforge.train.trainer import Trainer
     from lmforge.train.transforms import ready_for_training
 
@@ -356,6 +361,7 @@ def _train(job: ClassifierJob, run, progress: bool) -> dict[str, Any]:
         "texts_cut": sum(job.cut),
         "interrupted": result.interrupted,
         "transforms": [t.name for t in transforms],
+        "optimizer": describe_optimizer(trainer.optimizer),
         "plot": str(run.plot_path),
         "confusion_plot": str(run.path / CONFUSION_PLOT),
     }

@@ -140,7 +140,15 @@ class Block(nn.Module):
     post-norm (``prenorm=False``; Vaswani et al., BERT): norm(x + attn(x)), then norm(x + mlp(x)).
     ``is_causal`` is the attention's meaning of ``mask=None``. Parameter names (ln_1, attn, ln_2,
     mlp) are the same either way: GPT's state dict keys.
+
+    ``checkpointed`` (set by ``train/transforms.activation_checkpointing``): while gradients are
+    recorded, keep only the block's input and recompute its inside during backward
+    (``torch.utils.checkpoint``, non-reentrant), trading one more forward for the activations. A
+    flag rather than a wrapper module, so parameter names (and checkpoints) stay as they are. Not
+    while a key-value cache is filled: recomputing would write the cache twice.
     """
+
+    checkpointed = False
 
     def __init__(
         self,
@@ -163,7 +171,18 @@ class Block(nn.Module):
         self.ln_2 = make_norm(norm, n_embd, norm_eps, bias)
         self.mlp = make_mlp(mlp, n_embd, mlp_hidden, bias, dropout)
 
-    def forward(self, x: torch.Tensor, **attention_kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, *args, **kwargs):
+        """``_forward(x, ...)``, recomputed in backward when ``checkpointed``."""
+        if self._recompute(kwargs):
+            from torch.utils.checkpoint import checkpoint
+
+            return checkpoint(self._forward, x, *args, use_reentrant=False, **kwargs)
+        return self._forward(x, *args, **kwargs)
+
+    def _recompute(self, kwargs: dict) -> bool:
+        return self.checkpointed and torch.is_grad_enabled() and kwargs.get("kv_cache") is None
+
+    def _forward(self, x: torch.Tensor, **attention_kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x (B, T, C) -> (B, T, C) and the attention weights (reference path) or None;
         ``attention_kwargs`` go to ``SelfAttention.forward`` (mask, rotary, kv_cache, layer, ...)."""
         if self.prenorm:
@@ -178,6 +197,13 @@ class Block(nn.Module):
         """``forward(x, mask=mask)[0][range(B), rows]``: the output (B, C) at one position per row,
         computing the query, attention and MLP of that position only (``SelfAttention.attend_from``).
         For a last block whose other positions nothing reads: about five sixths of its work saved."""
+        if self._recompute({}):
+            from torch.utils.checkpoint import checkpoint
+
+            return checkpoint(self._forward_at, x, rows, mask, use_reentrant=False)
+        return self._forward_at(x, rows, mask)
+
+    def _forward_at(self, x: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         picked = x[torch.arange(x.shape[0], device=x.device), rows]  # (B, C)
         if self.prenorm:
             y = picked + self.attn.attend_from(self.ln_1(x), rows, mask)
@@ -222,7 +248,7 @@ class DecoderBlock(Block):
         self.ln_cross = make_norm(norm, n_embd, norm_eps, bias)
         self.cross_attn = CrossAttention(n_embd, n_head, bias, dropout, memory_dim)
 
-    def forward(
+    def _forward(
         self,
         x: torch.Tensor,
         memory: torch.Tensor | None = None,

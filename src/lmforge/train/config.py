@@ -109,6 +109,11 @@ class TrainConfig:
         "without bf16 hardware, e.g. an AVX2 Zen 3) or fp16 (autocast with loss scaling; GPU only)",
     )
     compile: bool = setting(False, "compile the model with torch.compile (slower start, faster steps)")
+    activation_checkpointing: bool = setting(
+        False,
+        "recompute each Transformer block's activations during backward instead of keeping them: "
+        "much less activation memory for about a third more compute (GPT and BERT models)",
+    )
     device: str = setting("auto", "auto, cpu, cuda or cuda:N", rule=DEVICE)
     parallel: str = setting(
         "none",

@@ -62,6 +62,15 @@ def build_optimizer(
     raise ValueError(f"unknown optimizer {name!r}; choose adamw or sgd")
 
 
+def describe_optimizer(optimizer: torch.optim.Optimizer) -> str:
+    """'adamw (fused)', 'adamw (foreach)', 'sgd (foreach)': the optimizer and the kernel its update
+    runs, for a run's summary (fused AdamW is one launch for all tensors, where torch has it)."""
+    name = type(optimizer).__name__.lower()
+    defaults = optimizer.defaults
+    kernel = "fused" if defaults.get("fused") else "foreach" if defaults.get("foreach") else "for-loop"
+    return f"{name} ({kernel})"
+
+
 @dataclass(frozen=True)
 class CosineSchedule:
     """Linear warm-up over ``warmup_steps`` optimizer steps, then cosine from max_lr to min_lr."""

@@ -9,6 +9,9 @@ Each transform takes a module and returns the module to train: the same object c
 later DDP, FSDP, tensor parallelism and LoRA). They run before the optimizer exists, so it sees
 the final parameters. A transform must keep tied weights tied; ``tied_parameters`` lets a caller
 check that it did.
+
+Order: activation checkpointing (a flag on each Transformer block, so names stay unchanged), then
+oneDNN linears, then torch.compile (which traces the checkpointed blocks as they are).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from lmforge.errors import UserInputError
 
 ModelTransform = Callable[[nn.Module], nn.Module]
 
@@ -50,6 +55,34 @@ def compiled(model: nn.Module) -> nn.Module:
     return torch.compile(model)
 
 
+def _blocks(model: nn.Module) -> list[nn.Module]:
+    from lmforge.models.layers import Block
+
+    return [module for module in model.modules() if isinstance(module, Block)]
+
+
+def check_checkpointable(model: nn.Module) -> None:
+    """Refuse ``--activation-checkpointing`` for a model without Transformer blocks (an LSTM, the
+    fixed-window model): one clear line before any work, rather than a flag that silently does
+    nothing. ``model`` may be a meta-device sketch."""
+    if not _blocks(model):
+        kind = type(model).__name__
+        raise UserInputError(
+            f"--activation-checkpointing recomputes Transformer blocks, and a {kind} model has none; "
+            "use it with a GPT or BERT model, or leave it out"
+        )
+
+
+def activation_checkpointing(model: nn.Module) -> nn.Module:
+    """Every Transformer block keeps only its input for backward and recomputes the rest there
+    (``Block.checkpointed``): activations of about one block instead of all of them, for one more
+    forward pass (4/3 of the step's FLOPs). Same loss, same gradients; same parameter names."""
+    check_checkpointable(model)
+    for block in _blocks(model):
+        block.checkpointed = True
+    return model
+
+
 def training_transforms(
     *,
     device: torch.device,
@@ -57,14 +90,17 @@ def training_transforms(
     compile: bool,
     model: nn.Module | None = None,
     spread: bool = False,
+    checkpointing: bool = False,
 ) -> list[Named]:
-    """The transforms a single-process run gets: fp32 linears through oneDNN on a CPU where a race
-    against MKL at ``model``'s shapes says they pay off (same math; bf16 autocast already uses
-    oneDNN; not for a model ``spread`` over processes, whose linears hold DTensors), or
-    torch.compile when asked."""
+    """The transforms a single-process run gets: activation checkpointing when asked; fp32 linears
+    through oneDNN on a CPU where a race against MKL at ``model``'s shapes says they pay off (same
+    math; bf16 autocast already uses oneDNN; not for a model ``spread`` over processes, whose
+    linears hold DTensors); torch.compile when asked."""
     from lmforge.train.onednn_linear import onednn_linears_pay_off
 
     transforms = []
+    if checkpointing:
+        transforms.append(Named("activation-checkpointing", activation_checkpointing))
     if (
         device.type == "cpu"
         and precision == "fp32"
@@ -94,7 +130,12 @@ def ready_for_training(
     precision = resolve_precision(config.precision, device)
     spread = parallel_transforms(parallel, mesh, precision=precision) if parallel is not None else []
     local = training_transforms(
-        device=device, precision=precision, compile=config.compile, model=model, spread=bool(spread)
+        device=device,
+        precision=precision,
+        compile=config.compile,
+        model=model,
+        spread=bool(spread),
+        checkpointing=config.activation_checkpointing,
     )
     wrappers = [t for t in spread if t.name == "ddp"]
     transforms = [t for t in local if t.name != "compile"] + [t for t in spread if t.name != "ddp"]
