@@ -115,6 +115,9 @@ class RankSlice:
     def state_dict(self):
         return self.source.state_dict()
 
+    def __getattr__(self, name: str):  # the source's own figures (a mixture's tokens per source)
+        return getattr(self.source, name)
+
     def load_state_dict(self, state) -> None:
         self.source.load_state_dict(state)
 
