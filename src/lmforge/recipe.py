@@ -61,6 +61,8 @@ class PretrainJob:
     data_path: Path
     config: TrainConfig
     extra_config: dict[str, Any] = field(default_factory=dict)  # written to config.json as is
+    mixture: list[Any] | None = None  # data.mixture.MixtureEntry per source, when --data mixes several
+    datasets: list[Any] = field(default_factory=list)  # the PreparedDataset of each mixture entry
 
     def warnings(self) -> list[str]:
         """What the user should know before a long run: bf16 asked for where it is emulated."""
@@ -88,17 +90,26 @@ class PretrainJob:
             )
         )
         train, val = len(self.dataset.split("train")), len(self.dataset.split("val"))
+        source = f"{self.data_path} ({train:,} train / {val:,} val tokens, vocab {tokenizer.vocab_size})"
+        if self.mixture:
+            parts = [
+                f"{entry.name} {entry.weight:.0%} of {data.num_tokens('train'):,}"
+                for entry, data in zip(self.mixture, self.datasets)
+            ]
+            source = (
+                f"a mixture of {len(parts)} ({', '.join(parts)} train tokens; vocab {tokenizer.vocab_size})"
+            )
         return [
             f"model: {self.model_label} {net.describe()}: {net.num_parameters():,} parameters "
             f"({net.num_parameters(exclude_embeddings=True):,} without embeddings)",
-            f"data: {self.data_path} ({train:,} train / {val:,} val tokens, vocab {tokenizer.vocab_size}); "
+            f"data: {source}; "
             f"training on {device} in {resolve_precision(config.precision, device)} for {budget}",
         ]
 
 
 def plan_pretraining(
     *,
-    data: Path | None = None,
+    data: Path | str | list[str] | None = None,
     out: Path | None = None,
     model: str | None = None,
     shape: dict[str, Any] | None = None,
@@ -108,7 +119,9 @@ def plan_pretraining(
 ) -> PretrainJob:
     """Check and build a pretraining job. ``shape`` and ``train`` hold only the settings the user
     gave (``ModelSettings`` and ``TrainConfig`` field names); the rest come from the preset and the
-    dataclass defaults, or, with ``resume``, from the run. ``model`` defaults to gpt-nano."""
+    dataclass defaults, or, with ``resume``, from the run. ``model`` defaults to gpt-nano. ``data`` is
+    a prepared directory, or several as ``DIR:WEIGHT`` (a mixture, ``data/mixture.py``)."""
+    from lmforge.data.mixture import parse_mixture
     from lmforge.data.shards import load_prepared
     from lmforge.models.registry import build_model, check_settings, preset_config
     from lmforge.run import Run, directory_fingerprint
@@ -137,7 +150,7 @@ def plan_pretraining(
             )
         if out is not None and Path(out).resolve() != run.path.resolve():
             raise UserInputError("--resume continues the run in its own directory; leave out --out")
-        data = Path(data or saved["data"]["path"])
+        data = data or _saved_mixture(saved["data"])
         if "max_steps" not in train and "max_time" not in train:
             train.update(max_steps=saved["train"]["max_steps"], max_time=saved["train"]["max_time"])
         config = TrainConfig.from_saved(saved["train"], **train)
@@ -150,12 +163,27 @@ def plan_pretraining(
         preset, run_path, label = model, Path(out), model
     config.validate()
 
-    dataset = load_prepared(data)
+    entries = parse_mixture(data)
+    datasets = [load_prepared(entry.path) for entry in entries]
+    dataset, data = datasets[0], entries[0].path
     tokenizer = dataset.tokenizer
     tokenizer_id = directory_fingerprint(dataset.tokenizer_dir)
+    fingerprints = [tokenizer_id] + [directory_fingerprint(other.tokenizer_dir) for other in datasets[1:]]
+    for entry, fingerprint in zip(entries, fingerprints):
+        if fingerprint != tokenizer_id:
+            raise UserInputError(
+                f"--data {entry.path} was tokenized with another tokenizer than {data}; a mixture needs one "
+                f"tokenizer: prepare each source with --tokenizer {data / dataset.meta['tokenizer']['path']}"
+            )
     if resume is not None and saved["data"].get("tokenizer_fingerprint") != tokenizer_id:
         raise CheckpointError(
             f"{data} was tokenized with a different tokenizer than the run {resume}; use the run's data"
+        )
+    mixture = entries if len(entries) > 1 else None  # a mixture of one is that dataset, read as always
+    if resume is not None and len(saved["data"].get("mixture", [None])) != len(entries):
+        raise CheckpointError(
+            f"{resume} was trained on {len(saved['data'].get('mixture', [None]))} data source(s), not "
+            f"{len(entries)}; its data position cannot carry over: leave out --data to resume it"
         )
     if resume is None:
         check_settings(model, shape)
@@ -179,13 +207,19 @@ def plan_pretraining(
             _special_ids(tokenizer)  # [MASK], [CLS] and [SEP], or one line naming what is missing
         except TokenizerError as error:
             raise UserInputError(f"--model {label}: {error}") from None
+    if mixture and net.carries_state:
+        raise UserInputError(
+            f"--model {label} carries its state from window to window through parallel streams of one "
+            "dataset; a mixture is for the window models (gpt, bert, window): give one --data DIR"
+        )
     window = net.config.block_size
-    for name in ("train", "val"):
-        if len(dataset.split(name)) <= window:
-            raise UserInputError(
-                f"the {name} split of {data} holds {len(dataset.split(name))} tokens, fewer than one "
-                f"window of block_size={window} + 1; lower --block-size or prepare more text"
-            )
+    for entry, source in zip(entries, datasets):
+        for name in ("train", "val"):
+            if len(source.split(name)) <= window:
+                raise UserInputError(
+                    f"the {name} split of {entry.path} holds {len(source.split(name))} tokens, fewer than "
+                    f"one window of block_size={window} + 1; lower --block-size or prepare more text"
+                )
     extra = {
         "preset": preset,
         "data": {
@@ -195,9 +229,31 @@ def plan_pretraining(
             "vocab_size": tokenizer.vocab_size,
         },
     }
+    if mixture:
+        from lmforge.data.mixture import describe_mixture
+
+        extra["data"]["mixture"] = describe_mixture(entries, datasets, fingerprints)
     return PretrainJob(
-        run_path, resume is not None, overwrite, label, family, net, dataset, Path(data), config, extra
+        run_path,
+        resume is not None,
+        overwrite,
+        label,
+        family,
+        net,
+        dataset,
+        Path(data),
+        config,
+        extra,
+        mixture,
+        datasets,
     )
+
+
+def _saved_mixture(saved: dict[str, Any]) -> list[str]:
+    """The ``--data`` of a run, read back from its config.json: the directory, or each DIR:WEIGHT."""
+    if "mixture" not in saved:
+        return [saved["path"]]
+    return [f"{source['path']}:{source['weight']!r}" for source in saved["mixture"]]
 
 
 def check_memory(sketch: nn.Module, config: TrainConfig) -> None:
@@ -236,7 +292,20 @@ def training_batches(job: PretrainJob) -> tuple[Any, Objective]:
         tokens = tokens[distributed.rank() * size : (distributed.rank() + 1) * size]
         return StreamSampler(tokens, config.batch_size, window), CarriedStateLoss()
     seed = config.seed + distributed.rank()
-    if job.net.lm_kind == "masked":  # [CLS] window [SEP], 15% masked; the loss counts masked tokens only
+    masked = job.net.lm_kind == "masked"
+    if job.mixture:  # each row drawn from a source with probability its weight (data/mixture.py)
+        from lmforge.data.mixture import MixtureSampler
+
+        sampler = MixtureSampler(
+            [source.split("train") for source in job.datasets],
+            [entry.weight for entry in job.mixture],
+            config.batch_size,
+            window,
+            seed,
+            tokenizer=job.dataset.tokenizer if masked else None,
+        )
+        return sampler, masked_language_model_loss if masked else language_model_loss
+    if masked:  # [CLS] window [SEP], 15% masked; the loss counts masked tokens only
         from lmforge.data.masking import MaskedWindowSampler
 
         sampler = MaskedWindowSampler(tokens, job.dataset.tokenizer, config.batch_size, window, seed)
@@ -245,12 +314,27 @@ def training_batches(job: PretrainJob) -> tuple[Any, Objective]:
     return sampler, language_model_loss
 
 
-def fixed_eval_set(job: PretrainJob) -> list[dict[str, torch.Tensor]]:
+def fixed_eval_set(job: PretrainJob) -> list[Any]:
     """The same validation windows at every evaluation, so the curve compares like with like (for a
-    masked LM also the same masking, whatever the run's seed, so runs compare with each other)."""
+    masked LM also the same masking, whatever the run's seed, so runs compare with each other).
+    For a mixture: per source, its rows of a fixed mixture of the val splits (``mixed_eval_batches``)."""
     from lmforge.data.batching import random_windows
 
     config, window = job.config, job.net.config.block_size
+    if job.mixture:
+        from lmforge.data.masking import EVAL_MASKING_SEED
+        from lmforge.data.mixture import mixed_eval_batches
+
+        masked = job.net.lm_kind == "masked"
+        return mixed_eval_batches(
+            [source.split("val") for source in job.datasets],
+            [entry.weight for entry in job.mixture],
+            config.batch_size,
+            window,
+            config.eval_batches,
+            seed=EVAL_MASKING_SEED if masked else config.seed + 1,
+            tokenizer=job.dataset.tokenizer if masked else None,
+        )
     generator = torch.Generator().manual_seed(config.seed + 1)
     val = job.dataset.split("val")
     if job.net.lm_kind == "masked":
@@ -279,7 +363,7 @@ def run_pretraining(job: PretrainJob, *, progress: bool = True) -> dict[str, Any
 
 
 def _train(job: PretrainJob, run, progress: bool) -> dict[str, Any]:
-    from lmforge.train.evaluation import loss_and_accuracy, mean_loss
+    from lmforge.train.evaluation import grouped_losses, loss_and_accuracy, mean_loss
     from lmforge.train.metrics import MetricsLog, plot_losses
     from lmforge.train.trainer import Trainer
     from lmforge.train.transforms import ready_for_training
@@ -303,6 +387,10 @@ def _train(job: PretrainJob, run, progress: bool) -> dict[str, Any]:
     last_eval: dict[str, float] = {}
 
     def evaluate(model: nn.Module) -> float | dict[str, float]:
+        if job.mixture:  # the mixture's loss, and each source's beside it (val_loss_<name>)
+            groups = dict(zip((entry.name for entry in job.mixture), eval_set))
+            last_eval.update(grouped_losses(model, groups, masked=net.lm_kind == "masked"))
+            return dict(last_eval)
         if net.lm_kind != "masked":
             return mean_loss(model, eval_set)[0]
         last_eval.update(loss_and_accuracy(model, eval_set))  # masked-token loss and accuracy
@@ -343,7 +431,7 @@ def _train(job: PretrainJob, run, progress: bool) -> dict[str, Any]:
         if metrics:
             metrics.close()
     redraw()
-    return {
+    summary = {
         "run": str(run.path),
         "steps": result.steps,
         "tokens": result.tokens,
@@ -360,3 +448,8 @@ def _train(job: PretrainJob, run, progress: bool) -> dict[str, Any]:
         "transforms": [t.name for t in transforms],
         "plot": str(run.plot_path),
     }
+    if job.mixture:  # Table 2.2 of GPT-3: what each source contributed, in tokens and in epochs
+        from lmforge.data.mixture import sources_summary
+
+        summary["sources"] = sources_summary(job.mixture, job.datasets, batches.tokens_seen, last_eval)
+    return summary
