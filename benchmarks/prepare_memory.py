@@ -21,7 +21,33 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, table, write_result  # noqa: E402
 
-WORDS = "the of and to in a is that for it as was with be by on not he this are or his from at which".split()
+WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "a",
+    "is",
+    "that",
+    "for",
+    "it",
+    "as",
+    "was",
+    "with",
+    "be",
+    "by",
+    "on",
+    "not",
+    "he",
+    "this",
+    "are",
+    "or",
+    "his",
+    "from",
+    "at",
+    "which",
+]
 
 CHILD = """
 import resource, sys

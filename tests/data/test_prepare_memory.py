@@ -16,7 +16,33 @@ from lmforge.data import prepare
 from lmforge.data.prepare import _SelectionSampler, prepare_dataset
 from lmforge.tokenizers import train_tokenizer
 
-WORDS = "the of and to in a is that for it as was with be by on not he this are or his from at which".split()
+WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "a",
+    "is",
+    "that",
+    "for",
+    "it",
+    "as",
+    "was",
+    "with",
+    "be",
+    "by",
+    "on",
+    "not",
+    "he",
+    "this",
+    "are",
+    "or",
+    "his",
+    "from",
+    "at",
+    "which",
+]
 
 
 @pytest.mark.parametrize(("n", "k", "seed"), [(10, 3, 0), (1, 0, 5), (7, 7, 1), (1000, 250, 9)])

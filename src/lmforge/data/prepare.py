@@ -286,7 +286,7 @@ def prepare_dataset(
             # Pass 2: encode each document, or its two parts, and stream the ids to its split.
             pipeline = _Pipeline(tok, bar, pool)
             cut, position, index = split.get("cut_character"), 0, 0
-            for index, text in enumerate(read.texts()):
+            for index, text in enumerate(read.texts()):  # noqa: B007 - index is checked after the loop
                 if cut is None:
                     pipeline.add(text, val if is_val() else train, ends_document=True)
                 elif position + len(text) <= cut:
