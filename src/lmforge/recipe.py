@@ -93,12 +93,10 @@ class PretrainJob:
         source = f"{self.data_path} ({train:,} train / {val:,} val tokens, vocab {tokenizer.vocab_size})"
         if self.mixture:
             parts = [
-                f"{entry.name} {entry.weight:.0%} of {data.num_tokens('train'):,}"
+                f"{entry.name} {entry.weight:.0%} ({data.num_tokens('train'):,} train tokens)"
                 for entry, data in zip(self.mixture, self.datasets)
             ]
-            source = (
-                f"a mixture of {len(parts)} ({', '.join(parts)} train tokens; vocab {tokenizer.vocab_size})"
-            )
+            source = f"{' + '.join(parts)}, vocab {tokenizer.vocab_size}"
         return [
             f"model: {self.model_label} {net.describe()}: {net.num_parameters():,} parameters "
             f"({net.num_parameters(exclude_embeddings=True):,} without embeddings)",

@@ -116,7 +116,7 @@ def test_mixture_prints_one_line_per_source(two_sources, capsys):
     )
     out = capsys.readouterr().out
     assert code == 0
-    assert "a mixture of 2 (austen 50% of" in out
+    assert "data: austen 50% (" in out and " train tokens) + code 50% (" in out
     assert "  austen: weight 50.0%," in out and "  code: weight 50.0%," in out and "epochs of its" in out
 
 

@@ -69,7 +69,7 @@ def pretrain(
         lmforge prepare --data builtin:stdlib-docs --tokenizer char --out data/stdlib-char
         lmforge pretrain --data data/stdlib-char --out runs/stdlib --max-time 60
         lmforge pretrain --resume runs/stdlib --max-time 120
-        lmforge pretrain --data data/stdlib-char:0.7 data/shakespeare-char:0.3 --out runs/mix --max-time 60
+        lmforge pretrain --data data/stdlib-char:0.7 my_notes_prepared:0.3 --out runs/mix --max-time 60
         lmforge pretrain --data data/stdlib-char --out runs/lstm --model lstm --n-layer 2 --max-time 60
         lmforge pretrain --data data/stdlib-char --out runs/window --model window --context 12 --max-time 60
         lmforge pretrain --data data/stdlib-char --out runs/gpt2-shaped --pos-encoding learned --norm layernorm --mlp gelu --bias --max-time 60
@@ -138,7 +138,7 @@ def print_summary(summary: dict) -> None:
         val = f", val loss {source['val_loss']:.4f}" if source.get("val_loss") is not None else ""
         print(
             f"  {source['name']}: weight {source['weight']:.1%}, {source['tokens']:,} tokens = "
-            f"{source['epochs']:.2f} epochs of its {source['train_tokens']:,}{val}"
+            f"{source['epochs']:.3g} epochs of its {source['train_tokens']:,}{val}"
         )
     print(f"run directory: {summary['run']}   curves: {summary['plot']}")
 

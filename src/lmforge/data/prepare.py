@@ -390,7 +390,7 @@ def describe(meta: dict) -> str:
     if split["rule"] == "documents":
         rule = (
             f"{meta['val_documents']:,} of {meta['documents']:,} documents held out "
-            f"(seeded shuffle, seed {split['seed']})"
+            f"(seeded draw, seed {split['seed']})"
         )
     else:
         rule = f"the last {split['val_fraction']:.0%} of the text (from character {split['cut_character']:,})"
