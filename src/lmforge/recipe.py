@@ -119,7 +119,7 @@ def plan_pretraining(
     gave (``ModelSettings`` and ``TrainConfig`` field names); the rest come from the preset and the
     dataclass defaults, or, with ``resume``, from the run. ``model`` defaults to gpt-nano. ``data`` is
     a prepared directory, or several as ``DIR:WEIGHT`` (a mixture, ``data/mixture.py``)."""
-    from lmforge.data.mixture import parse_mixture
+    from lmforge.data.mixture import check_one_tokenizer, parse_mixture
     from lmforge.data.shards import load_prepared
     from lmforge.models.registry import build_model, check_settings, preset_config
     from lmforge.run import Run, directory_fingerprint
@@ -167,12 +167,7 @@ def plan_pretraining(
     tokenizer = dataset.tokenizer
     tokenizer_id = directory_fingerprint(dataset.tokenizer_dir)
     fingerprints = [tokenizer_id] + [directory_fingerprint(other.tokenizer_dir) for other in datasets[1:]]
-    for entry, fingerprint in zip(entries, fingerprints):
-        if fingerprint != tokenizer_id:
-            raise UserInputError(
-                f"--data {entry.path} was tokenized with another tokenizer than {data}; a mixture needs one "
-                f"tokenizer: prepare each source with --tokenizer {data / dataset.meta['tokenizer']['path']}"
-            )
+    check_one_tokenizer(entries, datasets, fingerprints)
     if resume is not None and saved["data"].get("tokenizer_fingerprint") != tokenizer_id:
         raise CheckpointError(
             f"{data} was tokenized with a different tokenizer than the run {resume}; use the run's data"

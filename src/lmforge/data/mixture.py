@@ -107,6 +107,17 @@ def _names(paths: list[Path]) -> list[str]:
     return names
 
 
+def check_one_tokenizer(entries: list[MixtureEntry], datasets: list[Any], fingerprints: list[str]) -> None:
+    """Refuse sources tokenized differently (``fingerprints``: of each one's tokenizer directory): the
+    same id would mean different text in different rows of one batch."""
+    for entry, fingerprint in zip(entries[1:], fingerprints[1:]):
+        if fingerprint != fingerprints[0]:
+            raise UserInputError(
+                f"--data {entry.path} was tokenized with another tokenizer than {entries[0].path}; a mixture "
+                f"needs one: prepare each source with --tokenizer {datasets[0].tokenizer_dir}"
+            )
+
+
 def describe_mixture(entries: list[MixtureEntry], datasets: list[Any], fingerprints: list[str]) -> list[dict]:
     """What config.json records of a mixture: enough for ``--resume`` to read the same sources with
     the same weights, and to notice a source re-prepared with another tokenizer."""
