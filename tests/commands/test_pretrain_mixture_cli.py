@@ -140,3 +140,15 @@ def test_bad_mixtures_exit_2_with_one_line(two_sources, capsys, data, model, say
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and says in err, err
     assert not (root / "refused").exists()
+
+
+def test_a_recipe_file_gives_the_mixture_as_a_list(two_sources, capsys):
+    root = two_sources
+    recipe = root / "mix.json"
+    data = [f"{root / 'austen'}:2", f"{root / 'code'}:2"]
+    recipe.write_text(
+        json.dumps({"data": data, "out": str(root / "recipe-run"), "max-steps": 2}), encoding="utf-8"
+    )
+    summary = pretrain(capsys, "--config", str(recipe))
+    assert [s["weight"] for s in summary["sources"]] == [0.5, 0.5]
+    assert sum(s["tokens"] for s in summary["sources"]) == summary["tokens"]
