@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from lmforge import cli
+from lmforge.bounds import split_weight
 from lmforge.commands._args import PATH_RULES, build_parser, parse_docstring, parse_with_config
 from lmforge.data.catalog import CATALOG
 
@@ -119,7 +120,7 @@ def plan(examples: list[tuple[str, str]]) -> list[tuple[str, str, str | None]]:
             # --data takes several sources; the others one path (a positional may follow)
             values = _values(words, index) if word == "--data" else _values(words, index)[:1]
             for value in values:
-                value = value.rstrip("/")
+                value = split_weight(value)[0].rstrip("/")  # a mixture's DIR:WEIGHT reads DIR
                 if value.startswith("builtin:") or value in produced:
                     continue
                 if word == "--tokenizer" and value in TOKENIZER_KINDS:

@@ -194,6 +194,7 @@ def unexplained_inputs(text: str) -> list[str]:
     (``--out``, ``cat > FILE``, ``open('FILE', 'w')``), or a self-explanatory placeholder
     (``my_...``, ``path/to/...``).
     """
+    from lmforge.bounds import split_weight
     from tests.test_help_examples import PLACEHOLDERS, is_download
 
     created: set[str] = set()
@@ -209,12 +210,13 @@ def unexplained_inputs(text: str) -> list[str]:
                 if word not in INPUT_FLAGS:
                     continue
                 values = _values(words, index) if word == "--data" else _values(words, index)[:1]
-                for value in (v.rstrip("/") for v in values):
+                for value in (split_weight(v)[0].rstrip("/") for v in values):  # a mixture's DIR:WEIGHT
                     fine = (
                         value.startswith("builtin:")
                         or is_download(value)
                         or value.startswith(PLACEHOLDERS)
                         or value in created
+                        or any(value.startswith(f"{name}/") for name in created)  # inside what was written
                         or (word == "--tokenizer" and value in TOKENIZER_KINDS)
                     )
                     if not fine:

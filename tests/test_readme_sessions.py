@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from lmforge.bounds import split_weight
 from tests.test_readme import INPUT_FLAGS, README, _values, argv_of, fenced_blocks, normalized
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
@@ -80,7 +81,7 @@ def reads_and_writes(command: str) -> tuple[list[str], list[str]]:
     reads = []
     for index, word in enumerate(words):
         if word in INPUT_FLAGS:
-            reads += [value.rstrip("/") for value in _values(words, index)]
+            reads += [split_weight(value)[0].rstrip("/") for value in _values(words, index)]  # DIR:WEIGHT
         if word == "--out" and index + 1 < len(words):
             writes.append(words[index + 1].rstrip("/"))
     return reads, writes
@@ -128,7 +129,8 @@ def test_every_readme_console_block_runs_as_shown(tmp_path, monkeypatch):
         block_writes: set[str] = set()
         for command, shown in steps:
             reads, writes = reads_and_writes(command)
-            for path in reads:
+            for read in reads:  # what an earlier block wrote, or the directory that holds it (DIR/tokenizer)
+                path = next((p for p in (read, *map(str, Path(read).parents)) if p in written_by), read)
                 if path not in block_writes and path in written_by and not (here / path).exists():
                     source = written_by[path] / path
                     (here / path).parent.mkdir(parents=True, exist_ok=True)

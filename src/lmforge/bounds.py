@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,6 +152,43 @@ class Named:
         )
 
 
+_WEIGHT = re.compile(r"^(?P<path>.+):(?P<weight>[^:/\\]+)$")
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)
+
+
+def split_weight(spec: str) -> tuple[str, str | None]:
+    """``"a/b:0.3"`` -> ``("a/b", "0.3")``; ``"a/b"`` -> ``("a/b", None)``. A trailing ``:<number>``
+    (anything Python's ``float`` reads, nan and inf included, so that they are refused as weights
+    rather than taken for paths) is a weight; a directory whose name ends so is written ``run:3/``."""
+    match = _WEIGHT.match(spec)
+    if match is None:
+        return spec, None
+    try:
+        float(match["weight"])
+    except ValueError:
+        return spec, None
+    return match["path"], match["weight"]
+
+
+@dataclass(frozen=True)
+class MixturePaths(InputPath):
+    """Directories, each optionally followed by ``:WEIGHT`` (``--data a/:0.7 b/:0.3``): the path of
+    each entry must be a directory; the weights are checked where the mixture is read."""
+
+    def check(self, flag: str, value: object) -> None:
+        if value is None:
+            return
+        for item in [value] if isinstance(value, (str, Path)) else value:  # type: ignore[union-attr]
+            path, _ = split_weight(str(item))
+            if _SCHEME.match(path) and not Path(path).exists() and len(path.split(":", 1)[0]) > 1:
+                raise UserInputError(
+                    f"{flag} {path} is a text source, not a prepared dataset; a mixture mixes datasets that "
+                    f"share one tokenizer: prepare it first (lmforge prepare --data {path} --tokenizer "
+                    "OTHER_DATASET/tokenizer --out DIR) and give DIR:WEIGHT"
+                )
+            super().check(flag, path)
+
+
 Rule = Bounds | InputPath | OutputPath | Text | Named
 
 FINITE = Bounds()
@@ -174,3 +212,6 @@ SOURCES = Text(
     what="a text source: a file, a directory, a glob, a corpus name, builtin:NAME, a URL or hf:NAME"
 )
 PREPARED_DIR = InputPath("dir", "a dataset directory written by `lmforge prepare`")
+PREPARED_MIXTURE = MixturePaths(
+    "dir", "a dataset directory written by `lmforge prepare` (or several, each DIR:WEIGHT)"
+)

@@ -62,6 +62,8 @@ class PretrainJob:
     data_path: Path
     config: TrainConfig
     extra_config: dict[str, Any] = field(default_factory=dict)  # written to config.json as is
+    mixture: list[Any] | None = None  # data.mixture.MixtureEntry per source, when --data mixes several
+    datasets: list[Any] = field(default_factory=list)  # the PreparedDataset of each mixture entry
     parallel: Parallelism = field(default_factory=Parallelism)  # how torchrun's processes share it
 
     def warnings(self) -> list[str]:
@@ -96,10 +98,17 @@ class PretrainJob:
             )
         )
         train, val = len(self.dataset.split("train")), len(self.dataset.split("val"))
+        source = f"{self.data_path} ({train:,} train / {val:,} val tokens, vocab {tokenizer.vocab_size})"
+        if self.mixture:
+            parts = [
+                f"{entry.name} {entry.weight:.0%} ({data.num_tokens('train'):,} train tokens)"
+                for entry, data in zip(self.mixture, self.datasets)
+            ]
+            source = f"{' + '.join(parts)}, vocab {tokenizer.vocab_size}"
         return [
             f"model: {self.model_label} {net.describe()}: {net.num_parameters():,} parameters "
             f"({net.num_parameters(exclude_embeddings=True):,} without embeddings)",
-            f"data: {self.data_path} ({train:,} train / {val:,} val tokens, vocab {tokenizer.vocab_size}); "
+            f"data: {source}; "
             f"training on {device} in {resolve_precision(config.precision, device)} for {budget}"
             + self._spread(),
         ]
@@ -115,7 +124,7 @@ class PretrainJob:
 
 def plan_pretraining(
     *,
-    data: Path | None = None,
+    data: Path | str | list[str] | None = None,
     out: Path | None = None,
     model: str | None = None,
     shape: dict[str, Any] | None = None,
@@ -125,7 +134,9 @@ def plan_pretraining(
 ) -> PretrainJob:
     """Check and build a pretraining job. ``shape`` and ``train`` hold only the settings the user
     gave (``ModelSettings`` and ``TrainConfig`` field names); the rest come from the preset and the
-    dataclass defaults, or, with ``resume``, from the run. ``model`` defaults to gpt-nano."""
+    dataclass defaults, or, with ``resume``, from the run. ``model`` defaults to gpt-nano. ``data`` is
+    a prepared directory, or several as ``DIR:WEIGHT`` (a mixture, ``data/mixture.py``)."""
+    from lmforge.data.mixture import check_one_tokenizer, parse_mixture
     from lmforge.data.shards import load_prepared
     from lmforge.models.registry import build_model, check_settings, preset_config
     from lmforge.run import Run, directory_fingerprint
@@ -155,7 +166,7 @@ def plan_pretraining(
             )
         if out is not None and Path(out).resolve() != run.path.resolve():
             raise UserInputError("--resume continues the run in its own directory; leave out --out")
-        data = Path(data or saved["data"]["path"])
+        data = data or _saved_mixture(saved["data"])
         train.setdefault("parallel", "none")  # how to spread the run is this launch's choice, not the run's
         if "max_steps" not in train and "max_time" not in train:
             train.update(max_steps=saved["train"]["max_steps"], max_time=saved["train"]["max_time"])
@@ -169,12 +180,22 @@ def plan_pretraining(
         preset, run_path, label = model, Path(out), model
     config.validate()
 
-    dataset = load_prepared(data)
+    entries = parse_mixture(data)
+    datasets = [load_prepared(entry.path) for entry in entries]
+    dataset, data = datasets[0], entries[0].path
     tokenizer = dataset.tokenizer
     tokenizer_id = directory_fingerprint(dataset.tokenizer_dir)
+    fingerprints = [tokenizer_id] + [directory_fingerprint(other.tokenizer_dir) for other in datasets[1:]]
+    check_one_tokenizer(entries, datasets, fingerprints)
     if resume is not None and saved["data"].get("tokenizer_fingerprint") != tokenizer_id:
         raise CheckpointError(
             f"{data} was tokenized with a different tokenizer than the run {resume}; use the run's data"
+        )
+    mixture = entries if len(entries) > 1 else None  # a mixture of one is that dataset, read as always
+    if resume is not None and len(saved["data"].get("mixture", [None])) != len(entries):
+        raise CheckpointError(
+            f"{resume} was trained on {len(saved['data'].get('mixture', [None]))} data source(s), not "
+            f"{len(entries)}; its data position cannot carry over: leave out --data to resume it"
         )
     if resume is None:
         check_settings(model, shape)
@@ -201,13 +222,19 @@ def plan_pretraining(
             _special_ids(tokenizer)  # [MASK], [CLS] and [SEP], or one line naming what is missing
         except TokenizerError as error:
             raise UserInputError(f"--model {label}: {error}") from None
+    if mixture and net.carries_state:
+        raise UserInputError(
+            f"--model {label} carries its state from window to window through parallel streams of one "
+            "dataset; a mixture is for the window models (gpt, bert, window): give one --data DIR"
+        )
     window = net.config.block_size
-    for name in ("train", "val"):
-        if len(dataset.split(name)) <= window:
-            raise UserInputError(
-                f"the {name} split of {data} holds {len(dataset.split(name))} tokens, fewer than one "
-                f"window of block_size={window} + 1; lower --block-size or prepare more text"
-            )
+    for entry, source in zip(entries, datasets):
+        for name in ("train", "val"):
+            if len(source.split(name)) <= window:
+                raise UserInputError(
+                    f"the {name} split of {entry.path} holds {len(source.split(name))} tokens, fewer than "
+                    f"one window of block_size={window} + 1; lower --block-size or prepare more text"
+                )
     extra = {
         "preset": preset,
         "data": {
@@ -217,6 +244,10 @@ def plan_pretraining(
             "vocab_size": tokenizer.vocab_size,
         },
     }
+    if mixture:
+        from lmforge.data.mixture import describe_mixture
+
+        extra["data"]["mixture"] = describe_mixture(entries, datasets, fingerprints)
     return PretrainJob(
         run_path,
         resume is not None,
@@ -228,6 +259,8 @@ def plan_pretraining(
         Path(data),
         config,
         extra,
+        mixture,
+        datasets,
         parallel,
     )
 
@@ -262,6 +295,13 @@ def check_parallel(sketch: nn.Module, config: TrainConfig) -> Parallelism:
     return parallel
 
 
+def _saved_mixture(saved: dict[str, Any]) -> list[str]:
+    """The ``--data`` of a run, read back from its config.json: the directory, or each DIR:WEIGHT."""
+    if "mixture" not in saved:
+        return [saved["path"]]
+    return [f"{source['path']}:{source['weight']!r}" for source in saved["mixture"]]
+
+
 def check_memory(sketch: nn.Module, config: TrainConfig) -> None:
     """Refuse a model and step that clearly cannot fit in memory (``resources.py``), before the
     model is built for real: ``sketch`` is the model on the meta device."""
@@ -294,10 +334,23 @@ def training_batches(job: PretrainJob) -> tuple[Any, Objective]:
 
     config, window = job.config, job.net.config.block_size
     tokens = job.dataset.split("train")
-    seed = config.seed
+    seed = config.seed  # the global batch; under data parallelism each rank reads its rows of it
+    masked = job.net.lm_kind == "masked"
     if job.net.carries_state:  # consecutive windows of parallel streams
         sampler, objective = StreamSampler(tokens, config.batch_size, window), CarriedStateLoss()
-    elif job.net.lm_kind == "masked":  # [CLS] window [SEP], 15% masked; the loss counts masked tokens only
+    elif job.mixture:  # each row drawn from a source with probability its weight (data/mixture.py)
+        from lmforge.data.mixture import MixtureSampler
+
+        sampler = MixtureSampler(
+            [source.split("train") for source in job.datasets],
+            [entry.weight for entry in job.mixture],
+            config.batch_size,
+            window,
+            seed,
+            tokenizer=job.dataset.tokenizer if masked else None,
+        )
+        objective = masked_language_model_loss if masked else language_model_loss
+    elif masked:  # [CLS] window [SEP], 15% masked; the loss counts masked tokens only
         from lmforge.data.masking import MaskedWindowSampler
 
         sampler = MaskedWindowSampler(tokens, job.dataset.tokenizer, config.batch_size, window, seed)
@@ -311,12 +364,27 @@ def training_batches(job: PretrainJob) -> tuple[Any, Objective]:
     return sampler, objective
 
 
-def fixed_eval_set(job: PretrainJob) -> list[dict[str, torch.Tensor]]:
+def fixed_eval_set(job: PretrainJob) -> list[Any]:
     """The same validation windows at every evaluation, so the curve compares like with like (for a
-    masked LM also the same masking, whatever the run's seed, so runs compare with each other)."""
+    masked LM also the same masking, whatever the run's seed, so runs compare with each other).
+    For a mixture: per source, its rows of a fixed mixture of the val splits (``mixed_eval_batches``)."""
     from lmforge.data.batching import random_windows
 
     config, window = job.config, job.net.config.block_size
+    if job.mixture:
+        from lmforge.data.masking import EVAL_MASKING_SEED
+        from lmforge.data.mixture import mixed_eval_batches
+
+        masked = job.net.lm_kind == "masked"
+        return mixed_eval_batches(
+            [source.split("val") for source in job.datasets],
+            [entry.weight for entry in job.mixture],
+            config.batch_size,
+            window,
+            config.eval_batches,
+            seed=EVAL_MASKING_SEED if masked else config.seed + 1,
+            tokenizer=job.dataset.tokenizer if masked else None,
+        )
     generator = torch.Generator().manual_seed(config.seed + 1)
     val = job.dataset.split("val")
     if job.net.lm_kind == "masked":
@@ -370,7 +438,7 @@ def _run(job: PretrainJob, mesh, progress: bool) -> dict[str, Any]:
 
 def _train(job: PretrainJob, run, mesh, progress: bool) -> dict[str, Any]:
     from lmforge.parallel import checkpoint as dist_checkpoint
-    from lmforge.train.evaluation import loss_and_accuracy, mean_loss
+    from lmforge.train.evaluation import grouped_losses, loss_and_accuracy, mean_loss
     from lmforge.train.metrics import MetricsLog, plot_losses
     from lmforge.train.optim import describe_optimizer
     from lmforge.train.trainer import Trainer
@@ -398,6 +466,10 @@ def _train(job: PretrainJob, run, mesh, progress: bool) -> dict[str, Any]:
     last_eval: dict[str, float] = {}
 
     def evaluate(model: nn.Module) -> float | dict[str, float]:
+        if job.mixture:  # the mixture's loss, and each source's beside it (val_loss_<name>)
+            groups = dict(zip((entry.name for entry in job.mixture), eval_set))
+            last_eval.update(grouped_losses(model, groups, masked=net.lm_kind == "masked"))
+            return dict(last_eval)
         if net.lm_kind != "masked":
             return mean_loss(model, eval_set)[0]
         last_eval.update(loss_and_accuracy(model, eval_set))  # masked-token loss and accuracy
@@ -454,7 +526,7 @@ def _train(job: PretrainJob, run, mesh, progress: bool) -> dict[str, Any]:
         if metrics:
             metrics.close()
     redraw()
-    return {
+    summary = {
         "run": str(run.path),
         "steps": result.steps,
         "tokens": result.tokens,
@@ -473,3 +545,8 @@ def _train(job: PretrainJob, run, mesh, progress: bool) -> dict[str, Any]:
         "processes": distributed.world_size(),
         "plot": str(run.plot_path),
     }
+    if job.mixture:  # Table 2.2 of GPT-3: what each source contributed, in tokens and in epochs
+        from lmforge.data.mixture import sources_summary
+
+        summary["sources"] = sources_summary(job.mixture, job.datasets, batches.tokens_seen, last_eval)
+    return summary

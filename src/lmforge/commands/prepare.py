@@ -31,7 +31,8 @@ def prepare(
 
     Given a tokenizer kind instead of a directory, trains that tokenizer on the corpus first.
     Each document is followed by the end-of-text (or [SEP]) token. With enough documents, a
-    seeded shuffle holds out whole documents for validation; a single document (one text file,
+    seeded draw holds out whole documents for validation, decided as they stream past (memory
+    stays the same whatever the corpus size); a single document (one text file,
     such as tiny Shakespeare) keeps its last --val-fraction of characters for validation, as
     nanoGPT does. Token files are uint16 when the vocabulary has at most 65,536 ids, else uint32.
 

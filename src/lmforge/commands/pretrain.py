@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-from lmforge.bounds import OUT_DIR, PREPARED_DIR, RUN_DIR, Named
+from lmforge.bounds import OUT_DIR, PREPARED_MIXTURE, RUN_DIR, Named
 from lmforge.commands._json import print_json
 from lmforge.train.config import TrainConfig
 from lmforge.train.model_settings import ModelSettings
@@ -31,7 +31,7 @@ MODEL = Named(_preset_names, "model preset")
 
 def pretrain(
     *,
-    data: Annotated[Path | None, PREPARED_DIR] = None,
+    data: Annotated[list[str] | None, PREPARED_MIXTURE] = None,
     out: Annotated[Path | None, OUT_DIR] = None,
     model: Annotated[str | None, MODEL] = None,
     shape: Annotated[dict[str, Any] | None, ModelSettings] = None,
@@ -55,7 +55,10 @@ def pretrain(
     reads at any number of processes, one included.
 
     Args:
-        data: a directory written by `lmforge prepare` (needs meta.json, train.bin, val.bin).
+        data: a directory written by `lmforge prepare` (needs meta.json, train.bin, val.bin), or a
+            mixture of several that share one tokenizer, each DIR:WEIGHT (web/:0.7 books/:0.3): each
+            row of a batch comes from a source with probability its weight (normalised), whatever
+            the sizes; the summary reports the tokens and epochs of each source.
         out: the run directory to create.
         model: a preset (default gpt-nano). Transformers (family gpt): gpt-nano, gpt-mini, gpt2,
             gpt2-medium, gpt2-large, gpt2-xl. BERT encoders, trained as masked LMs on [CLS] ... [SEP]
@@ -72,6 +75,7 @@ def pretrain(
         lmforge prepare --data builtin:stdlib-docs --tokenizer char --out data/stdlib-char
         lmforge pretrain --data data/stdlib-char --out runs/stdlib --max-time 60
         lmforge pretrain --resume runs/stdlib --max-time 120
+        lmforge pretrain --data data/stdlib-char:0.7 my_notes_prepared:0.3 --out runs/mix --max-time 60
         lmforge pretrain --data data/stdlib-char --out runs/lstm --model lstm --n-layer 2 --max-time 60
         lmforge pretrain --data data/stdlib-char --out runs/window --model window --context 12 --max-time 60
         lmforge pretrain --data data/stdlib-char --out runs/gpt2-shaped --pos-encoding learned --norm layernorm --mlp gelu --bias --max-time 60
@@ -79,12 +83,17 @@ def pretrain(
     from lmforge.models.registry import is_counted
 
     shape, train = shape or {}, train or {}
+    if isinstance(data, (str, Path)):  # a Python caller's, or a --config recipe's, single directory
+        data = [str(data)]
     if model is not None and is_counted(model):  # counted, not trained: none of the trainer's flags apply
         from lmforge.commands.pretrain_ngram import pretrain_ngram
+        from lmforge.errors import UserInputError
 
+        if data is not None and len(data) > 1:
+            raise UserInputError(f"--model {model} counts one dataset; a mixture is for trained models")
         return pretrain_ngram(
             preset=model,
-            data=data,
+            data=Path(data[0]) if data else None,
             out=out,
             resume=resume,
             settings=shape,
@@ -132,6 +141,12 @@ def print_summary(summary: dict) -> None:
     if summary.get("val_accuracy") is not None:
         print(
             f"masked-token accuracy {summary['val_accuracy']:.1%} (loss and perplexity above: masked tokens only)"
+        )
+    for source in summary.get("sources", []):
+        val = f", val loss {source['val_loss']:.4f}" if source.get("val_loss") is not None else ""
+        print(
+            f"  {source['name']}: weight {source['weight']:.1%}, {source['tokens']:,} tokens = "
+            f"{source['epochs']:.3g} epochs of its {source['train_tokens']:,}{val}"
         )
     print(f"run directory: {summary['run']}   curves: {summary['plot']}")
 

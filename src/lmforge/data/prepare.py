@@ -8,9 +8,12 @@
 Every document is followed by the tokenizer's ``document_separator_id`` (eos, else sep), so a
 model sees where one text ends and the next begins. The split is deterministic:
 
-* ``documents``: when ``val_fraction`` of the documents is at least one document, a shuffle
-  seeded by ``seed`` picks ``round(n * val_fraction)`` whole documents for validation; no
-  document straddles the split, and each split keeps the corpus order.
+* ``documents``: when ``val_fraction`` of the documents is at least one document, a draw
+  seeded by ``seed`` picks ``round(n * val_fraction)`` whole documents for validation, every set
+  of that many equally likely; no document straddles the split, and each split keeps the corpus
+  order. The draw is selection sampling (Knuth's Algorithm S): document i of n goes to
+  validation with probability (still needed) / (still to come), decided as it streams past, so
+  no list of the n documents is ever held.
 * ``position``: otherwise (a single document such as tiny Shakespeare, or a handful), the
   concatenated text is cut at character ``int(chars * (1 - val_fraction))``; the text after the
   cut is validation, as nanoGPT does, so figures compare. The separator goes where the
@@ -18,7 +21,9 @@ model sees where one text ends and the next begins. The split is deterministic:
 
 Two passes over the sources: the first counts documents and characters (and trains the tokenizer
 when given a kind), the second encodes and streams ids to disk, so memory stays bounded by one
-batch. Long documents are cut into ~64 KB pieces where cutting cannot change the ids, and the
+batch and one document whatever the corpus size (measured: ``benchmarks/prepare_memory.py``;
+training a tokenizer here is the exception, its word or pair counts grow with the vocabulary
+seen). Long documents are cut into ~64 KB pieces where cutting cannot change the ids, and the
 pieces are encoded in batches on worker threads (``encoding.BatchEncoder``: the tokenizer's own
 ``encode_batch`` on every core, or an exact faster path for byte-level BPE on ASCII text).
 """
@@ -180,17 +185,30 @@ def _resolve_tokenizer(
     )
 
 
+class _SelectionSampler:
+    """Exactly ``k`` of ``n`` documents, every k-subset equally likely, decided one document at a
+    time in corpus order with O(1) memory (Knuth, TAOCP vol. 2, 3.4.2, Algorithm S)."""
+
+    def __init__(self, n: int, k: int, seed: int) -> None:
+        self.rng, self.left, self.needed = random.Random(seed), n, k
+
+    def __call__(self) -> bool:
+        """Whether the next document is picked; call once per document, in order."""
+        picked = self.rng.random() * self.left < self.needed
+        self.left -= 1
+        self.needed -= picked
+        return picked
+
+
 def _plan_split(documents: int, chars: int, val_fraction: float, seed: int) -> dict:
-    """The split rule as metadata, plus (under ``_val``) the validation document indices."""
+    """The split rule as metadata, plus (under ``_val``) the sampler that picks validation documents."""
     if documents * val_fraction >= 1:
         num_val = min(round(documents * val_fraction), documents - 1)
-        order = list(range(documents))
-        random.Random(seed).shuffle(order)
         return {
             "rule": "documents",
             "val_fraction": val_fraction,
             "seed": seed,
-            "_val": frozenset(order[:num_val]),
+            "_val": _SelectionSampler(documents, num_val, seed),
         }
     cut = int(chars * (1 - val_fraction))
     if cut == 0 or cut == chars:
@@ -254,7 +272,7 @@ def prepare_dataset(
             pass
     train_seconds = time.perf_counter() - train_start if isinstance(resolved, str) else 0.0
     split = _plan_split(read.documents, read.chars, val_fraction, seed)
-    val_indices = split.pop("_val", frozenset())
+    is_val = split.pop("_val", None)
     dtype = token_dtype(tok.vocab_size)
 
     show = (sys.stderr.isatty() if progress is None else progress) and read.chars >= BATCH_CHARS
@@ -268,9 +286,9 @@ def prepare_dataset(
             # Pass 2: encode each document, or its two parts, and stream the ids to its split.
             pipeline = _Pipeline(tok, bar, pool)
             cut, position, index = split.get("cut_character"), 0, 0
-            for index, text in enumerate(read.texts()):
+            for index, text in enumerate(read.texts()):  # noqa: B007 - index is checked after the loop
                 if cut is None:
-                    pipeline.add(text, val if index in val_indices else train, ends_document=True)
+                    pipeline.add(text, val if is_val() else train, ends_document=True)
                 elif position + len(text) <= cut:
                     pipeline.add(text, train, ends_document=True)
                 elif position >= cut:
@@ -372,7 +390,7 @@ def describe(meta: dict) -> str:
     if split["rule"] == "documents":
         rule = (
             f"{meta['val_documents']:,} of {meta['documents']:,} documents held out "
-            f"(seeded shuffle, seed {split['seed']})"
+            f"(seeded draw, seed {split['seed']})"
         )
     else:
         rule = f"the last {split['val_fraction']:.0%} of the text (from character {split['cut_character']:,})"

@@ -62,3 +62,32 @@ def loss_and_accuracy(model: nn.Module, batches: Iterable[dict[str, torch.Tensor
     if count == 0:
         return {"loss": math.nan, "accuracy": math.nan}
     return {"loss": total.item() / count, "accuracy": right / count}
+
+
+def grouped_losses(
+    model: nn.Module, groups: dict[str, list[dict[str, torch.Tensor]]], masked: bool = False
+) -> dict[str, float]:
+    """{"loss": over every group's targets, "loss_<name>": over one group's} (and "accuracy" when
+    ``masked``): each a sum of per-token losses over a count of targets, so "loss" is the mean over
+    all targets (the sources of a data mixture in their mixed proportions), not a mean of means.
+    A group with no target is left out."""
+    figures: dict[str, float] = {}
+    loss_sum = correct = 0.0
+    targets = 0
+    for name, batches in groups.items():
+        count = sum(count_targets(batch) for batch in batches)
+        if count == 0:
+            continue
+        if masked:
+            result = loss_and_accuracy(model, batches)
+            loss, correct = result["loss"], correct + result["accuracy"] * count
+        else:
+            loss, count = mean_loss(model, batches)
+        figures[f"loss_{name}"] = loss
+        loss_sum, targets = loss_sum + loss * count, targets + count
+    if targets == 0:
+        return {"loss": math.nan}
+    figures["loss"] = loss_sum / targets
+    if masked:
+        figures["accuracy"] = correct / targets
+    return figures
