@@ -1,7 +1,7 @@
 """What ``--activation-checkpointing`` trades on a CPU: the peak memory a training step adds, and
 its time, with and without, for GPT shapes lmforge trains here.
 
-Each measurement runs in a fresh process (``ru_maxrss`` is a process's lifetime peak): build the
+Each measurement runs in a fresh process (``VmHWM``, its peak resident memory; ``ru_maxrss`` would carry over the parent's from before exec): build the
 model, run one warm-up step on one sequence, note the resident memory, run the timed steps
 (forward, backward, AdamW) on the full batch, and report the peak's growth over that and the
 median step time. fp32, 2 threads, a
@@ -57,7 +57,7 @@ _STEP = textwrap.dedent(
         start = time.perf_counter()
         step(ids)
         times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
     print(json.dumps({"growth": peak - before, "step_s": statistics.median(times)}))
     """
 )

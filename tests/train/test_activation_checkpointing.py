@@ -127,7 +127,7 @@ def test_the_memory_check_counts_one_layer_plus_each_layers_input():
 
 
 # The measured property: peak resident memory of one forward and backward, in a fresh process each
-# (ru_maxrss is a process's lifetime peak), less the memory held just before the forward.
+# (VmHWM: this process's peak RSS; ru_maxrss would carry over the parent's from before exec), less the memory held just before the forward.
 _PEAK = textwrap.dedent(
     """
     import json, resource, sys
@@ -146,7 +146,7 @@ _PEAK = textwrap.dedent(
             return int(f.read().split()[1]) * resource.getpagesize()
     before = resident()
     model(ids[:, :-1], labels=ids[:, 1:]).loss.backward()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
     print(json.dumps({"before": before, "peak": peak}))
     """
 )
