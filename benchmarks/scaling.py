@@ -3,9 +3,9 @@ FSDP and tensor parallelism (gloo, torchrun), beside what ``lmforge estimate``'s
 
 1. tokens/s of 1 vs 2 processes (DDP) at the same per-rank batch of a small GPT: the single
    process both with one thread (what each torchrun rank gets) and with every core.
-2. peak memory per rank of one training step of a model that is large for this machine, under
-   none / ddp / fsdp / tp=2: the rise of each rank's resident memory over its own baseline after
-   imports (ru_maxrss), next to ``resources.sharded_training_estimate``'s weights + gradients +
+2. peak memory per rank while training a model that is large for this machine, under none /
+   ddp / fsdp / tp=2: each rank's peak resident memory during its training steps (VmHWM, reset
+   once the model is built and has taken a step) less its own baseline after imports, next to ``resources.sharded_training_estimate``'s weights + gradients +
    AdamW state (+ FSDP's gathered layers). The vocabulary is small (512) because lmforge's tensor
    parallelism splits the blocks, not the embedding.
 
@@ -30,9 +30,24 @@ sys.path.insert(0, str(Path(__file__).parent))
 VOCAB = 512
 
 
+def _peak_kib() -> int:
+    """This process's peak resident memory (VmHWM) in KiB since start or the last ``_reset_peak``."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _reset_peak() -> None:
+    """Linux: writing 5 to clear_refs resets VmHWM to the current resident size."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
 def worker(args: argparse.Namespace) -> None:
     """One rank (or the only process): train ``--steps`` steps, write its figures to --out."""
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     import torch
 
     from lmforge.models.gpt import GPT, GPTConfig
@@ -42,7 +57,7 @@ def worker(args: argparse.Namespace) -> None:
     from lmforge.train.optim import build_optimizer
     from lmforge.train.transforms import apply_transforms
 
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB, after torch's own imports
+    baseline = _peak_kib()  # KiB, after torch's own imports
     parallel = resolve_parallel(parse_parallel(args.parallel))
     mesh = setup(parallel, torch.device("cpu"), timeout_s=600)
     torch.manual_seed(0)
@@ -54,6 +69,8 @@ def worker(args: argparse.Namespace) -> None:
     generator = torch.Generator().manual_seed(distributed.rank())
     times = []
     for step in range(args.warmup + args.steps):
+        if step == args.warmup:  # from here on, the peak of training itself (not of building the model)
+            _reset_peak()
         ids = torch.randint(0, VOCAB, (args.batch, args.block + 1), generator=generator)
         start = time.perf_counter()
         loss, count = language_model_loss(model, {"input_ids": ids[:, :-1], "labels": ids[:, 1:]})
@@ -63,7 +80,7 @@ def worker(args: argparse.Namespace) -> None:
         optimizer.zero_grad(set_to_none=True)
         if step >= args.warmup:
             times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _peak_kib()
     result = {
         "rank": distributed.rank(),
         "world": distributed.world_size(),
@@ -84,7 +101,8 @@ def worker(args: argparse.Namespace) -> None:
 def launch(nproc: int, threads: int, **flags) -> list[dict]:
     with tempfile.TemporaryDirectory() as out:
         options = [f"--{k.replace('_', '-')}={v}" for k, v in flags.items()] + [f"--out={out}", "--worker"]
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        # large blocks from mmap, returned when freed: resident memory follows the live tensors
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MALLOC_MMAP_THRESHOLD_": "65536"}
         if nproc == 1:
             command = [sys.executable, __file__, *options]
         else:
@@ -159,7 +177,12 @@ def main() -> None:
         return
     from common import table, write_result
 
-    payload: dict = {}
+    previous = Path(__file__).parent / "results" / "scaling.json"  # a part not rerun keeps its figures
+    payload: dict = (
+        {k: v for k, v in json.loads(previous.read_text()).items() if k in ("speed", "memory")}
+        if previous.exists()
+        else {}
+    )
     if "speed" in args.parts:
         rows = speed_rows(args)
         print("training tokens/s, gpt 4 x 256, context 128, 8 windows per rank (gloo, CPU)")
