@@ -16,6 +16,7 @@ FSDP and tensor parallelism (gloo, torchrun), beside what ``lmforge estimate``'s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -40,10 +41,8 @@ def _peak_kib() -> int:
 
 def _reset_peak() -> None:
     """Linux: writing 5 to clear_refs resets VmHWM to the current resident size."""
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def worker(args: argparse.Namespace) -> None:
