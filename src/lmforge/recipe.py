@@ -114,11 +114,9 @@ class PretrainJob:
         ]
 
     def _spread(self) -> str:
-        import os
+        from lmforge.parallel.launch import launched_world_size
 
-        from lmforge.parallel.launch import launched_by_torchrun
-
-        world = int(os.environ["WORLD_SIZE"]) if launched_by_torchrun() else 1
+        world = launched_world_size()
         return f", {world} processes, --parallel {self.parallel}" if world > 1 else ""
 
 
@@ -268,12 +266,10 @@ def plan_pretraining(
 def check_parallel(sketch: nn.Module, config: TrainConfig) -> Parallelism:
     """``--parallel`` read and checked against the model and torchrun's world size, on every rank
     alike and before any process group exists, so a refusal ends every rank at once."""
-    import os
-
-    from lmforge.parallel.launch import launched_by_torchrun, parse_parallel, resolve_parallel
+    from lmforge.parallel.launch import launched_world_size, parse_parallel, resolve_parallel
 
     parallel = resolve_parallel(parse_parallel(config.parallel))
-    world = int(os.environ["WORLD_SIZE"]) if launched_by_torchrun() else 1
+    world = launched_world_size()
     if parallel.tensor > 1:
         from lmforge.parallel.tensor import check_tensor_parallel
 

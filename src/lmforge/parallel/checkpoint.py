@@ -52,17 +52,11 @@ def _states(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, d
     return get_state_dict(_module(model), optimizer)
 
 
-def _whole_where_strided(model_state: dict, optim_state: dict) -> list[tuple[dict, str, Any]]:
-    """Replace each strided DTensor in the two state dicts by a plain tensor of its whole shape;
-    returns (dict, key, the DTensor) for each, to copy back after loading."""
-    replaced = []
+def _strided(model_state: dict, optim_state: dict) -> list[tuple[dict, str, Any]]:
+    """(dict, key, DTensor) for each strided DTensor of the two state dicts (weights and moments):
+    the entries DCP cannot shard, which are saved and loaded whole instead."""
     containers = [model_state, *optim_state.get("state", {}).values()]
-    for container in containers:
-        for key, value in list(container.items()):
-            if _split_by_heads(value):
-                replaced.append((container, key, value))
-                container[key] = torch.zeros(value.shape, dtype=value.dtype)
-    return replaced
+    return [(c, key, value) for c in containers for key, value in c.items() if _split_by_heads(value)]
 
 
 def save(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -72,7 +66,7 @@ def save(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer) ->
     import torch.distributed.checkpoint as dcp
 
     model_state, optim_state = _states(model, optimizer)
-    for container, key, value in _whole_where_strided(model_state, optim_state):
+    for container, key, value in _strided(model_state, optim_state):
         container[key] = full_tensor(value)
     partial = directory.with_name(directory.name + ".partial")
     if distributed.is_main_process() and partial.exists():
@@ -102,7 +96,9 @@ def load(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer) ->
     if not (directory / ".metadata").exists():
         raise CheckpointError(f"{directory} is not a complete distributed checkpoint; it cannot be resumed")
     model_state, optim_state = _states(model, optimizer)
-    replaced = _whole_where_strided(model_state, optim_state)
+    replaced = _strided(model_state, optim_state)
+    for container, key, value in replaced:  # read whole, then split into the DTensor below
+        container[key] = torch.zeros(value.shape, dtype=value.dtype)
     try:
         dcp.load({"model": model_state, "optimizer": optim_state["state"]}, checkpoint_id=str(directory))
     except Exception as error:  # noqa: BLE001 - DCP raises its own wrapper of any mismatch

@@ -79,6 +79,11 @@ def launched_by_torchrun() -> bool:
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
 
 
+def launched_world_size() -> int:
+    """How many processes torchrun started (1 without torchrun), before any process group."""
+    return int(os.environ["WORLD_SIZE"]) if launched_by_torchrun() else 1
+
+
 def launched_rank() -> int:
     """This process's rank as torchrun set it (0 without torchrun), before any process group."""
     return int(os.environ.get("RANK", "0"))
@@ -86,7 +91,7 @@ def launched_rank() -> int:
 
 def resolve_parallel(parallel: Parallelism) -> Parallelism:
     """``none`` under torchrun with several processes means ddp: the same command, spread."""
-    if launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1 and parallel == Parallelism():
+    if launched_world_size() > 1 and parallel == Parallelism():
         return Parallelism("ddp")
     return parallel
 
@@ -94,8 +99,8 @@ def resolve_parallel(parallel: Parallelism) -> Parallelism:
 def setup(parallel: Parallelism, device: torch.device, *, timeout_s: float = 300.0):
     """Start the process group (if torchrun started us) and return the mesh, or None for one
     process. Refuses a mismatch between ``--parallel`` and how the job was launched."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if not launched_by_torchrun() or world == 1:
+    world = launched_world_size()
+    if world == 1:
         if parallel.tensor > 1:
             raise UserInputError(
                 f"--parallel {parallel} needs {parallel.tensor} processes; launch with "
