@@ -11,8 +11,14 @@
         BertForSequenceClassification (model_type "bert") with its WordPiece vocabulary
         -> runs/minilm/{config.json (family "bert", its heads), model.safetensors, tokenizer/}
     convert_to_hf("runs/minilm", "hf/minilm")      -> BertModel / BertForMaskedLM / ... loads it
+    convert_from_hf("llama/", "runs/llama")        a LlamaForCausalLM, Qwen2ForCausalLM or
+        MistralForCausalLM directory (model_type llama, qwen2, mistral), its tokenizer.json and chat
+        template -> runs/llama/{config.json (family "gpt": rope, RMSNorm, SwiGLU, GQA), model.safetensors,
+                                tokenizer/ (+ chat_template.jinja)}
+    convert_to_hf("runs/llama", "hf/llama")        a run with rotary positions -> the same model_type
+        it came from (or the one that computes it: interop/llama.py), chat_template.jinja included
 
-``gpt2.py`` and ``bert.py`` map each family's names; this module is the one flow both share.
+``gpt2.py``, ``bert.py`` and ``llama.py`` map each family's names; this module is the one flow they share.
 
 Everything is read and checked before anything is written, and the output directory appears
 only once complete (``fileio.atomic_directory``), so a failure leaves nothing behind.
@@ -29,7 +35,7 @@ from torch import nn
 
 from lmforge.errors import CheckpointError, TokenizerError, UserInputError
 from lmforge.fileio import HF_MODEL_OUTPUT, OutputKind, atomic_directory, atomic_write_json, check_output_dir
-from lmforge.interop import bert, gpt2
+from lmforge.interop import bert, gpt2, llama
 from lmforge.interop.hf_files import CONFIG_FILE, check_model_dir, read_config, read_weights, write_weights
 from lmforge.interop.hf_tokenizer import read_hf_tokenizer, write_hf_tokenizer
 from lmforge.interop.hf_wordpiece import read_wordpiece, write_wordpiece
@@ -54,16 +60,24 @@ class Conversion:
 
 
 def convert_from_hf(hf_dir: str | Path, out: str | Path, *, overwrite: bool = False) -> Conversion:
-    """An lmforge run at ``out`` holding the GPT-2 or BERT model (and its tokenizer, if any) of ``hf_dir``."""
+    """An lmforge run at ``out`` holding the GPT-2, BERT or Llama-family model (and its tokenizer, if any)
+    of ``hf_dir``."""
     hf_dir, out = Path(hf_dir), Path(out)
     _check_paths(hf_dir, out, overwrite, RUN_OUTPUT)
     check_model_dir(hf_dir)
     hf, source = read_config(hf_dir), str(hf_dir / CONFIG_FILE)
+    chat_template = None
     if hf.get("model_type") == "bert":
         family, tensors = "bert", read_weights(hf_dir)
         config = bert.bert_config(hf, tensors, source)
         state, architecture = bert.from_hf_names(tensors), bert.architecture(config)
         found = read_hf_tokenizer(hf_dir) if (hf_dir / META_FILE).is_file() else read_wordpiece(hf_dir)
+    elif llama.is_llama_type(hf):
+        family, config = "gpt", llama.llama_config(hf, source)
+        state = llama.from_hf_names(read_weights(hf_dir), tied=config["tie_embeddings"])
+        architecture = llama.ARCHITECTURES[hf["model_type"]]
+        found = read_hf_tokenizer(hf_dir, special_ids=llama.special_ids(hf_dir), any_bpe=True)
+        chat_template = llama.read_chat_template(hf_dir)
     else:
         family, config = "gpt", gpt2.gpt_config(hf, source)
         state, architecture = (
@@ -85,6 +99,8 @@ def convert_from_hf(hf_dir: str | Path, out: str | Path, *, overwrite: bool = Fa
         run.save_weights(model)
         if tokenizer is not None:
             run.save_tokenizer(tokenizer)
+            if chat_template is not None:  # what serve renders chats with; --to-hf writes it back
+                llama.write_chat_template(chat_template, run.tokenizer_dir)
         files = sorted(p.name for p in tmp.iterdir())
     kind = tokenizer.kind if tokenizer is not None else None
     return Conversion(hf_dir, out, config, model.num_parameters(), kind, tokenizer_files, files, architecture)
@@ -97,22 +113,31 @@ def convert_to_hf(
     weights: Literal["auto", "best", "last"] = "auto",
     overwrite: bool = False,
 ) -> Conversion:
-    """A Hugging Face GPT-2 directory at ``out`` computing the same logits as the run at ``run_dir``."""
+    """A Hugging Face directory at ``out`` computing the same logits as the run at ``run_dir``: GPT-2
+    for a GPT with learned positions, Llama, Qwen2 or Mistral for one with rotary positions, BERT."""
     run_dir, out = Path(run_dir), Path(out)
     _check_paths(run_dir, out, overwrite, HF_MODEL_OUTPUT)
     run = Run.open(run_dir, flag="--to-hf")
     saved = run.read_config()
     if saved["family"] not in ("gpt", "bert"):
         raise CheckpointError(
-            f"{run_dir} holds a {saved['family']} model; only gpt runs (as GPT-2) and bert runs convert"
+            f"{run_dir} holds a {saved['family']} model; only gpt runs (as GPT-2 or Llama) and bert runs convert"
         )
     config = saved["model"]
     tokenizer = run.load_tokenizer() if run.tokenizer_dir.exists() else None
     kind, tokenizer_files = (tokenizer.kind if tokenizer is not None else None), None
     model = run.load_model(weights)
+    chat_template = None
     if saved["family"] == "bert":
         hf = bert.hf_config(config, pad_id=tokenizer.pad_id if tokenizer is not None else None)
         tensors = bert.to_hf_names(model.state_dict())
+    elif llama.is_llama_shaped(config):
+        came_from = str(saved.get("source", {}).get("format", "")).removeprefix("huggingface-")
+        model_type = llama.export_type(config, str(run_dir), preferred=came_from)
+        bos, eos = (tokenizer.bos_id, tokenizer.eos_id) if tokenizer is not None else (None, None)
+        hf = llama.hf_config(config, model_type, bos_id=bos, eos_id=eos)
+        tensors = llama.to_hf_names(model.state_dict(), config)
+        chat_template = llama.read_chat_template(run.tokenizer_dir) if tokenizer is not None else None
     else:
         bos, eos = (tokenizer.bos_id, tokenizer.eos_id) if tokenizer is not None else (None, None)
         hf = gpt2.hf_config(config, str(run_dir), bos_id=bos, eos_id=eos)
@@ -125,6 +150,8 @@ def convert_to_hf(
             bert_files = saved["family"] == "bert" and kind == "wordpiece"
             write = write_wordpiece if bert_files else write_hf_tokenizer
             tokenizer_files = " + ".join(write(tokenizer, tmp, model_max_length=config["block_size"]))
+        if chat_template is not None:
+            llama.write_chat_template(chat_template, tmp)
         files = sorted(p.name for p in tmp.iterdir())
     architecture = hf["architectures"][0]
     return Conversion(

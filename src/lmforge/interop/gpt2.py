@@ -47,7 +47,8 @@ def gpt_config(hf: dict[str, Any], source: str) -> dict[str, Any]:
     if hf.get("model_type") != "gpt2":
         raise CheckpointError(
             f"{source} describes a model of type {hf.get('model_type')!r}, not 'gpt2'; "
-            "lmforge converts GPT-2 (GPT2LMHeadModel) and BERT (model_type 'bert') checkpoints only"
+            "lmforge converts GPT-2 (GPT2LMHeadModel), BERT (model_type 'bert') and Llama, Qwen2 and "
+            "Mistral (model_type llama, qwen2, mistral) checkpoints only"
         )
     activation = hf.get("activation_function", "gelu_new")
     refusals = {

@@ -7,6 +7,10 @@ Import reads, in this order:
     gpt2/vocab.json + gpt2/merges.txt            the original GPT-2 release: BPE(vocab, merges) behind
                                                  the byte-level pre-tokenizer and decoder
     gpt2/tokenizer_config.json                   bos/eos/pad token strings (GPT-2: "<|endoftext|>")
+    llama/tokenizer.json                         any BPE (``any_bpe``): Llama 3's and Qwen2's byte-level
+                                                 one, or Llama 2's and Mistral's SentencePiece-style one
+                                                 (byte fallback); bos/eos missing from the tokenizer
+                                                 config come from ``special_ids`` (generation_config.json)
 
 Either GPT-2 form gives the ids ``GPT2TokenizerFast`` gives ("Hello world" -> [15496, 995] with
 GPT-2's own files). Export writes ``tokenizer.json``, ``lmforge_tokenizer.json`` and
@@ -44,14 +48,20 @@ def read_tokenizer_file(path: Path) -> tokenizers.Tokenizer:
         raise TokenizerError(f"{path} is not a valid Hugging Face tokenizer file ({error})") from None
 
 
-def read_hf_tokenizer(directory: Path) -> tuple[Tokenizer, str] | None:
-    """(the tokenizer, which files it came from) for a Hugging Face model directory; None if it has none."""
+def read_hf_tokenizer(
+    directory: Path, *, special_ids: dict[str, int] | None = None, any_bpe: bool = False
+) -> tuple[Tokenizer, str] | None:
+    """(the tokenizer, which files it came from) for a Hugging Face model directory; None if it has none.
+
+    special_ids: bos/eos ids to use where the tokenizer config names no token (Llama's
+    generation_config.json). any_bpe: accept a BPE tokenizer.json without GPT-2's byte-level
+    pre-tokenizer (the Llama family's SentencePiece-style BPE)."""
     model_path, vocab_path, merges_path = (directory / n for n in (TOKENIZER_FILE, VOCAB_FILE, MERGES_FILE))
     if (directory / META_FILE).is_file():  # an lmforge export: its own tokenizer, whatever the kind
         return load_tokenizer(directory), f"{TOKENIZER_FILE} + {META_FILE}"
     if model_path.is_file():
         backend = read_tokenizer_file(model_path)
-        _check_byte_level_bpe(backend, model_path)
+        _check_byte_level_bpe(backend, model_path, any_bpe)
         source = TOKENIZER_FILE
     elif vocab_path.is_file() and merges_path.is_file():
         try:
@@ -70,26 +80,35 @@ def read_hf_tokenizer(directory: Path) -> tuple[Tokenizer, str] | None:
         return None
     backend.no_truncation()  # lmforge decides lengths itself
     backend.no_padding()
-    special = _special_tokens(directory, backend)
+    special = _special_tokens(directory, backend, special_ids or {})
     backend.add_special_tokens(list(dict.fromkeys(special.values())))  # "<|endoftext|>" in text is one id
     options = {"lowercase": False, "byte_fallback": True, "min_frequency": None}
     return BPETokenizer(backend, special, options), source
 
 
-def _check_byte_level_bpe(backend: tokenizers.Tokenizer, path: Path) -> None:
-    spec = json.loads(backend.to_str())
-    pre = spec.get("pre_tokenizer") or {}
+def is_byte_level(backend: tokenizers.Tokenizer) -> bool:
+    """True for GPT-2's byte-level pre-tokenizer (alone or in a sequence, as Llama 3's and Qwen2's)."""
+    pre = json.loads(backend.to_str()).get("pre_tokenizer") or {}
     pieces = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
-    model_type = spec.get("model", {}).get("type")
-    if model_type != "BPE" or not any(p.get("type") == "ByteLevel" for p in pieces):
+    return any(p.get("type") == "ByteLevel" for p in pieces)
+
+
+def _check_byte_level_bpe(backend: tokenizers.Tokenizer, path: Path, any_bpe: bool = False) -> None:
+    model_type = json.loads(backend.to_str()).get("model", {}).get("type")
+    if model_type == "BPE" and any_bpe:
+        return
+    if model_type != "BPE" or not is_byte_level(backend):
         raise TokenizerError(
             f"{path} is a {model_type} tokenizer without GPT-2's byte-level pre-tokenizer; "
             "lmforge imports GPT-2's byte-level BPE only"
         )
 
 
-def _special_tokens(directory: Path, backend: tokenizers.Tokenizer) -> dict[str, str]:
-    """bos/eos/pad as the tokenizer config names them, else GPT-2's "<|endoftext|>" when it exists."""
+def _special_tokens(
+    directory: Path, backend: tokenizers.Tokenizer, special_ids: dict[str, int]
+) -> dict[str, str]:
+    """bos/eos/pad as the tokenizer config names them, else the token of ``special_ids``, else GPT-2's
+    "<|endoftext|>" when it exists."""
     named: dict[str, Any] = {}
     for name in CONFIG_FILES:
         path = directory / name
@@ -101,7 +120,9 @@ def _special_tokens(directory: Path, backend: tokenizers.Tokenizer) -> dict[str,
     has_end_of_text = backend.token_to_id(GPT2_END_OF_TEXT) is not None
     special = {}
     for name in IMPORTED_SPECIALS:
-        token = named.get(f"{name}_token", GPT2_END_OF_TEXT if name != "pad" and has_end_of_text else None)
+        by_id = backend.id_to_token(special_ids[name]) if name in special_ids else None
+        default = GPT2_END_OF_TEXT if name != "pad" and has_end_of_text else None
+        token = named.get(f"{name}_token", by_id or default)  # an explicit null stays absent
         if isinstance(token, dict):  # an AddedToken written out: {"content": "<|endoftext|>", ...}
             token = token.get("content")
         if isinstance(token, str) and token:
@@ -116,7 +137,7 @@ def write_hf_tokenizer(tokenizer: Tokenizer, directory: Path, model_max_length: 
     tokenizer.save(directory)  # tokenizer.json, which Hugging Face reads, and lmforge's note of its kind
     # GPT2Tokenizer rebuilds GPT-2's pipeline (byte-level, no normalizer); anything else, lowercasing
     # included, loads faithfully only as the generic fast tokenizer reading tokenizer.json.
-    gpt2_like = tokenizer.kind == "bpe" and not tokenizer.options.get("lowercase")
+    gpt2_like = tokenizer.kind == "bpe" and not tokenizer.options.get("lowercase") and is_byte_level(backend)
     special = {f"{name}_token": tokenizer.special_tokens.get(name) for name in SPECIAL_NAMES}
     if gpt2_like:
         # GPT2Tokenizer defaults unk to "<|endoftext|>"; name one that exists (GPT-2 uses its eos).

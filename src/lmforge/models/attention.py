@@ -61,12 +61,14 @@ def causal_mask(
     key_len: int,
     device: torch.device | None = None,
     padding_mask: torch.Tensor | None = None,
+    window: int | None = None,
 ) -> torch.Tensor:
     """Bool mask (B or 1, 1, T, S), True where query t may attend to key s.
 
     Queries are the last ``query_len`` of ``key_len`` positions (earlier ones sit in a KV cache),
-    so query t sees keys s <= t + (S - T). ``padding_mask`` (B, S), 1 for real tokens, hides
-    padding keys. Every query may always see itself, so a left-padding query still has a key;
+    so query t sees keys s <= t + (S - T). ``window`` (Mistral's sliding window) also hides keys
+    more than window - 1 positions back: query t sees t - window < s <= t, itself included.
+    ``padding_mask`` (B, S), 1 for real tokens, hides padding keys. Every query may always see itself, so a left-padding query still has a key;
     its output is garbage that no loss or sample reads. (``build_attention_mask`` instead leaves
     such a row empty, which gives output 0.)
     """
@@ -74,6 +76,8 @@ def causal_mask(
     query_pos = torch.arange(query_len, device=device)[:, None] + offset
     key_pos = torch.arange(key_len, device=device)[None, :]
     allowed = key_pos <= query_pos  # (T, S)
+    if window is not None:
+        allowed = allowed & (key_pos > query_pos - window)
     allowed = allowed[None, None]
     if padding_mask is not None:
         allowed = allowed & padding_mask[:, None, None, :].bool()
@@ -122,6 +126,13 @@ def build_attention_mask(
 
 
 # --- the three paths -------------------------------------------------------------------------
+
+
+def repeat_kv(x: torch.Tensor, n_head: int) -> torch.Tensor:
+    """Keys or values (B, n_kv, S, hs) of grouped-query attention as (B, nh, S, hs): query head j
+    reads key/value head j // (nh / n_kv), Hugging Face's ``repeat_kv`` and SDPA's ``enable_gqa``."""
+    groups = n_head // x.shape[1]
+    return x if groups == 1 else x.repeat_interleave(groups, dim=1)
 
 
 def reference_attention(
@@ -194,24 +205,31 @@ def attend(
     dropout_p: float = 0.0,
     reference: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Pick a path (see the module docstring). q (B, nh, T, hs), k and v (B, nh, S, hs).
+    """Pick a path (see the module docstring). q (B, nh, T, hs), k and v (B, nh, S, hs), or
+    (B, n_kv, S, hs) with fewer key/value heads (grouped-query attention; each serves nh / n_kv
+    query heads: SDPA's ``enable_gqa``, expanded by ``repeat_kv`` on the other paths).
 
     mask: bool (B|1, 1|nh, T|1, S) used as is, or None: causal when ``is_causal`` (queries are
     the last T of S positions), else unmasked. Returns (output (B, nh, T, hs), weights or None).
     """
     T, S = q.shape[2], k.shape[2]
+    grouped = k.shape[1] != q.shape[1]
     if mask is None and is_causal and T > 1 and T != S:
         # SDPA's is_causal aligns the mask top-left; a cached past needs it bottom-right
         mask = causal_mask(T, S, q.device)
     if reference:
         if mask is None and is_causal:
             mask = causal_mask(T, S, q.device)
-        return reference_attention(q, k, v, mask)
+        return reference_attention(q, repeat_kv(k, q.shape[1]), repeat_kv(v, q.shape[1]), mask)
     if _matmul_attention_is_faster(q) and dropout_p == 0:
-        return matmul_attention(q, k, v, mask, is_causal), None
-    y = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None and is_causal and T > 1
-    )
+        return matmul_attention(q, repeat_kv(k, q.shape[1]), repeat_kv(v, q.shape[1]), mask, is_causal), None
+    causal = mask is None and is_causal and T > 1
+    if grouped:
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal, enable_gqa=True
+        )
+    else:
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal)
     return y, None
 
 
@@ -223,18 +241,35 @@ class SelfAttention(nn.Module):
 
     ``is_causal`` (GPT: True, BERT: False) says what ``mask=None`` means; a mask given to
     ``forward`` is used as is and must already include causality where wanted.
+
+    ``n_kv_head`` < ``n_head`` is grouped-query attention (Ainslie et al. 2023; Llama 2 70B, Llama 3,
+    Mistral, Qwen2): the fused c_attn's rows are n_head query heads, then n_kv_head key heads, then
+    n_kv_head value heads, (n_head + 2 n_kv_head) x hs in all, and a KV cache holds n_kv_head heads.
+    ``qkv_bias`` (None: ``bias``) puts a bias on c_attn alone, as Qwen2 does.
     """
 
     def __init__(
-        self, n_embd: int, n_head: int, bias: bool = True, dropout: float = 0.0, is_causal: bool = True
+        self,
+        n_embd: int,
+        n_head: int,
+        bias: bool = True,
+        dropout: float = 0.0,
+        is_causal: bool = True,
+        n_kv_head: int | None = None,
+        qkv_bias: bool | None = None,
     ) -> None:
         super().__init__()
         if n_embd % n_head:
             raise ValueError(f"n_embd={n_embd} is not divisible by n_head={n_head}")
+        n_kv_head = n_head if n_kv_head is None else n_kv_head
+        if n_kv_head < 1 or n_head % n_kv_head:
+            raise ValueError(f"n_kv_head={n_kv_head} must divide n_head={n_head}")
         self.n_head = n_head
+        self.n_kv_head = n_kv_head
         self.head_dim = n_embd // n_head
         self.is_causal = is_causal
-        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        qkv_width = (n_head + 2 * n_kv_head) * self.head_dim
+        self.c_attn = nn.Linear(n_embd, qkv_width, bias=bias if qkv_bias is None else qkv_bias)
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.dropout = dropout
         self.resid_dropout = nn.Dropout(dropout)
@@ -261,6 +296,20 @@ class SelfAttention(nn.Module):
         all of them (past + present); the caller advances it after the last layer.
         """
         B, T, _ = x.shape
+        if self.n_kv_head != self.n_head:
+            q, k, v = self._grouped_qkv(x, rotary)
+        else:
+            q, k, v = self._qkv(x, rotary)
+        if kv_cache is not None:
+            k, v = kv_cache.update(layer, k, v)  # (B, n_kv, S, hs)
+        dropout_p = self.dropout if self.training else 0.0
+        y, weights = attend(q, k, v, mask, is_causal=self.is_causal, dropout_p=dropout_p, reference=reference)
+        y = y.transpose(1, 2).contiguous().view(B, T, -1)  # re-assemble heads side by side
+        return self.resid_dropout(self.c_proj(y)), weights
+
+    def _qkv(self, x: torch.Tensor, rotary) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values (B, nh, T, hs) when every query head has its own key/value head."""
+        B, T, _ = x.shape
         # heads from the projection's width, not n_head: under tensor parallelism
         # (parallel/tensor.py) a rank's c_attn gives its own heads' queries, keys and values only
         qkv = self.c_attn(x).view(B, T, 3, -1, self.head_dim)
@@ -271,13 +320,17 @@ class SelfAttention(nn.Module):
             # unbind, not three selects: its backward stacks the three gradients in one copy, where
             # each select's would zero a tensor of qkv's size and add into it
             q, k, v = qkv.unbind(2)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh, T, hs)
-        if kv_cache is not None:
-            k, v = kv_cache.update(layer, k, v)  # (B, nh, S, hs)
-        dropout_p = self.dropout if self.training else 0.0
-        y, weights = attend(q, k, v, mask, is_causal=self.is_causal, dropout_p=dropout_p, reference=reference)
-        y = y.transpose(1, 2).contiguous().view(B, T, -1)  # re-assemble heads side by side
-        return self.resid_dropout(self.c_proj(y)), weights
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh, T, hs)
+
+    def _grouped_qkv(self, x: torch.Tensor, rotary) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries (B, nh, T, hs), keys and values (B, n_kv, T, hs) of grouped-query attention."""
+        B, T, _ = x.shape
+        heads = self.c_attn(x).view(B, T, -1, self.head_dim)  # (B, T, nh + 2 n_kv, hs)
+        q, k, v = heads.split([self.n_head, self.n_kv_head, self.n_kv_head], dim=2)
+        if rotary is not None:
+            cos, sin = (t[:, :, 0] for t in rotary)  # (B|1, T, 1, hs): broadcast over the heads
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
     def attend_from(self, x: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """The output (B, C) at one query position per row, ``rows`` (B,), over every key of x (B, T, C).
@@ -290,14 +343,15 @@ class SelfAttention(nn.Module):
         """
         B, T, C = x.shape
         weight, bias = self.c_attn.weight, self.c_attn.bias  # rows: query, key, value projections
-        kv = F.linear(x, weight[C:], None if bias is None else bias[C:]).view(
-            B, T, 2, self.n_head, C // self.n_head
+        q_width = self.n_head * self.head_dim
+        kv = F.linear(x, weight[q_width:], None if bias is None else bias[q_width:]).view(
+            B, T, 2, self.n_kv_head, self.head_dim
         )
         picked = x[torch.arange(B, device=x.device), rows]  # (B, C)
-        q = F.linear(picked, weight[:C], None if bias is None else bias[:C]).view(
-            B, self.n_head, 1, C // self.n_head
+        q = F.linear(picked, weight[:q_width], None if bias is None else bias[:q_width]).view(
+            B, self.n_head, 1, self.head_dim
         )
-        k, v = (t.transpose(1, 2) for t in kv.unbind(2))  # (B, nh, T, hs) each
+        k, v = (repeat_kv(t.transpose(1, 2), self.n_head) for t in kv.unbind(2))  # (B, nh, T, hs) each
         dropout_p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)  # (B, nh, 1, hs)
         return self.resid_dropout(self.c_proj(y.reshape(B, C)))

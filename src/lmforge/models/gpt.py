@@ -8,6 +8,18 @@ Read top to bottom: config, then the model. The blocks live in ``layers.py``.
 
 With ``labels`` (aligned with the logits: ``labels[:, t]`` is the token that should follow
 position t; -100 is ignored) the forward pass also returns the cross-entropy loss.
+
+The Llama family is this model with rotary positions, RMSNorm, a SwiGLU MLP and no biases
+(``registry.LLAMA``), plus the settings its relatives add, each a field below:
+
+    n_kv_head        grouped-query attention: fewer key/value heads than query heads (Llama 2 70B,
+                     Llama 3, Mistral, Qwen2); the KV cache shrinks by n_head / n_kv_head
+    rope_theta       the rotary base: 10000 (Llama 2, Mistral 7B v0.1), 500000 (Llama 3), 1e6 (Qwen2)
+    rope_scaling     Llama 3.1's "llama3" frequency scaling (or "linear"), as Hugging Face writes it
+    qkv_bias         Qwen2: biases on the query, key and value projections only
+    sliding_window   Mistral: query t sees keys t - window < s <= t only (training, prefill and
+                     cached decoding alike); a window that covers the sequence changes nothing
+    tie_embeddings   Llama 3.2 1B/3B and small Qwen2 share the head with the token table
 """
 
 from __future__ import annotations
@@ -19,7 +31,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from lmforge.models.layers import Block, RotaryEmbedding, causal_mask, make_norm, sinusoidal_table
+from lmforge.models.layers import Block, RotaryEmbedding, causal_mask, make_norm, rope_type, sinusoidal_table
 from lmforge.models.loss import language_model_loss
 from lmforge.models.protocol import CacheLayout, LMOutput, NeuralLM
 
@@ -41,10 +53,19 @@ class GPTConfig:
     rope_theta: float = 10000.0
     tie_embeddings: bool = True
     num_labels: int = 0  # > 0: a classifier on the last real token's state (GPT2ForSequenceClassification)
+    n_kv_head: int | None = None  # key/value heads (grouped-query attention); None: n_head
+    rope_scaling: dict | None = None  # Hugging Face's rope_scaling: {"rope_type": "llama3" | "linear", ...}
+    qkv_bias: bool | None = None  # a bias on the q/k/v projection (Qwen2); None: as ``bias``
+    sliding_window: int | None = None  # Mistral: each query sees this many keys at most, itself included
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        if self.n_kv_head is not None and (self.n_kv_head < 1 or self.n_head % self.n_kv_head):
+            raise ValueError(f"n_kv_head={self.n_kv_head} must divide n_head={self.n_head}")
+        if self.sliding_window is not None and self.sliding_window < 1:
+            raise ValueError(f"sliding_window={self.sliding_window} must be at least 1")
+        rope_type(self.rope_scaling)  # refuses a kind RotaryEmbedding cannot compute
         if self.pos_encoding == "rope" and (self.n_embd // self.n_head) % 2:
             raise ValueError("rotary positions need an even head size (n_embd / n_head)")
         if self.mlp_hidden is None:
@@ -87,7 +108,7 @@ class GPT(NeuralLM):
             )
         else:
             self.rotary = RotaryEmbedding(
-                config.n_embd // config.n_head, config.block_size, config.rope_theta
+                config.n_embd // config.n_head, config.block_size, config.rope_theta, config.rope_scaling
             )
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList(
@@ -100,6 +121,8 @@ class GPT(NeuralLM):
                 bias=config.bias,
                 dropout=config.dropout,
                 norm_eps=config.norm_eps,
+                n_kv_head=config.n_kv_head,
+                qkv_bias=config.qkv_bias,
             )
             for _ in range(config.n_layer)
         )
@@ -142,10 +165,13 @@ class GPT(NeuralLM):
         return tables
 
     def cache_layout(self) -> CacheLayout:
-        """Keys and values per layer: (n_head, head size) in the embedding's dtype."""
+        """Keys and values per layer: (n_kv_head, head size) in the embedding's dtype."""
         config = self.config
         return CacheLayout(
-            config.n_layer, config.n_head, config.n_embd // config.n_head, self.wte.weight.dtype
+            config.n_layer,
+            config.n_kv_head or config.n_head,
+            config.n_embd // config.n_head,
+            self.wte.weight.dtype,
         )
 
     def forward(
@@ -240,15 +266,8 @@ class GPT(NeuralLM):
             x = x + self.wpe_table[position_ids].to(x.dtype)
         x = self.drop(x)
 
-        rotary = self.rotary(position_ids) if self.config.pos_encoding == "rope" else None
-        if attention_mask is not None and attention_mask.dim() == 2:
-            mask = causal_mask(T, past + T, input_ids.device, padding_mask=attention_mask)
-        elif attention_mask is not None:
-            mask = attention_mask
-        elif past > 0 and T > 1:
-            mask = causal_mask(T, past + T, input_ids.device)
-        else:
-            mask = None  # plainly causal (or one new token seeing the whole cache): SDPA's fast path
+        rotary = self.rotary(position_ids, end=past + T) if self.config.pos_encoding == "rope" else None
+        mask = self._mask(attention_mask, T, past, input_ids.device)
 
         attentions = [] if output_attentions else None
         for layer, block in enumerate(self.h):
@@ -260,3 +279,22 @@ class GPT(NeuralLM):
         if kv_cache is not None:
             kv_cache.advance(T)
         return x, attentions
+
+    def _mask(
+        self, attention_mask: torch.Tensor | None, T: int, past: int, device: torch.device
+    ) -> torch.Tensor | None:
+        """The bool mask (B|1, 1, T, past + T) of T queries after ``past`` cached keys, or None when
+        plain causality is all there is (SDPA's fast path). A sliding window narrower than the
+        keys is added to whatever mask there is; a window as wide as them changes nothing."""
+        window = self.config.sliding_window
+        if window is not None and window >= past + T:
+            window = None
+        if attention_mask is not None and attention_mask.dim() == 2:
+            return causal_mask(T, past + T, device, padding_mask=attention_mask, window=window)
+        if attention_mask is not None:
+            if window is None:
+                return attention_mask
+            return attention_mask & causal_mask(T, past + T, device, window=window)
+        if (past > 0 and T > 1) or window is not None:
+            return causal_mask(T, past + T, device, window=window)
+        return None  # plainly causal (or one new token seeing the whole cache)

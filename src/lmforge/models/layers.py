@@ -64,23 +64,89 @@ class RotaryEmbedding(nn.Module):
     Rotates each (x_i, x_{i+hs/2}) pair of a query/key by angle pos * theta^(-2i/hs), so the
     dot product of a query and a key depends only on their distance. ``attention.apply_rotary``
     applies the (cos, sin) this returns.
+
+    ``scaling`` stretches the frequencies for a longer context, as Hugging Face's ``rope_scaling``:
+    {"rope_type": "linear", "factor": f} divides every frequency by f (positions interpolated);
+    {"rope_type": "llama3", "factor", "low_freq_factor", "high_freq_factor",
+    "original_max_position_embeddings"} (Llama 3.1) divides only the low frequencies (wavelength
+    above original / low_freq_factor) by the factor, keeps the high ones (below original /
+    high_freq_factor), and blends linearly in between.
+
+    The cos/sin table covers the first ``TABLE_START`` positions at most and grows (doubling) when a
+    forward asks for more: a 131072-position Llama 3 costs nothing until it reads that far.
     """
 
-    def __init__(self, head_size: int, max_len: int, theta: float = 10000.0) -> None:
+    TABLE_START = 4096
+
+    def __init__(
+        self, head_size: int, max_len: int, theta: float = 10000.0, scaling: dict | None = None
+    ) -> None:
         super().__init__()
         inv_freq = 1.0 / (theta ** (torch.arange(0, head_size, 2, dtype=torch.float64) / head_size))
-        angles = torch.outer(torch.arange(max_len, dtype=torch.float64), inv_freq)  # (max_len, hs/2)
-        angles = torch.cat([angles, angles], dim=-1)  # (max_len, hs)
-        self.register_buffer("cos", angles.cos().float(), persistent=False)
-        self.register_buffer("sin", angles.sin().float(), persistent=False)
+        self.inv_freq = scaled_frequencies(inv_freq, scaling)  # float64, kept off the state dict
+        self.max_len = max_len
+        cos, sin = self._table(min(max_len, self.TABLE_START))
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
 
-    def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _table(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin (length, hs) in float32, computed in float64."""
+        angles = torch.outer(torch.arange(length, dtype=torch.float64), self.inv_freq)  # (length, hs/2)
+        angles = torch.cat([angles, angles], dim=-1)  # (length, hs)
+        return angles.cos().float(), angles.sin().float()
+
+    def forward(
+        self, position_ids: torch.Tensor, end: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin for the given positions, shaped to broadcast over (B, T, 2, nh, hs) stacked q/k:
-        (T,) -> (1, T, 1, 1, hs); (B, T) -> (B, T, 1, 1, hs)."""
+        (T,) -> (1, T, 1, 1, hs); (B, T) -> (B, T, 1, 1, hs). ``end``: a bound on the positions
+        (past + T), so the table can grow without reading the positions back from the device."""
+        if end is not None and end > self.cos.shape[0]:
+            self._grow(end)
         cos, sin = self.cos[position_ids], self.sin[position_ids]
         if position_ids.dim() == 1:
             cos, sin = cos[None], sin[None]
         return cos[:, :, None, None], sin[:, :, None, None]
+
+    def _grow(self, end: int) -> None:
+        length = self.cos.shape[0]
+        while length < end:
+            length *= 2
+        cos, sin = self._table(min(max(length, end), max(self.max_len, end)))
+        self.cos = cos.to(device=self.cos.device, dtype=self.cos.dtype)
+        self.sin = sin.to(device=self.sin.device, dtype=self.sin.dtype)
+
+
+ROPE_TYPES = ("default", "linear", "llama3")
+
+
+def scaled_frequencies(inv_freq: torch.Tensor, scaling: dict | None) -> torch.Tensor:
+    """The rotary frequencies after ``scaling`` (``RotaryEmbedding``'s docstring); None: unchanged."""
+    kind = rope_type(scaling)
+    if kind == "default":
+        return inv_freq
+    factor = float(scaling["factor"])
+    if kind == "linear":
+        return inv_freq / factor
+    # llama3: transformers' _compute_llama3_parameters (Meta's apply_scaling in llama3/model.py)
+    low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+    original = float(scaling["original_max_position_embeddings"])
+    wavelength = 2 * math.pi / inv_freq
+    smooth = (original / wavelength - low) / (high - low)
+    blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+    scaled = torch.where(wavelength > original / low, inv_freq / factor, inv_freq)
+    medium = (wavelength >= original / high) & (wavelength <= original / low)
+    return torch.where(medium, blended, scaled)
+
+
+def rope_type(scaling: dict | None) -> str:
+    """The kind of a ``rope_scaling`` dict ("rope_type", or the older "type"); refuses unknown kinds."""
+    if not scaling:
+        return "default"
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    if kind not in ROPE_TYPES:
+        raise ValueError(f"rope scaling {kind!r} is not supported; lmforge computes {', '.join(ROPE_TYPES)}")
+    return kind
 
 
 # --- feed-forward ---------------------------------------------------------------------------
@@ -163,11 +229,15 @@ class Block(nn.Module):
         norm_eps: float = 1e-5,
         prenorm: bool = True,
         is_causal: bool = True,
+        n_kv_head: int | None = None,
+        qkv_bias: bool | None = None,
     ) -> None:
         super().__init__()
         self.prenorm = prenorm
         self.ln_1 = make_norm(norm, n_embd, norm_eps, bias)
-        self.attn = SelfAttention(n_embd, n_head, bias, dropout, is_causal=is_causal)
+        self.attn = SelfAttention(
+            n_embd, n_head, bias, dropout, is_causal=is_causal, n_kv_head=n_kv_head, qkv_bias=qkv_bias
+        )
         self.ln_2 = make_norm(norm, n_embd, norm_eps, bias)
         self.mlp = make_mlp(mlp, n_embd, mlp_hidden, bias, dropout)
 

@@ -35,6 +35,21 @@ Two rows of Table 2.1 are not self-consistent, and the table's parameter counts 
 - 13B lists a width of 5140 for 40 heads of 128 (5120). 5140 is not divisible by 40; 5120 is,
   and gives 12.85B, the paper's own "12,850M" of Table D.1 (5140 would give 12.95B).
 
+Llama-family decoders: the GPT family with rotary positions, RMSNorm, SwiGLU, no biases and
+grouped-query attention (``LLAMA``; models/gpt.py names what Qwen2 and Mistral add). The two small
+ones train on a CPU (``lmforge pretrain --model llama-nano``); the full-size shapes are for
+``estimate`` (counted on the meta device) and match the published checkpoints' parameter counts,
+vocabulary included (``pretrain`` still takes the vocabulary from its data):
+
+| preset      | layers | heads / kv heads | width | MLP   | context | vocab  | other                        | parameters    |
+|-------------|--------|------------------|-------|-------|---------|--------|------------------------------|---------------|
+| llama-nano  | 4      | 4 / 2            | 128   | 384   | 64      | data   | tied                         | 0.8M + embeddings |
+| llama-mini  | 6      | 6 / 2            | 192   | 512   | 256     | data   | tied                         | 2.4M + embeddings |
+| llama3.2-1b | 16     | 32 / 8           | 2048  | 8192  | 131072  | 128256 | theta 5e5, llama3 scaling x32, tied | 1,235,814,400 |
+| llama3-8b   | 32     | 32 / 8           | 4096  | 14336 | 8192    | 128256 | theta 5e5                    | 8,030,261,248 |
+| qwen2-0.5b  | 24     | 14 / 2           | 896   | 4864  | 32768   | 151936 | theta 1e6, q/k/v biases, tied | 494,032,768  |
+| mistral-7b  | 32     | 32 / 8           | 4096  | 14336 | 32768   | 32000  | sliding window 4096          | 7,241,732,096 |
+
 BERT encoders (models/bert.py; masked LM, post-norm, exact GELU, segment embeddings, pooler):
 
 | preset    | layers | heads | width | context | parameters (30522 vocab), with the masked-LM head and pooler |
@@ -78,6 +93,14 @@ FAMILIES = {
 }
 
 MODERN = {"dropout": 0.0, "bias": False, "pos_encoding": "rope", "norm": "layernorm", "mlp": "swiglu"}
+LLAMA = {"dropout": 0.0, "bias": False, "pos_encoding": "rope", "norm": "rmsnorm", "mlp": "swiglu"}
+LLAMA3_SCALING = {
+    "rope_type": "llama3",
+    "factor": 32.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192,
+}
 
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     # The small presets use what trains fastest on a CPU (benchmarks/shakespeare_char.py): rotary
@@ -98,6 +121,79 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "gpt3-6.7b": ("gpt", {"n_layer": 32, "n_head": 32, "n_embd": 4096, "block_size": 2048}),
     "gpt3-13b": ("gpt", {"n_layer": 40, "n_head": 40, "n_embd": 5120, "block_size": 2048}),
     "gpt3-175b": ("gpt", {"n_layer": 96, "n_head": 96, "n_embd": 12288, "block_size": 2048}),
+    # Llama family (models/gpt.py): GQA on even in the small ones, so they exercise the small cache
+    "llama-nano": (
+        "gpt",
+        {"n_layer": 4, "n_head": 4, "n_kv_head": 2, "n_embd": 128, "block_size": 64, **LLAMA},
+    ),
+    "llama-mini": (
+        "gpt",
+        {"n_layer": 6, "n_head": 6, "n_kv_head": 2, "n_embd": 192, "block_size": 256, **LLAMA},
+    ),
+    # the published checkpoints' config.json, read as convert --from-hf reads it (interop/llama.py)
+    "llama3.2-1b": (
+        "gpt",
+        {
+            **LLAMA,
+            "vocab_size": 128256,
+            "n_layer": 16,
+            "n_head": 32,
+            "n_kv_head": 8,
+            "n_embd": 2048,
+            "mlp_hidden": 8192,
+            "block_size": 131072,
+            "rope_theta": 500000.0,
+            "rope_scaling": LLAMA3_SCALING,
+            "tie_embeddings": True,
+        },
+    ),
+    "llama3-8b": (
+        "gpt",
+        {
+            **LLAMA,
+            "vocab_size": 128256,
+            "n_layer": 32,
+            "n_head": 32,
+            "n_kv_head": 8,
+            "n_embd": 4096,
+            "mlp_hidden": 14336,
+            "block_size": 8192,
+            "rope_theta": 500000.0,
+            "tie_embeddings": False,
+        },
+    ),
+    "qwen2-0.5b": (
+        "gpt",
+        {
+            **LLAMA,
+            "vocab_size": 151936,
+            "n_layer": 24,
+            "n_head": 14,
+            "n_kv_head": 2,
+            "n_embd": 896,
+            "mlp_hidden": 4864,
+            "block_size": 32768,
+            "rope_theta": 1000000.0,
+            "qkv_bias": True,
+            "norm_eps": 1e-6,
+            "tie_embeddings": True,
+        },
+    ),
+    "mistral-7b": (
+        "gpt",
+        {
+            **LLAMA,
+            "vocab_size": 32000,
+            "n_layer": 32,
+            "n_head": 32,
+            "n_kv_head": 8,
+            "n_embd": 4096,
+            "mlp_hidden": 14336,
+            "block_size": 32768,
+            "sliding_window": 4096,
+            "tie_embeddings": False,
+        },
+    ),
     # bert-mini has the shape of all-MiniLM-L6-v2, so a converted MiniLM and a trained bert-mini compare.
     "bert-nano": ("bert", {"n_layer": 2, "n_head": 2, "n_embd": 128, "block_size": 128, "dropout": 0.0}),
     "bert-mini": ("bert", {"n_layer": 6, "n_head": 12, "n_embd": 384, "block_size": 512}),
@@ -172,6 +268,7 @@ def check_settings(name: str, settings: dict[str, Any]) -> None:
 ALL_MODEL_FLAGS = (
     "n_layer",
     "n_head",
+    "n_kv_head",
     "n_embd",
     "block_size",
     "mlp_hidden",

@@ -22,6 +22,12 @@ class ModelSettings:
         None, "[gpt, rnn, lstm, gru] Transformer blocks, or stacked recurrent layers", positive=True
     )
     n_head: int | None = setting(None, "[gpt] attention heads", positive=True)
+    n_kv_head: int | None = setting(
+        None,
+        "[gpt] key/value heads, dividing n_head: grouped-query attention (Llama 3, Mistral, Qwen2) "
+        "when fewer; the KV cache shrinks by n_head / n_kv_head (default: n_head)",
+        positive=True,
+    )
     n_embd: int | None = setting(
         None, "[all] width of the token embeddings (gpt: the model width)", positive=True
     )
