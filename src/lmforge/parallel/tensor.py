@@ -82,6 +82,14 @@ def check_tensor_parallel(model: nn.Module, degree: int, *, sequence_parallel: b
         )
     block = blocks[0]
     n_head, hidden = block.attn.n_head, block.mlp.c_proj.in_features
+    n_kv_head = getattr(block.attn, "n_kv_head", n_head)
+    if n_kv_head != n_head:
+        # the strided split hands each rank equal thirds of c_attn; q, k and v of unequal widths
+        # would need a plan of their own
+        raise UserInputError(
+            f"--parallel tp splits q, k and v into equal shares, and this model has grouped-query attention "
+            f"({n_head} query heads, {n_kv_head} key/value heads); use --parallel ddp or fsdp"
+        )
     if n_head % degree or hidden % degree:
         raise UserInputError(
             f"tensor parallelism over {degree} ranks splits the {n_head} heads and the MLP's {hidden} "
