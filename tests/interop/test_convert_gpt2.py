@@ -266,9 +266,10 @@ def test_to_hf_refuses_what_gpt2_cannot_express(setting, value, tmp_path, capsys
 # --- bad input: one line, exit 2, nothing written -------------------------------------------
 
 
-def _llama_config(directory):
+def _other_model_type(directory):
+    # "llama" was the example here until Llama-family checkpoints converted (interop/llama.py)
     config = json.loads((directory / "config.json").read_text())
-    (directory / "config.json").write_text(json.dumps({**config, "model_type": "llama"}))
+    (directory / "config.json").write_text(json.dumps({**config, "model_type": "gpt_neox"}))
 
 
 def _corrupt_safetensors(directory):
@@ -300,7 +301,7 @@ def _relu(directory):
 @pytest.mark.parametrize(
     "damage, message",
     [
-        (_llama_config, "'llama', not 'gpt2'"),
+        (_other_model_type, "'gpt_neox', not 'gpt2'"),
         (_no_weights, "has no weights"),
         (_no_config, "has no config.json"),
         (_corrupt_safetensors, "not a readable safetensors file"),

@@ -291,3 +291,38 @@ def test_missing_projection_is_named(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "h.1.attn.c_attn.weight" in err and "model.layers.1.self_attn.q_proj.weight" in err
     shutil.rmtree(directory)
+
+
+def test_sentencepiece_style_bpe_tokenizer_converts_both_ways(tmp_path):
+    """Llama 2's and Mistral's kind: a BPE over "▁"-marked words (Metaspace), not byte-level, with
+    <s> added by its post-processor; ids equal transformers' after import and after export."""
+    import tokenizers
+    from tokenizers import decoders, models, pre_tokenizers, processors, trainers
+
+    backend = tokenizers.Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(
+        vocab_size=200, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False
+    )
+    backend.train_from_iterator([TEXT], trainer)
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+    directory = tmp_path / "hf"
+    random_hf("mistral", len(tokenizer)).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    assert main(["convert", "--from-hf", str(directory), "--out", str(tmp_path / "run")]) == 0
+    ours = Run.open(tmp_path / "run").load_tokenizer()
+    samples = [*SAMPLES, "First Citizen: speak, speak"]
+    for text in samples:
+        assert ours.encode(text) == tokenizer(text)["input_ids"], text
+    assert (ours.bos_id, ours.eos_id) == (1, 2)
+    assert main(["convert", "--to-hf", str(tmp_path / "run"), "--out", str(tmp_path / "back")]) == 0
+    back = transformers.AutoTokenizer.from_pretrained(tmp_path / "back")
+    assert not (tmp_path / "back" / "merges.txt").exists()  # not dressed up as GPT-2's byte-level files
+    for text in samples:
+        assert back(text)["input_ids"] == tokenizer(text)["input_ids"], text
+    ids = ours.encode("First Citizen: speak, speak")
+    assert ours.decode(ids, skip_special_tokens=True) == tokenizer.decode(ids, skip_special_tokens=True)

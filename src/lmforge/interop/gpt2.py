@@ -95,8 +95,23 @@ def hf_config(
         for name, (values, why) in GPT2_ARCHITECTURE.items()
         if config.get(name) not in values
     ]
+    extras = {  # the Llama family's settings (models/gpt.py) that GPT-2 has no field for
+        "n_kv_head": (
+            config.get("n_kv_head") not in (None, config["n_head"]),
+            "GPT-2 has one key/value head per query head",
+        ),
+        "qkv_bias": (
+            config.get("qkv_bias") not in (None, config.get("bias")),
+            "GPT-2 biases every projection alike",
+        ),
+        "sliding_window": (config.get("sliding_window") is not None, "GPT-2 attends to the whole context"),
+    }
+    wrong += [f"{name}={config.get(name)!r} ({why})" for name, (refused, why) in extras.items() if refused]
     if wrong:
-        raise CheckpointError(f"{source} cannot be exported as GPT-2: {'; '.join(wrong)}")
+        raise CheckpointError(
+            f"{source} cannot be exported as GPT-2: {'; '.join(wrong)} (nor as Llama, which needs "
+            "pos_encoding='rope', norm='rmsnorm' and mlp='swiglu')"
+        )
     n_embd = config["n_embd"]
     return {
         "architectures": ["GPT2LMHeadModel"],

@@ -151,9 +151,12 @@ def _biases_and_window(hf: dict[str, Any], model_type: str, refuse) -> dict[str,
     return {"bias": attention_bias, "qkv_bias": None, "sliding_window": None}
 
 
+LLAMA_SHAPE = {"pos_encoding": "rope", "norm": "rmsnorm", "mlp": "swiglu"}
+
+
 def is_llama_shaped(config: dict[str, Any]) -> bool:
-    """A run to export as Llama/Qwen2/Mistral rather than GPT-2: it has rotary positions."""
-    return config.get("pos_encoding") == "rope"
+    """A run to export as Llama/Qwen2/Mistral rather than GPT-2: rotary positions, RMSNorm, SwiGLU."""
+    return all(config.get(name) == value for name, value in LLAMA_SHAPE.items())
 
 
 def export_type(config: dict[str, Any], source: str, preferred: str | None = None) -> str:
