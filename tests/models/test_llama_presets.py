@@ -61,3 +61,22 @@ def test_full_size_presets_count_what_transformers_builds(name):
     with torch.device("meta"):
         theirs = hf_class(config_class(**{k: v for k, v in hf.items() if k != "model_type"}))
     assert sum(p.numel() for p in theirs.parameters()) == meta_model(name).num_parameters() == PUBLISHED[name]
+
+
+def test_flops_count_the_smaller_key_value_projections():
+    """Llama 3 8B by hand: per layer q (C x C), k and v (C x 8 heads x 128 each), o, and the three
+    SwiGLU matrices; the head; causal scores 2 x context x C per layer (Kaplan et al.)."""
+    from lmforge.models.flops import forward_flops_per_token
+
+    C, kv, F, V, layers, context = 4096, 8 * 128, 14336, 128256, 32, 8192
+    per_layer = 2 * (C * C + 2 * C * kv + C * C + 3 * C * F) + 2 * context * C
+    assert forward_flops_per_token(meta_model("llama3-8b"), context) == layers * per_layer + 2 * C * V
+
+
+def test_estimate_reads_a_llama_preset(capsys):
+    import json
+
+    from lmforge.cli import main
+
+    assert main(["estimate", "--model", "llama3-8b", "--tokens", "15e12", "--gpus", "64", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["params"] == PUBLISHED["llama3-8b"]

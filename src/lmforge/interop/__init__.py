@@ -3,8 +3,9 @@
     >>> convert_from_hf("gpt2/", "runs/gpt2")       # a save_pretrained GPT-2 -> an lmforge run
     >>> convert_to_hf("runs/gpt2", "hf/gpt2")       # and back: GPT2LMHeadModel.from_pretrained loads it
     >>> convert_from_hf("minilm/", "runs/minilm")   # a BertModel / BertForMaskedLM / ...ForSequenceClassification
+    >>> convert_from_hf("llama/", "runs/llama")     # LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM
 
-``gpt2.py`` and ``bert.py`` map names and config fields, ``hf_files.py``, ``hf_tokenizer.py`` and
+``gpt2.py``, ``bert.py`` and ``llama.py`` map names and config fields, ``hf_files.py``, ``hf_tokenizer.py`` and
 ``hf_wordpiece.py`` read and write Hugging Face's files, ``convert.py`` puts them together.
 """
 
