@@ -278,12 +278,13 @@ class Engine:
             self._prompt_tokens += len(chunk)
             if request.filled == len(request.prompt):
                 self._prefilling = None
+                request.row = len(self._running)  # where it already is: right after the running rows
                 self._running.append(request)
                 self._deliver([request], out.logits[:, -1])
 
     def _decode(self) -> None:
         """One token for every running row (the ones that just joined included)."""
-        rows = [r for r in self._running if r.last_token >= 0 and not r.done]
+        rows = list(self._running)  # row i of the batch is rows[i]: the view needs no gather
         lengths_list = [r.filled for r in rows]
         span = max(lengths_list) + 1
         lengths = torch.tensor(lengths_list, device=self.device)  # (n,): each row's new position
