@@ -23,6 +23,16 @@ VARIANTS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on one intra-op thread: on a loaded 2-core machine every parallel region of a
+    2-thread pool waits for a descheduled thread (8 ms per tiny attention call instead of 0.1 ms)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def peaked_gpt(seed: int = 0, **overrides) -> GPT:
     """A 2-layer GPT with spread-out weights: peaked next-token distributions, no near-ties for the
     float noise of batched matmuls to flip."""
