@@ -390,3 +390,65 @@ def test_requests_past_the_context_are_refused_before_queueing():
         engine.validate([1], SamplingParams(max_tokens=1, top_p=0))
     engine.validate([1] * 60, SamplingParams(max_tokens=4))  # exactly the context: fine
     assert engine.stats().waiting == 0
+
+
+def test_rows_that_leave_mid_stream_do_not_disturb_the_others():
+    # chunk 2: a joiner's prompt spans several iterations while running rows leave around it, so the
+    # compaction moves both a running row and the prefilling row
+    model = peaked_gpt(22)
+    batch = prompts(8, seed=23, lo=5, hi=15)
+    quit_after = [3, None, 1, None, 6, None, 2, None]  # events read before breaking off
+
+    async def one(prompt, limit, after):
+        await asyncio.sleep(0)
+        events = []
+        async for event in engine.generate(prompt, SamplingParams(max_tokens=20, temperature=0)):
+            events.append(event)
+            if limit is not None and len(events) == limit:
+                break
+        return events
+
+    async def main():
+        return await asyncio.gather(*(one(p, q, i) for i, (p, q) in enumerate(zip(batch, quit_after))))
+
+    engine = Engine(model, max_batch_size=3, prefill_chunk=2)
+    engine.start()
+    try:
+        results = asyncio.run(main())
+        assert engine.stats().running == 0 and engine.stats().waiting == 0
+    finally:
+        engine.stop()
+    for prompt, limit, events in zip(batch, quit_after, results):
+        truth = alone(model, prompt, strategy="greedy", max_new_tokens=20)
+        assert [e.token_id for e in events] == truth[: limit or 20]
+
+
+class FailOnce(torch.nn.Module):
+    """Wraps a model; its n-th forward raises, as a device out of memory would."""
+
+    def __init__(self, model, fail_at: int) -> None:
+        super().__init__()
+        self.inner, self.calls, self.fail_at = model, 0, fail_at
+        self.decoding, self.config, self.context_limit = model.decoding, model.config, model.context_limit
+
+    def cache_layout(self):
+        return self.inner.cache_layout()
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("simulated failure")
+        return self.inner(*args, **kwargs)
+
+
+def test_a_failed_forward_fails_its_requests_and_the_engine_serves_on():
+    model = peaked_gpt(24)
+    prompt = prompts(1, seed=25)[0]
+
+    async def main(engine):
+        with pytest.raises(RuntimeError, match="simulated failure"):
+            await collect(engine, prompt, SamplingParams(max_tokens=10, temperature=0))
+        return await collect(engine, prompt, SamplingParams(max_tokens=10, temperature=0))
+
+    events = run_engine(FailOnce(model, fail_at=4), main)
+    assert [e.token_id for e in events] == alone(model, prompt, strategy="greedy", max_new_tokens=10)
