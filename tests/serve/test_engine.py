@@ -406,32 +406,64 @@ def test_rows_that_leave_mid_stream_do_not_disturb_the_others():
         assert [e.token_id for e in events] == truth[: limit or 20]
 
 
-class FailOnce(torch.nn.Module):
-    """Wraps a model; its n-th forward raises, as a device out of memory would."""
+class Failing(torch.nn.Module):
+    """Wraps a model; a forward raises while ``armed`` says so (as a device out of memory would)."""
 
-    def __init__(self, model, fail_at: int) -> None:
+    def __init__(self, model, armed) -> None:
         super().__init__()
-        self.inner, self.calls, self.fail_at = model, 0, fail_at
+        self.inner, self.armed = model, armed
         self.decoding, self.config, self.context_limit = model.decoding, model.config, model.context_limit
 
     def cache_layout(self):
         return self.inner.cache_layout()
 
-    def forward(self, *args, **kwargs):
-        self.calls += 1
-        if self.calls == self.fail_at:
+    def forward(self, input_ids, **kwargs):
+        if self.armed(input_ids):
             raise RuntimeError("simulated failure")
-        return self.inner(*args, **kwargs)
+        return self.inner(input_ids, **kwargs)
 
 
-def test_a_failed_forward_fails_its_requests_and_the_engine_serves_on():
+def test_a_failed_prefill_fails_its_request_only_and_the_engine_serves_on():
+    model = peaked_gpt(24)
+    first, second, third = prompts(3, seed=25)
+    armed = {"prefill": False}
+
+    def fails(input_ids):
+        if armed["prefill"] and input_ids.shape[1] > 1:
+            armed["prefill"] = False
+            return True
+        return False
+
+    async def main(engine):
+        running = asyncio.create_task(collect(engine, first, SamplingParams(max_tokens=30, temperature=0)))
+        while engine.stats().steps < 3:
+            await asyncio.sleep(0.001)
+        armed["prefill"] = True
+        with pytest.raises(RuntimeError, match="simulated failure"):
+            await collect(engine, second, SamplingParams(max_tokens=10, temperature=0))
+        after = await collect(engine, third, SamplingParams(max_tokens=10, temperature=0))
+        return await running, after
+
+    running, after = run_engine(Failing(model, fails), main)
+    assert [e.token_id for e in running] == alone(model, first, strategy="greedy", max_new_tokens=30)
+    assert [e.token_id for e in after] == alone(model, third, strategy="greedy", max_new_tokens=10)
+
+
+def test_a_failed_decode_step_fails_the_batch_and_the_engine_serves_on():
     model = peaked_gpt(24)
     prompt = prompts(1, seed=25)[0]
+    calls = {"decode": 0}
+
+    def fails(input_ids):
+        if input_ids.shape[1] == 1:
+            calls["decode"] += 1
+            return calls["decode"] == 3
+        return False
 
     async def main(engine):
         with pytest.raises(RuntimeError, match="simulated failure"):
             await collect(engine, prompt, SamplingParams(max_tokens=10, temperature=0))
         return await collect(engine, prompt, SamplingParams(max_tokens=10, temperature=0))
 
-    events = run_engine(FailOnce(model, fail_at=4), main)
+    events = run_engine(Failing(model, fails), main)
     assert [e.token_id for e in events] == alone(model, prompt, strategy="greedy", max_new_tokens=10)

@@ -93,6 +93,7 @@ class Engine:
         self._running: list[_Request] = []  # row i holds _running[i]
         self._prefilling: _Request | None = None  # row len(_running), part of its prompt cached
         self._wake = threading.Event()
+        self._lock = threading.Lock()  # stop() vs a request being queued: none slips past the shutdown
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._steps = self._tokens = self._prompt_tokens = 0
@@ -120,7 +121,8 @@ class Engine:
         """End the worker; every pending request gets a last event with finish_reason "abort"."""
         if self._thread is None:
             return
-        self._stopping = True
+        with self._lock:
+            self._stopping = True
         self._wake.set()
         self._thread.join()
         self._thread = None
@@ -162,10 +164,11 @@ class Engine:
         before anything is queued.
         """
         self.validate(prompt_ids, params)
-        if self._thread is None or self._stopping:
-            raise EngineStoppedError("the engine is not running; call start() first")
         request = _Request(list(prompt_ids), params, asyncio.get_running_loop(), asyncio.Queue())
-        self._incoming.append(request)
+        with self._lock:
+            if self._thread is None or self._stopping:
+                raise EngineStoppedError("the engine is not running; call start() first")
+            self._incoming.append(request)
         self._wake.set()
         try:
             while True:
@@ -182,11 +185,12 @@ class Engine:
 
     async def run_exclusive(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the worker thread between two steps, the batch paused; its result."""
-        if self._thread is None or self._stopping:
-            raise EngineStoppedError("the engine is not running; call start() first")
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
-        self._exclusive.append((fn, loop, future))
+        with self._lock:
+            if self._thread is None or self._stopping:
+                raise EngineStoppedError("the engine is not running; call start() first")
+            self._exclusive.append((fn, loop, future))
         self._wake.set()
         return await future
 
@@ -212,12 +216,16 @@ class Engine:
                 if not (self._running or self._prefilling or self._waiting):
                     self._wake.wait(0.5)
                     continue
+                # a failed forward ends the requests it was for; the engine serves on
                 try:
                     self._prefill()
+                except Exception as error:
+                    self._fail([r for r in self._running if r.generated == 0], error)
+                try:
                     if self._running:
                         self._decode()
-                except Exception as error:  # a failed forward: its requests end, the engine serves on
-                    self._fail_all(error)
+                except Exception as error:
+                    self._fail(list(self._running), error)
             self._shut_down()
 
     def _run_exclusive_calls(self) -> None:
@@ -324,24 +332,33 @@ class Engine:
         for request in finished:
             self._retire(request)
 
-    def _fail_all(self, error: Exception) -> None:
-        """A forward pass failed: every request in the batch gets the error; the rows are freed."""
-        failed = [*self._running, *([self._prefilling] if self._prefilling else [])]
-        self._running, self._prefilling = [], None
-        for request in failed:
+    def _fail(self, requests: list[_Request], error: Exception) -> None:
+        """These requests' generators raise ``error``; their rows (and the joiner's) are freed.
+
+        A failed decode step leaves the other rows intact: a row's new key and value only count
+        once its length grows, after the step succeeded."""
+        if self._prefilling is not None:
+            requests.append(self._prefilling)
+            self._prefilling.done = True
+            self._prefilling = None
+        for request in requests:
+            if request in self._running:
+                self._retire(request)
             request.done = True
             _call_soon(request.loop, request.queue.put_nowait, error)
 
     def _shut_down(self) -> None:
-        pending = [*self._running, *([self._prefilling] if self._prefilling else []), *self._waiting]
-        pending += list(self._incoming)
+        with self._lock:  # nothing is queued after this: generate() and run_exclusive() see _stopping
+            pending = [*self._running, *([self._prefilling] if self._prefilling else []), *self._waiting]
+            pending += list(self._incoming)
+            self._incoming.clear()
+            exclusive = list(self._exclusive)
+            self._exclusive.clear()
         self._running, self._prefilling, self._waiting = [], None, deque()
-        self._incoming.clear()
         for request in pending:
             request.done = True
             _call_soon(request.loop, request.queue.put_nowait, TokenEvent(-1, None, [], "abort"))
-        while self._exclusive:
-            _fn, loop, future = self._exclusive.popleft()
+        for _fn, loop, future in exclusive:
             _call_soon(loop, _settle, future, None, EngineStoppedError("the engine stopped"))
 
 
