@@ -85,6 +85,8 @@ class Engine:
         self.max_batch_size, self.prefill_chunk = max_batch_size, prefill_chunk
         self.context_limit: int = model.context_limit
         self.vocab_size: int = model.config.vocab_size
+        # Mistral-style: each query sees the last ``window`` keys only (None: all of them)
+        self.window: int | None = getattr(model.config, "sliding_window", None)
         self.device = next(model.parameters()).device
         self._slots: KVSlots | None = None  # allocated on start, released on stop
         self._incoming: deque[_Request] = deque()  # appended by any thread, drained by the worker
@@ -297,12 +299,17 @@ class Engine:
         span = max(lengths_list) + 1
         lengths = torch.tensor(lengths_list, device=self.device)  # (n,): each row's new position
         ids = torch.tensor([[r.last_token] for r in rows], device=self.device)  # (n, 1)
-        mask = torch.arange(span, device=self.device)[None, :] <= lengths[:, None]  # (n, S)
+        keys = torch.arange(span, device=self.device)[None, :]
+        mask = keys <= lengths[:, None]  # (n, S): row i sees its own positions 0..lengths[i]
+        past = None  # the longest row's (slots.DecodeView)
+        if self.window is not None and span > self.window:
+            mask &= keys > lengths[:, None] - self.window
+            past = 0
         out = self.model(
             ids,
             attention_mask=mask[:, None, None, :],
             position_ids=lengths[:, None],
-            kv_cache=self._slots.decode_view(lengths, span),
+            kv_cache=self._slots.decode_view(lengths, span, past),
             last_logits_only=True,
         )
         for request in rows:
