@@ -467,3 +467,28 @@ def test_a_failed_decode_step_fails_the_batch_and_the_engine_serves_on():
 
     events = run_engine(Failing(model, fails), main)
     assert [e.token_id for e in events] == alone(model, prompt, strategy="greedy", max_new_tokens=10)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"n_kv_head": 2}, {"n_kv_head": 1, "sliding_window": 8}, {"n_kv_head": 2, "sliding_window": 20}],
+    ids=["gqa", "gqa-window8", "gqa-window20"],
+)
+def test_grouped_query_and_sliding_window_models_match_generate(settings):
+    if not set(settings) <= set(GPTConfig.__dataclass_fields__):
+        pytest.skip("grouped-query attention and sliding windows land with the Llama family")
+    model = peaked_gpt(26, pos_encoding="rope", norm="rmsnorm", mlp="swiglu", bias=False, **settings)
+    assert model.cache_layout().heads == settings["n_kv_head"]  # the slots hold the KV heads only
+    batch = prompts(8, seed=27, lo=3, hi=30)
+    max_tokens = [30, 5, 20, 12, 25, 3, 15, 30]
+
+    async def main(engine):
+        jobs = [
+            collect(engine, p, SamplingParams(max_tokens=m, temperature=0), after_steps=2 * i)
+            for i, (p, m) in enumerate(zip(batch, max_tokens))
+        ]
+        return await asyncio.gather(*jobs)
+
+    results = run_engine(model, main, max_batch_size=3, prefill_chunk=5)
+    for prompt, m, events in zip(batch, max_tokens, results):
+        assert [e.token_id for e in events] == alone(model, prompt, strategy="greedy", max_new_tokens=m)
