@@ -17,7 +17,15 @@ So a request joins at the next step and leaves when it ends: nobody waits for th
 
 A consumer that stops reading (breaks out, ``aclose()``, its task cancelled when the HTTP client
 went away) marks its request cancelled in the generator's ``finally``; the worker frees its row
-before the next step.
+before the next step. (After a bare ``break`` the ``finally`` runs when the generator is garbage
+collected; ``aclose()`` it, or use ``contextlib.aclosing``, to free the row at once.)
+
+What a caller sees: ``generate`` raises ``UserInputError`` for a request that cannot fit (prompt
+longer than ``context_limit - 1``, prompt + max_tokens past it; ``validate`` checks the same
+without queueing) and ``EngineStoppedError`` once stopped, both at the first iteration. Its last
+event has a ``finish_reason``: "stop" (a stop token, not to be shown as text), "length", or
+"abort" (``stop()`` was called; that event carries no token, ``token_id`` -1). A forward pass
+that fails raises its error in the generators of the requests it was for; the engine serves on.
 """
 
 from __future__ import annotations

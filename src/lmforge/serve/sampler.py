@@ -14,8 +14,9 @@ Each sampled row takes one uniform number per token from its own generator, so t
 gives the same tokens whatever else shares the batch. Everything else is batched: one argmax, one
 sort for the rows with top-k/top-p, one softmax and cumulative sum, one searchsorted, one
 log_softmax for the rows that asked for logprobs. (``torch.multinomial`` row by row, as
-``generate`` draws, costs 5 ms a row on a CPU for a 50k vocabulary: 32 rows would cost more than
-the model's decode step. So a seed here does not give ``generate``'s tokens for that seed.)
+``generate`` draws, measured 5 ms a row for a 50k vocabulary on a busy 2-core Zen 3, and 32 rows
+of it took longer than the model's decode step. So a seed here does not give the tokens
+``generate`` gives for that seed.)
 """
 
 from __future__ import annotations
