@@ -492,3 +492,25 @@ def test_grouped_query_and_sliding_window_models_match_generate(settings):
     results = run_engine(model, main, max_batch_size=3, prefill_chunk=5)
     for prompt, m, events in zip(batch, max_tokens, results):
         assert [e.token_id for e in events] == alone(model, prompt, strategy="greedy", max_new_tokens=m)
+
+
+def test_stats_count_prompt_and_generated_tokens():
+    model = peaked_gpt(28)
+    batch = prompts(5, seed=29)
+    max_tokens = [4, 9, 1, 6, 3]
+
+    async def main(engine):
+        assert engine.stats().running == engine.stats().waiting == 0
+        jobs = [
+            collect(engine, p, SamplingParams(max_tokens=m, temperature=0)) for p, m in zip(batch, max_tokens)
+        ]
+        await asyncio.gather(*jobs)
+        return engine.stats()
+
+    stats = run_engine(model, main, max_batch_size=2, prefill_chunk=7)
+    assert stats.prompt_tokens == sum(len(p) for p in batch)
+    assert stats.tokens == sum(max_tokens)
+    # the first token of each request comes from its prefill, every other one from a decode step,
+    # which gives one token to each of its 1 or 2 rows
+    assert sum(max_tokens) - len(batch) >= stats.steps >= (sum(max_tokens) - len(batch)) / 2
+    assert stats.max_batch_size == 2 and stats.running == 0
