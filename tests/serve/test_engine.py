@@ -369,6 +369,24 @@ def test_requests_past_the_context_are_refused_before_queueing():
         engine.validate([1], SamplingParams(max_tokens=1, top_p=0))
     engine.validate([1] * 60, SamplingParams(max_tokens=4))  # exactly the context: fine
     assert engine.stats().waiting == 0
+    short = Engine(model, context=16)
+    assert short.context_limit == 16
+    with pytest.raises(UserInputError, match="context of 16 tokens"):
+        short.validate([1] * 10, SamplingParams(max_tokens=7))
+    with pytest.raises(UserInputError, match="context must be in 2..64"):
+        Engine(model, context=65)
+
+
+def test_a_shorter_context_shrinks_the_storage_and_still_matches_generate():
+    model = peaked_gpt(30)
+    prompt = prompts(1, seed=31, lo=8, hi=9)[0]
+
+    async def main(engine):
+        assert engine._slots.keys.shape[3] == 20
+        return await collect(engine, prompt, SamplingParams(max_tokens=12, temperature=0))
+
+    events = run_engine(model, main, context=20)
+    assert [e.token_id for e in events] == alone(model, prompt, strategy="greedy", max_new_tokens=12)
 
 
 def test_rows_that_leave_mid_stream_do_not_disturb_the_others():

@@ -79,7 +79,14 @@ class _Request:
 
 
 class Engine:
-    def __init__(self, model, *, max_batch_size: int = 32, prefill_chunk: int = 256) -> None:
+    def __init__(
+        self, model, *, max_batch_size: int = 32, prefill_chunk: int = 256, context: int | None = None
+    ) -> None:
+        """model: a ``decoding == "kv_cache"`` model, on its device. max_batch_size: rows decoded
+        together. prefill_chunk: prompt tokens prefilled per step at most. context: the longest
+        sequence served (prompt + new tokens), default the model's ``context_limit``; a lower one
+        shrinks the KV storage, (n_layer, max_batch_size, kv_heads, context, head_size) for keys and
+        again for values, allocated by ``start()``."""
         if getattr(model, "decoding", None) != "kv_cache":
             raise UserInputError(
                 f"the serving engine batches models that decode through a key-value cache; "
@@ -91,7 +98,10 @@ class Engine:
             raise UserInputError(f"prefill_chunk must be >= 1; got {prefill_chunk}")
         self.model = model.eval()
         self.max_batch_size, self.prefill_chunk = max_batch_size, prefill_chunk
-        self.context_limit: int = model.context_limit
+        limit = model.context_limit
+        if context is not None and not 2 <= context <= limit:
+            raise UserInputError(f"context must be in 2..{limit} (the model's context); got {context}")
+        self.context_limit: int = context or limit
         self.vocab_size: int = model.config.vocab_size
         # Mistral-style: each query sees the last ``window`` keys only (None: all of them)
         self.window: int | None = getattr(model.config, "sliding_window", None)
