@@ -352,10 +352,10 @@ class Engine:
             if reason is not None:
                 finished.append(request)
             by_loop.setdefault(request.loop, []).append((request, TokenEvent(token, logprob, top, reason)))
+        for request in finished:  # first: a consumer that reads its last event finds its row gone
+            self._retire(request)
         for loop, events in by_loop.items():
             _call_soon(loop, _put_events, events)
-        for request in finished:
-            self._retire(request)
 
     def _fail(self, requests: list[_Request], error: Exception) -> None:
         """These requests' generators raise ``error``; their rows (and the joiner's) are freed.
