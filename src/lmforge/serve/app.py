@@ -16,6 +16,7 @@ frees the engine rows at once (choices.py).
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -100,7 +101,7 @@ def create_app(state: ServerState):
             endpoint = COMPLETIONS if kind == "text" else CHAT
             if work.body.stream:
                 return _sse(state, work, kind, source, endpoint, start)
-            return await _collect(state, work, kind, source, start)
+            return await _unless_disconnected(request, _collect(state, work, kind, source, start))
 
         return respond
 
@@ -169,6 +170,26 @@ def _closing_stream(base: type) -> type:
                     await self.body_iterator.aclose()
 
     return ClosingStream
+
+
+async def _unless_disconnected(request, coroutine, poll_s: float = 0.1):
+    """``await coroutine``, cancelled (which frees its engine rows) when the client goes away first:
+    a client that times out on a long answer should not keep a batch row busy until the end."""
+    import asyncio
+
+    task = asyncio.ensure_future(coroutine)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=poll_s)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                raise APIError(499, "the client closed the connection before the answer was ready")
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def _check_key(request, api_key: str | None) -> None:
