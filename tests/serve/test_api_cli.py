@@ -22,6 +22,9 @@ from lmforge.cli import main  # noqa: E402
 from tests.serve.api_server import tiny_serving_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
+# Ctrl-C: 0 (uvicorn stopped gracefully), 130 (the CLI's status for an interrupt, where uvicorn
+# re-raises it), -2 (killed by SIGINT, as the shell reports a Ctrl-C during start-up)
+INTERRUPTED = (0, 130, -2)
 
 
 def invoke(argv: list[str]) -> tuple[int, str, str]:
@@ -49,6 +52,18 @@ def start(argv: list[str]) -> tuple[subprocess.Popen, str]:
     return process, f"http://{url}"
 
 
+def wait_until_healthy(url: str) -> None:
+    import httpx2 as httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"{url} never became healthy")
+
+
 def stop(process: subprocess.Popen) -> tuple[int, str]:
     process.send_signal(signal.SIGINT)
     try:
@@ -64,23 +79,26 @@ def test_serve_prints_its_loopback_address_answers_and_stops_on_ctrl_c(tmp_path)
     process, url = start(["--checkpoint", str(run), "--port", "0", "--dtype", "fp32"])
     try:
         assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
+        wait_until_healthy(url)
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=60)
         assert [m.id for m in client.models.list().data] == ["shakespeare"]  # the run folder's name
         answer = client.completions.create(model="shakespeare", prompt="First", max_tokens=4, temperature=0)
         assert answer.usage.prompt_tokens == 5
     finally:
         code, err = stop(process)
-    assert code in (0, 130), err  # 130: the CLI's status for Ctrl-C, where uvicorn re-raises it
+    assert code in INTERRUPTED, err
     assert "Traceback" not in err
 
 
 def test_a_non_loopback_host_without_a_key_warns(tmp_path):
     run = tiny_serving_run(tmp_path / "run", block_size=16)
     process, url = start(["--checkpoint", str(run), "--port", "0", "--host", "0.0.0.0"])
+    port = url.rsplit(":", 1)[1]
+    wait_until_healthy(f"http://127.0.0.1:{port}")
     code, err = stop(process)
     assert url.startswith("http://0.0.0.0:")
     assert "warning: listening on 0.0.0.0 without --api-key" in err
-    assert code in (0, 130), err
+    assert code in INTERRUPTED, err
 
 
 def test_check_loads_and_exits(tmp_path):

@@ -174,16 +174,17 @@ def _run(state, sock: socket.socket, host: str) -> None:
 
     url = _url(sock)
     where = "this machine only" if _is_loopback(host) else "reachable from other machines"
-    print(
-        f"serving {state.model_name} on {url} ({where}); OpenAI base URL {url}/v1, playground {url}/",
-        flush=True,
-    )
+    # the warning first: whoever waits for the address line has seen it by then
     if not _is_loopback(host) and state.api_key is None:
         print(
             f"warning: listening on {host} without --api-key: anyone who can reach this address can use the model",
             file=sys.stderr,
             flush=True,
         )
+    print(
+        f"serving {state.model_name} on {url} ({where}); OpenAI base URL {url}/v1, playground {url}/",
+        flush=True,
+    )
     state.engine.start()
     try:
         config = uvicorn.Config(create_app(state), log_level="warning", timeout_graceful_shutdown=5)
