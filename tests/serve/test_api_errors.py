@@ -74,6 +74,8 @@ def still_serving(client) -> None:
         ({"prompt": [10**9]}, "prompt"),
         ({"num_beams": 2, "n": 3}, "n"),
         ({"presence_penalty": 3}, "presence_penalty"),
+        ({"echo": True}, "echo"),
+        ({"seed": "seven"}, "seed"),
     ],
 )
 def test_a_value_outside_its_range_is_a_400_naming_it(server, client, body, param):
