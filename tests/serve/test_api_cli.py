@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -136,3 +137,21 @@ def test_a_pickled_checkpoint_carrying_code_is_refused_and_never_runs(tmp_path, 
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert not marker.exists()
     assert time.perf_counter() - started < 60
+
+
+def test_the_api_key_may_come_from_the_environment(tmp_path, monkeypatch):
+    from lmforge.commands import serve as command
+
+    seen = {}
+    monkeypatch.setattr(command, "_listen", lambda host, port: SimpleNamespace(close=lambda: None))
+    monkeypatch.setattr(command, "_run", lambda state, sock, host: seen.update(key=state.api_key))
+    monkeypatch.setenv("LMFORGE_API_KEY", "from-env")
+    run = tiny_serving_run(tmp_path / "run", block_size=16)
+    command.serve(checkpoint=run, device="cpu")
+    assert seen["key"] == "from-env"
+    seen.clear()
+    command.serve(checkpoint=run, device="cpu", api_key="from-flag")  # the flag wins
+    assert seen["key"] == "from-flag"
+    monkeypatch.setenv("LMFORGE_API_KEY", "  ")
+    code, _, err = invoke(["serve", "--checkpoint", str(run)])
+    assert code == 2 and "LMFORGE_API_KEY is blank" in err
