@@ -123,3 +123,32 @@ def test_for_tokenizer_reads_the_runs_template(tmp_path):
     template = ChatTemplate.for_tokenizer(tmp_path, Tok())
     assert not template.is_default
     assert template.render(CONVERSATION) == transformers_render(CHATML, CONVERSATION)
+
+
+def test_encode_chat_adds_no_second_bos_as_transformers():
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Split
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    from lmforge.tokenizers.chat import encode_chat
+    from lmforge.tokenizers.hf import HFTokenizer
+
+    words = ["<unk>", "<s>", "</s>", "<pad>", "[INST]", "[/INST]", "Hi", "Why?", " "]
+    backend = Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = Split(" ", behavior="isolated")
+    backend.add_special_tokens(["<s>", "</s>", "<pad>"])
+    backend.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])  # as Llama's
+    ours = HFTokenizer(backend, {"bos": "<s>", "eos": "</s>", "pad": "<pad>"})
+    messages = [{"role": "user", "content": "Hi"}]
+    text = ChatTemplate(MISTRAL, SPECIAL).render(messages)
+    assert text == "<s>[INST] Hi [/INST]"
+    reference = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+    expected = reference.apply_chat_template(
+        messages, chat_template=MISTRAL, tokenize=True, return_dict=False
+    )
+    assert encode_chat(ours, text) == list(expected)
+    assert encode_chat(ours, text).count(1) == 1 and ours.encode(text).count(1) == 2  # the post-processor's

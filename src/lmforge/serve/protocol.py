@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from lmforge.tokenizers.chat import encode_chat
+
 MAX_N = 16  # choices per prompt (and at most the batch size)
 MAX_BEAMS = 16
 MAX_TOP_LOGPROBS = 20  # OpenAI's own bound for top_logprobs
@@ -243,7 +245,9 @@ def parse_chat(raw: object, limits: Limits, served_model: str, tokenizer, templa
     check_beams(body, logprobs)
     messages = [{**m.model_dump(exclude_none=True), "content": _text_of(m.content)} for m in body.messages]
     text = template.render(messages, add_generation_prompt=True)
-    ids = [_prompt_ids(text, tokenizer)]
+    ids = [encode_chat(tokenizer, text)]
+    if not ids[0]:
+        raise APIError(400, "the chat template rendered these messages as no tokens", param="messages")
     asked, param = body.max_completion_tokens, "max_completion_tokens"
     if asked is None:
         asked, param = body.max_tokens, "max_tokens"

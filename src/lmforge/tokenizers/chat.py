@@ -86,6 +86,16 @@ class ChatTemplate:
             raise TemplateError(f"the chat template could not render these messages: {error}") from None
 
 
+def encode_chat(tokenizer, text: str) -> list[int]:
+    """The ids of a rendered chat. The template already wrote the special tokens it wants (Llama 3's
+    starts with ``bos_token``), so a Hugging Face tokenizer's post-processor must not add its own,
+    or the prompt would begin with two; transformers encodes with ``add_special_tokens=False`` too."""
+    backend = getattr(tokenizer, "backend", None)  # tokenizers.Tokenizer behind the subword kinds
+    if backend is not None and hasattr(backend, "encode"):
+        return backend.encode(text, add_special_tokens=False).ids
+    return tokenizer.encode(text)
+
+
 def _raise_exception(message: str) -> None:
     raise TemplateError(f"the chat template refused these messages: {message}")
 
