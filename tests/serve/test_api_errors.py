@@ -213,3 +213,14 @@ def _json(body: object) -> bytes:
     import json
 
     return json.dumps(body).encode()
+
+
+def test_a_stopped_engine_is_a_503_not_a_crash(tmp_path):
+    run = tiny_serving_run(tmp_path / "run", block_size=16)
+    with running_server(run) as server:
+        server.state.engine.stop()
+        response = httpx.post(
+            f"{server.url}/v1/completions", json={"prompt": "F", "max_tokens": 2}, timeout=30
+        )
+        assert_error(response, 503)
+        assert httpx.get(f"{server.url}/health").status_code == 200

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from fastapi import Request  # this module is imported by `lmforge serve` only
 
-from lmforge.errors import UserInputError
+from lmforge.errors import LMForgeError, UserInputError
 from lmforge.serve.choices import Piece, merge, run_choice
 from lmforge.serve.metrics import CONTENT_TYPE, Metrics
 from lmforge.serve.protocol import APIError, Limits, Work, parse_chat, parse_completion
@@ -80,6 +80,10 @@ def create_app(state: ServerState):
             code = "context_length_exceeded" if "context" in str(error) else None
             state.metrics.request_done(endpoint, 400, time.perf_counter() - start)
             return JSONResponse(APIError(400, str(error), code=code).body(), status_code=400)
+        except LMForgeError as error:  # the engine stopped (the server is shutting down)
+            state.metrics.request_done(endpoint, 503, time.perf_counter() - start)
+            busy = APIError(503, f"the server cannot take requests now: {error}", type="server_error")
+            return JSONResponse(busy.body(), status_code=503)
         except Exception:
             log.exception("%s failed", endpoint)
             state.metrics.request_done(endpoint, 500, time.perf_counter() - start)
