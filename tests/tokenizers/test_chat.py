@@ -152,3 +152,20 @@ def test_encode_chat_adds_no_second_bos_as_transformers():
     )
     assert encode_chat(ours, text) == list(expected)
     assert encode_chat(ours, text).count(1) == 1 and ours.encode(text).count(1) == 2  # the post-processor's
+
+
+def test_stop_token_ids_are_end_of_text_and_the_end_of_turn_tokens_the_vocabulary_holds():
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
+    from lmforge.tokenizers import train_tokenizer
+    from lmforge.tokenizers.chat import stop_token_ids
+    from lmforge.tokenizers.hf import HFTokenizer
+
+    char = train_tokenizer("char", "First Citizen: speak", None)
+    assert stop_token_ids(char) == (char.document_separator_id,)
+    words = ["<unk>", "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>", "Hi"]
+    backend = Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.add_special_tokens(words[1:4])
+    llama3 = HFTokenizer(backend, {"bos": "<|begin_of_text|>", "eos": "<|end_of_text|>"})
+    assert stop_token_ids(llama3) == (2, 3)

@@ -121,7 +121,7 @@ def _build(checkpoint, max_batch_size, max_tokens_limit, prefill_chunk, dtype, w
     from lmforge.serve.app import ServerState
     from lmforge.serve.engine import Engine
     from lmforge.serve.protocol import Limits
-    from lmforge.tokenizers.chat import ChatTemplate
+    from lmforge.tokenizers.chat import ChatTemplate, stop_token_ids
 
     precision = resolve_precision("auto", resolve_device(device)) if dtype == "auto" else dtype
     loaded = load_for_inference(
@@ -137,7 +137,6 @@ def _build(checkpoint, max_batch_size, max_tokens_limit, prefill_chunk, dtype, w
     context = engine.context_limit
     limit = min(max_tokens_limit or context, context)
     template = ChatTemplate.for_tokenizer(loaded.run.tokenizer_dir, loaded.tokenizer)
-    eos = loaded.eos_id
     state = ServerState(
         engine=engine,
         tokenizer=loaded.tokenizer,
@@ -145,7 +144,7 @@ def _build(checkpoint, max_batch_size, max_tokens_limit, prefill_chunk, dtype, w
         model_name="",
         template=template,
         limits=Limits(max_tokens=limit, context=context, max_batch_size=max_batch_size),
-        stop_token_ids=() if eos is None else (eos,),
+        stop_token_ids=stop_token_ids(loaded.tokenizer),
     )
     return state, loaded
 

@@ -39,6 +39,9 @@ DEFAULT_TEMPLATE = (
     "{% if add_generation_prompt %}Assistant:{% endif %}"
 )
 ROLES = ("system", "user", "assistant", "tool", "developer")
+# Tokens chat templates end an assistant turn with (Llama 3, ChatML/Qwen2, Phi-3, Llama 3.1 tool
+# calls, Gemma): a chat model emits one where a base model would emit end-of-text.
+END_OF_TURN = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<|eom_id|>", "<end_of_turn>")
 
 
 class TemplateError(UserInputError):
@@ -84,6 +87,14 @@ class ChatTemplate:
             raise
         except JinjaError as error:  # a SecurityError from the sandbox is one too
             raise TemplateError(f"the chat template could not render these messages: {error}") from None
+
+
+def stop_token_ids(tokenizer) -> tuple[int, ...]:
+    """Where an answer ends: end-of-text, and the end-of-turn tokens of chat formats that this
+    vocabulary holds (a converted Llama 3 Instruct ends its turns with <|eot_id|>, not end-of-text)."""
+    ids = [tokenizer.document_separator_id]
+    ids += [tokenizer.token_to_id(token) for token in END_OF_TURN]
+    return tuple(dict.fromkeys(i for i in ids if i is not None))
 
 
 def encode_chat(tokenizer, text: str) -> list[int]:
