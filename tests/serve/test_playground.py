@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 import lmforge
-from tests.serve.playground_server import serve
-from tests.tiny_run import make_run
+from tests.serve.api_server import running_server, tiny_serving_run
 
 PAGE = Path(lmforge.__file__).parent / "serve" / "static" / "playground.html"
 
@@ -51,8 +50,8 @@ def test_page_is_one_file_with_inline_script_and_style():
 
 def test_page_is_served_at_root_as_html(tmp_path):
     pytest.importorskip("fastapi", reason="lmforge serve needs the `serve` extra (fastapi, uvicorn)")
-    make_run(tmp_path / "run")
-    with serve(tmp_path / "run") as base, urllib.request.urlopen(base + "/", timeout=30) as response:
+    run = tiny_serving_run(tmp_path / "run")
+    with running_server(run) as server, urllib.request.urlopen(server.url + "/", timeout=30) as response:
         assert response.status == 200
         assert response.headers["Content-Type"].split(";")[0].strip() == "text/html"
         assert response.read() == PAGE.read_bytes()
