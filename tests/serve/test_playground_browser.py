@@ -110,11 +110,18 @@ def set_range(page, element_id: str, value: int | float) -> None:
 def generate(page, timeout_ms: int = 60_000) -> int:
     """Click Generate/Send, wait for the stream to end; the completion tokens the usage reported."""
     page.click("#send")
+    return finished(page, timeout_ms)
+
+
+def finished(page, timeout_ms: int = 60_000) -> int:
+    """Wait for the answer (or an error, which fails the test); the completion tokens the usage reported."""
     page.wait_for_function(
         "!document.getElementById('send').disabled && "
-        "document.getElementById('usage').dataset.completionTokens !== undefined",
+        "(document.getElementById('usage').dataset.completionTokens !== undefined || "
+        " document.getElementById('error').textContent !== '')",
         timeout=timeout_ms,
     )
+    assert page.text_content("#error") == ""
     return int(page.get_attribute("#usage", "data-completion-tokens"))
 
 
@@ -185,11 +192,7 @@ def test_a_chat_turn_streams_shaded_tokens(page, server):
     page.fill("#system", "Be brief.")
     page.fill("#userMsg", "Speak, speak.")
     page.press("#userMsg", "Enter")
-    page.wait_for_function(
-        "document.getElementById('send').disabled === false && "
-        "document.getElementById('usage').dataset.completionTokens !== undefined"
-    )
-    completion_tokens = int(page.get_attribute("#usage", "data-completion-tokens"))
+    completion_tokens = finished(page)
 
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Speak, speak."}]
     direct = post_json(
@@ -220,3 +223,21 @@ def test_stop_aborts_the_stream_and_the_server_serves_the_next(page, server):
     assert 0 < len(spans(page)) < 1000
     set_range(page, "maxTokens", 8)
     assert generate(page) == len(spans(page)) == 8
+
+
+def test_beam_search_answer_arrives_whole_and_unshaded(page, server):
+    unlock(page, server)
+    page.get_by_role("radio", name="Beam").check()
+    assert page.is_disabled("#temperature") and not page.is_disabled("#beams")
+    set_range(page, "beams", 3)
+    set_range(page, "maxTokens", 12)
+    page.fill("#prompt", "All:")
+    completion_tokens = generate(page)
+
+    direct = post_json(
+        server, "/v1/completions", {"model": MODEL, "prompt": "All:", "max_tokens": 12, "num_beams": 3}
+    )
+    shown = spans(page)
+    assert completion_tokens == direct["usage"]["completion_tokens"]
+    assert "".join(span["text"] for span in shown) == direct["choices"][0]["text"] != ""
+    assert all(span["p"] is None for span in shown)  # beam search reports no per-token logprobs
