@@ -6,7 +6,7 @@
 Starts `lmforge serve --port 0` on the run, drives headless Debian chromium through Playwright's
 Python client (`apt-get install -y chromium`, `pip install playwright`; Playwright's own browser
 download is not needed), samples a continuation of the prompt with a fixed seed, hovers a token
-whose alternatives are worth seeing, and saves a 1280x800 screenshot. Without --checkpoint it
+whose alternatives are worth seeing, and saves a 1280-pixel-wide screenshot. Without --checkpoint it
 prepares tiny Shakespeare at character level (the copy in ../shared/data when there is one,
 else the corpus by name, downloaded once) and pretrains gpt-nano for --train-seconds.
 """
@@ -82,12 +82,14 @@ class Server:
         self.process.wait(timeout=30)
 
 
-def screenshot(url: str, out: Path, prompt: str, max_tokens: int, seed: int, temperature: float) -> None:
+def screenshot(
+    url: str, out: Path, prompt: str, max_tokens: int, seed: int, temperature: float, height: int
+) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page = browser.new_page(viewport={"width": 1280, "height": height})
         page.goto(url + "/")
         page.wait_for_function("document.getElementById('model').textContent !== 'connecting…'")
         page.get_by_label("Sample").check()
@@ -99,12 +101,16 @@ def screenshot(url: str, out: Path, prompt: str, max_tokens: int, seed: int, tem
             )
         page.fill("#seed", str(seed))
         page.fill("#prompt", prompt)
+        page.eval_on_selector("#prompt", "el => { el.scrollTop = 0; el.blur(); }")
         page.click("#send")
         page.wait_for_function(
             "!document.getElementById('send').disabled && "
-            "document.getElementById('usage').dataset.completionTokens !== undefined",
+            "(document.getElementById('usage').dataset.completionTokens !== undefined || "
+            " document.getElementById('error').textContent !== '')",
             timeout=300_000,
         )
+        if page.text_content("#error"):
+            raise SystemExit(f"the server refused: {page.text_content('#error')}")
         # hover an uncertain token in the middle third: its tooltip shows a real choice
         probabilities = page.eval_on_selector_all("#output .tok", "els => els.map(e => +e.dataset.p)")
         third = len(probabilities) // 3
@@ -130,12 +136,16 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=180)
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--seed", type=int, default=3)
+    # a 256-character context fills half of an 800-pixel-high window: the picture is cut shorter
+    parser.add_argument("--height", type=int, default=660, help="the window's height in pixels")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
         checkpoint = args.checkpoint or train(Path(workdir), args.train_seconds)
         server = Server(checkpoint)
         try:
-            screenshot(server.url, args.out, args.prompt, args.max_tokens, args.seed, args.temperature)
+            screenshot(
+                server.url, args.out, args.prompt, args.max_tokens, args.seed, args.temperature, args.height
+            )
         finally:
             server.close()
 
