@@ -58,6 +58,8 @@ BASELINES: dict[str, dict[str, object]] = {
     },
     "evaluate": {"--checkpoint": "run", "--data": ["prep"], "--batch-size": "2"},
     "generate": {"--checkpoint": "run", "--prompt": "Fi", "--max-new-tokens": "2"},
+    # --check: load and exit; without it a value the harness fails to make bad would start a server
+    "serve": {"--checkpoint": "run", "--check": None},
     "score": {"--checkpoint": "run", "--text": "First"},
     "attention": {"--checkpoint": "run", "--text": "First", "--out": "new_attention.png"},
     "fill-mask": {"--checkpoint": "bert", "--text": "first [MASK] speak", "--top-k": "2"},

@@ -215,3 +215,19 @@ def test_models_health_and_metrics(client, server):
     assert metric(after.text, count) == metric(before, count) + 1
     for gauge in ("lmforge_queue_length", "lmforge_batch_size"):
         assert re.search(rf"^# TYPE {gauge} gauge$", after.text, re.MULTILINE)
+
+
+def test_root_serves_the_playground_page_from_the_package(server, monkeypatch, tmp_path):
+    import httpx2 as httpx
+
+    from lmforge.serve import app
+
+    page = tmp_path / "playground.html"
+    page.write_text("<!doctype html><title>lmforge playground</title>", encoding="utf-8")
+    monkeypatch.setattr(app, "PLAYGROUND", page)
+    response = httpx.get(f"{server.url}/")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    assert response.text == page.read_text(encoding="utf-8")
+    monkeypatch.setattr(app, "PLAYGROUND", tmp_path / "absent.html")
+    missing = httpx.get(f"{server.url}/")
+    assert missing.status_code == 404 and "playground" in missing.json()["error"]["message"]

@@ -74,6 +74,8 @@ def still_serving(client) -> None:
         ({"prompt": [10**9]}, "prompt"),
         ({"num_beams": 2, "n": 3}, "n"),
         ({"presence_penalty": 3}, "presence_penalty"),
+        ({"echo": True}, "echo"),
+        ({"seed": "seven"}, "seed"),
     ],
 )
 def test_a_value_outside_its_range_is_a_400_naming_it(server, client, body, param):
@@ -189,12 +191,22 @@ def test_a_client_that_leaves_mid_stream_frees_its_row(tmp_path):
                     break
         answer = client.completions.create(model="tiny", prompt="All", max_tokens=3, temperature=0)
         assert answer.usage.completion_tokens >= 1
-        deadline = time.monotonic() + 10
-        while server.state.engine.stats().running and time.monotonic() < deadline:
-            time.sleep(0.01)
-        stats = server.state.engine.stats()
-        assert stats.running == 0
-        assert stats.tokens - before < 400, f"the abandoned request ran on: {stats.tokens - before} tokens"
+        assert_idle(server)
+        assert server.state.engine.stats().tokens - before < 400, "the abandoned stream ran on"
+
+        before = server.state.engine.stats().tokens  # the same, not streamed: the client times out
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{server.url}/v1/completions", json=body, timeout=httpx.Timeout(60, read=0.05))
+        answer = client.completions.create(model="tiny", prompt="All", max_tokens=3, temperature=0)
+        assert_idle(server)
+        assert server.state.engine.stats().tokens - before < 400, "the abandoned request ran on"
+
+
+def assert_idle(server) -> None:
+    deadline = time.monotonic() + 10
+    while server.state.engine.stats().running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.state.engine.stats().running == 0
 
 
 def _json(body: object) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from lmforge.bounds import DEVICE, RUN_DIR, Bounds, Text
 from lmforge.errors import UserInputError
 
 LOOPBACK_NAMES = ("localhost", "ip6-localhost")
+API_KEY_VARIABLE = "LMFORGE_API_KEY"
 
 
 def serve(
@@ -45,7 +47,9 @@ def serve(
         checkpoint: a run directory written by `lmforge pretrain` or `lmforge convert`.
         host: the address to listen on: 127.0.0.1 (this machine only), 0.0.0.0 (every interface).
         port: the TCP port; 0 picks a free one (the address printed at start says which).
-        api_key: require the header "Authorization: Bearer KEY" on /v1/* (compared in constant time).
+        api_key: require the header "Authorization: Bearer KEY" on /v1/* (compared in constant time);
+            default: the environment variable LMFORGE_API_KEY when set, which other users cannot read
+            in the process list as they can a flag.
         max_batch_size: requests decoded together at most; more wait in a queue.
         max_tokens_limit: the largest max_tokens a request may ask (default: the model's context).
         prefill_chunk: prompt tokens read per step, so a long prompt does not stall the others.
@@ -64,6 +68,12 @@ def serve(
     """
     if not host.strip():
         raise UserInputError("--host must name an address, e.g. 127.0.0.1 or 0.0.0.0")
+    if api_key is None:
+        api_key = os.environ.get(API_KEY_VARIABLE) or None
+        if api_key is not None and not api_key.strip():
+            raise UserInputError(
+                f"the environment variable {API_KEY_VARIABLE} is blank; unset it or set a key"
+            )
     if api_key is not None and not api_key.strip():
         raise UserInputError("--api-key must not be blank")
     if model_name is not None and not model_name.strip():
@@ -174,16 +184,17 @@ def _run(state, sock: socket.socket, host: str) -> None:
 
     url = _url(sock)
     where = "this machine only" if _is_loopback(host) else "reachable from other machines"
-    print(
-        f"serving {state.model_name} on {url} ({where}); OpenAI base URL {url}/v1, playground {url}/",
-        flush=True,
-    )
+    # the warning first: whoever waits for the address line has seen it by then
     if not _is_loopback(host) and state.api_key is None:
         print(
             f"warning: listening on {host} without --api-key: anyone who can reach this address can use the model",
             file=sys.stderr,
             flush=True,
         )
+    print(
+        f"serving {state.model_name} on {url} ({where}); OpenAI base URL {url}/v1, playground {url}/",
+        flush=True,
+    )
     state.engine.start()
     try:
         config = uvicorn.Config(create_app(state), log_level="warning", timeout_graceful_shutdown=5)

@@ -216,6 +216,8 @@ def parse_completion(raw: object, limits: Limits, served_model: str, tokenizer) 
     body: CompletionBody = validated(CompletionBody, raw)
     stops = check_common(body, limits, served_model)
     check_beams(body, body.logprobs)
+    if body.echo:
+        raise APIError(400, "echo is not supported: the answer holds the new text only", param="echo")
     prompt = body.prompt
     one = isinstance(prompt, str) or (bool(prompt) and all(isinstance(i, int) for i in prompt))
     items = [prompt] if one else list(prompt)
