@@ -101,7 +101,6 @@ def screenshot(
             )
         page.fill("#seed", str(seed))
         page.fill("#prompt", prompt)
-        page.eval_on_selector("#prompt", "el => { el.scrollTop = 0; el.blur(); }")
         page.click("#send")
         page.wait_for_function(
             "!document.getElementById('send').disabled && "
@@ -132,10 +131,10 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, help="a run to serve (default: train one)")
     parser.add_argument("--train-seconds", type=int, default=900)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "playground.png")
-    parser.add_argument("--prompt", default="ROMEO:\n")
-    parser.add_argument("--max-tokens", type=int, default=180)
-    parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--prompt", default="ROMEO:\nGood morrow, cousin.\n\nBENVOLIO:\n")
+    parser.add_argument("--max-tokens", type=int, default=210)
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--seed", type=int, default=1)
     # a 256-character context fills half of an 800-pixel-high window: the picture is cut shorter
     parser.add_argument("--height", type=int, default=660, help="the window's height in pixels")
     args = parser.parse_args()
