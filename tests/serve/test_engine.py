@@ -14,7 +14,6 @@ from lmforge.errors import UserInputError
 from lmforge.generate import GenerationConfig, generate
 from lmforge.models.gpt import GPT, GPTConfig
 from lmforge.serve.engine import Engine, EngineStoppedError, SamplingParams, TokenEvent
-from lmforge.serve.sampler import RowSampler, choose
 
 VOCAB, CONTEXT = 97, 64
 VARIANTS = [
@@ -144,7 +143,7 @@ def test_stop_token_ends_with_reason_stop_like_eos_in_generate():
 
 
 @pytest.mark.parametrize("settings", [{}, {"top_k": 5}, {"top_p": 0.7, "temperature": 0.8}])
-def test_same_seed_same_tokens_alone_in_a_busy_batch_and_as_generate(settings):
+def test_same_seed_same_tokens_alone_and_in_a_busy_batch(settings):
     model = peaked_gpt(5)
     for param in model.parameters():  # flatter distributions than peaked_gpt's: sampling matters
         param.data.mul_(0.5)
@@ -154,15 +153,17 @@ def test_same_seed_same_tokens_alone_in_a_busy_batch_and_as_generate(settings):
 
     async def main(engine):
         solo = await collect(engine, prompt, params)
+        again = await collect(engine, prompt, params)
+        other_seed = await collect(engine, prompt, SamplingParams(max_tokens=20, seed=99, **settings))
         others = [collect(engine, p, b) for p, b in zip(prompts(3, seed=7), busy)]
-        crowd = await asyncio.gather(
-            *others, collect(engine, prompt, params, after_steps=engine.stats().steps + 3)
-        )
-        return solo, crowd[-1]
+        steps = engine.stats().steps
+        crowd = await asyncio.gather(*others, collect(engine, prompt, params, after_steps=steps + 3))
+        return solo, again, other_seed, crowd[-1]
 
-    solo, crowded = run_engine(model, main, max_batch_size=4, prefill_chunk=5)
-    truth = alone(model, prompt, strategy="sample", max_new_tokens=20, seed=1234, **settings)
-    assert [e.token_id for e in solo] == [e.token_id for e in crowded] == truth
+    solo, again, other_seed, crowded = run_engine(model, main, max_batch_size=4, prefill_chunk=5)
+    ids = [e.token_id for e in solo]
+    assert ids == [e.token_id for e in again] == [e.token_id for e in crowded]
+    assert ids != [e.token_id for e in other_seed]  # the seed matters: it is not greedy in disguise
 
 
 def test_top_k_and_top_p_restrict_the_choices_to_the_likeliest():
@@ -226,28 +227,6 @@ def test_logprobs_equal_log_softmax_of_a_plain_forward():
                 top_values, top_ids = reference[t].topk(k)
                 assert [i for i, _ in event.top_logprobs] == top_ids.tolist()
                 assert values == pytest.approx(top_values.tolist(), abs=1e-4)
-
-
-def test_penalties_hand_computed():
-    # logits [2.0, 1.9, 0.0]; presence 0.5, frequency 0.15 over the tokens generated so far:
-    # step 1: no counts -> 0;  step 2: 2.0 - 0.5 - 0.15 = 1.35 < 1.9 -> 1
-    # step 3: 1.35 vs 1.9 - 0.65 = 1.25 -> 0;  step 4: 2.0 - 0.5 - 0.30 = 1.20 < 1.25 -> 1
-    logits = torch.tensor([[2.0, 1.9, 0.0]])
-    sampler = RowSampler(
-        SamplingParams(max_tokens=4, temperature=0, presence_penalty=0.5, frequency_penalty=0.15, logprobs=0),
-        3,
-        torch.device("cpu"),
-    )
-    plain = RowSampler(SamplingParams(max_tokens=4, temperature=0), 3, torch.device("cpu"))
-    chosen, plain_chosen = [], []
-    for _ in range(4):
-        tokens, logprobs, _ = choose(logits, [sampler])
-        chosen.append((tokens[0], logprobs[0]))
-        plain_chosen.append(choose(logits, [plain])[0][0])
-    raw = torch.log_softmax(logits[0], -1)  # logprobs report the unpenalised distribution
-    assert chosen == [(t, pytest.approx(raw[t].item())) for t in [0, 1, 0, 1]]
-    assert plain_chosen == [0, 0, 0, 0]
-    assert torch.equal(logits, torch.tensor([[2.0, 1.9, 0.0]]))  # the caller's logits are untouched
 
 
 def test_presence_penalty_in_the_engine_never_repeats_a_token():
@@ -390,6 +369,24 @@ def test_requests_past_the_context_are_refused_before_queueing():
         engine.validate([1], SamplingParams(max_tokens=1, top_p=0))
     engine.validate([1] * 60, SamplingParams(max_tokens=4))  # exactly the context: fine
     assert engine.stats().waiting == 0
+    short = Engine(model, context=16)
+    assert short.context_limit == 16
+    with pytest.raises(UserInputError, match="context of 16 tokens"):
+        short.validate([1] * 10, SamplingParams(max_tokens=7))
+    with pytest.raises(UserInputError, match="context must be in 2..64"):
+        Engine(model, context=65)
+
+
+def test_a_shorter_context_shrinks_the_storage_and_still_matches_generate():
+    model = peaked_gpt(30)
+    prompt = prompts(1, seed=31, lo=8, hi=9)[0]
+
+    async def main(engine):
+        assert engine._slots.keys.shape[3] == 20
+        return await collect(engine, prompt, SamplingParams(max_tokens=12, temperature=0))
+
+    events = run_engine(model, main, context=20)
+    assert [e.token_id for e in events] == alone(model, prompt, strategy="greedy", max_new_tokens=12)
 
 
 def test_rows_that_leave_mid_stream_do_not_disturb_the_others():
@@ -415,6 +412,10 @@ def test_rows_that_leave_mid_stream_do_not_disturb_the_others():
     engine.start()
     try:
         results = asyncio.run(main())
+        for _ in range(5000):  # the last quitter's row goes at the worker's next look
+            if engine.stats().running == 0:
+                break
+            time.sleep(0.001)
         assert engine.stats().running == 0 and engine.stats().waiting == 0
     finally:
         engine.stop()
@@ -423,32 +424,111 @@ def test_rows_that_leave_mid_stream_do_not_disturb_the_others():
         assert [e.token_id for e in events] == truth[: limit or 20]
 
 
-class FailOnce(torch.nn.Module):
-    """Wraps a model; its n-th forward raises, as a device out of memory would."""
+class Failing(torch.nn.Module):
+    """Wraps a model; a forward raises while ``armed`` says so (as a device out of memory would)."""
 
-    def __init__(self, model, fail_at: int) -> None:
+    def __init__(self, model, armed) -> None:
         super().__init__()
-        self.inner, self.calls, self.fail_at = model, 0, fail_at
+        self.inner, self.armed = model, armed
         self.decoding, self.config, self.context_limit = model.decoding, model.config, model.context_limit
 
     def cache_layout(self):
         return self.inner.cache_layout()
 
-    def forward(self, *args, **kwargs):
-        self.calls += 1
-        if self.calls == self.fail_at:
+    def forward(self, input_ids, **kwargs):
+        if self.armed(input_ids):
             raise RuntimeError("simulated failure")
-        return self.inner(*args, **kwargs)
+        return self.inner(input_ids, **kwargs)
 
 
-def test_a_failed_forward_fails_its_requests_and_the_engine_serves_on():
+def test_a_failed_prefill_fails_its_request_only_and_the_engine_serves_on():
+    model = peaked_gpt(24)
+    first, second, third = prompts(3, seed=25)
+    armed = {"prefill": False}
+
+    def fails(input_ids):
+        if armed["prefill"] and input_ids.shape[1] > 1:
+            armed["prefill"] = False
+            return True
+        return False
+
+    async def main(engine):
+        running = asyncio.create_task(collect(engine, first, SamplingParams(max_tokens=30, temperature=0)))
+        while engine.stats().steps < 3:
+            await asyncio.sleep(0.001)
+        armed["prefill"] = True
+        with pytest.raises(RuntimeError, match="simulated failure"):
+            await collect(engine, second, SamplingParams(max_tokens=10, temperature=0))
+        after = await collect(engine, third, SamplingParams(max_tokens=10, temperature=0))
+        return await running, after
+
+    running, after = run_engine(Failing(model, fails), main)
+    assert [e.token_id for e in running] == alone(model, first, strategy="greedy", max_new_tokens=30)
+    assert [e.token_id for e in after] == alone(model, third, strategy="greedy", max_new_tokens=10)
+
+
+def test_a_failed_decode_step_fails_the_batch_and_the_engine_serves_on():
     model = peaked_gpt(24)
     prompt = prompts(1, seed=25)[0]
+    calls = {"decode": 0}
+
+    def fails(input_ids):
+        if input_ids.shape[1] == 1:
+            calls["decode"] += 1
+            return calls["decode"] == 3
+        return False
 
     async def main(engine):
         with pytest.raises(RuntimeError, match="simulated failure"):
             await collect(engine, prompt, SamplingParams(max_tokens=10, temperature=0))
         return await collect(engine, prompt, SamplingParams(max_tokens=10, temperature=0))
 
-    events = run_engine(FailOnce(model, fail_at=4), main)
+    events = run_engine(Failing(model, fails), main)
     assert [e.token_id for e in events] == alone(model, prompt, strategy="greedy", max_new_tokens=10)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"n_kv_head": 2}, {"n_kv_head": 1, "sliding_window": 8}, {"n_kv_head": 2, "sliding_window": 20}],
+    ids=["gqa", "gqa-window8", "gqa-window20"],
+)
+def test_grouped_query_and_sliding_window_models_match_generate(settings):
+    if not set(settings) <= set(GPTConfig.__dataclass_fields__):
+        pytest.skip("grouped-query attention and sliding windows land with the Llama family")
+    model = peaked_gpt(26, pos_encoding="rope", norm="rmsnorm", mlp="swiglu", bias=False, **settings)
+    assert model.cache_layout().heads == settings["n_kv_head"]  # the slots hold the KV heads only
+    batch = prompts(8, seed=27, lo=3, hi=30)
+    max_tokens = [30, 5, 20, 12, 25, 3, 15, 30]
+
+    async def main(engine):
+        jobs = [
+            collect(engine, p, SamplingParams(max_tokens=m, temperature=0), after_steps=2 * i)
+            for i, (p, m) in enumerate(zip(batch, max_tokens))
+        ]
+        return await asyncio.gather(*jobs)
+
+    results = run_engine(model, main, max_batch_size=3, prefill_chunk=5)
+    for prompt, m, events in zip(batch, max_tokens, results):
+        assert [e.token_id for e in events] == alone(model, prompt, strategy="greedy", max_new_tokens=m)
+
+
+def test_stats_count_prompt_and_generated_tokens():
+    model = peaked_gpt(28)
+    batch = prompts(5, seed=29)
+    max_tokens = [4, 9, 1, 6, 3]
+
+    async def main(engine):
+        assert engine.stats().running == engine.stats().waiting == 0
+        jobs = [
+            collect(engine, p, SamplingParams(max_tokens=m, temperature=0)) for p, m in zip(batch, max_tokens)
+        ]
+        await asyncio.gather(*jobs)
+        return engine.stats()
+
+    stats = run_engine(model, main, max_batch_size=2, prefill_chunk=7)
+    assert stats.prompt_tokens == sum(len(p) for p in batch)
+    assert stats.tokens == sum(max_tokens)
+    # the first token of each request comes from its prefill, every other one from a decode step,
+    # which gives one token to each of its 1 or 2 rows
+    assert sum(max_tokens) - len(batch) >= stats.steps >= (sum(max_tokens) - len(batch)) / 2
+    assert stats.max_batch_size == 2 and stats.running == 0

@@ -17,7 +17,15 @@ So a request joins at the next step and leaves when it ends: nobody waits for th
 
 A consumer that stops reading (breaks out, ``aclose()``, its task cancelled when the HTTP client
 went away) marks its request cancelled in the generator's ``finally``; the worker frees its row
-before the next step.
+before the next step. (After a bare ``break`` the ``finally`` runs when the generator is garbage
+collected; ``aclose()`` it, or use ``contextlib.aclosing``, to free the row at once.)
+
+What a caller sees: ``generate`` raises ``UserInputError`` for a request that cannot fit (prompt
+longer than ``context_limit - 1``, prompt + max_tokens past it; ``validate`` checks the same
+without queueing) and ``EngineStoppedError`` once stopped, both at the first iteration. Its last
+event has a ``finish_reason``: "stop" (a stop token, not to be shown as text), "length", or
+"abort" (``stop()`` was called; that event carries no token, ``token_id`` -1). A forward pass
+that fails raises its error in the generators of the requests it was for; the engine serves on.
 """
 
 from __future__ import annotations
@@ -71,7 +79,14 @@ class _Request:
 
 
 class Engine:
-    def __init__(self, model, *, max_batch_size: int = 32, prefill_chunk: int = 256) -> None:
+    def __init__(
+        self, model, *, max_batch_size: int = 32, prefill_chunk: int = 256, context: int | None = None
+    ) -> None:
+        """model: a ``decoding == "kv_cache"`` model, on its device. max_batch_size: rows decoded
+        together. prefill_chunk: prompt tokens prefilled per step at most. context: the longest
+        sequence served (prompt + new tokens), default the model's ``context_limit``; a lower one
+        shrinks the KV storage, (n_layer, max_batch_size, kv_heads, context, head_size) for keys and
+        again for values, allocated by ``start()``."""
         if getattr(model, "decoding", None) != "kv_cache":
             raise UserInputError(
                 f"the serving engine batches models that decode through a key-value cache; "
@@ -83,8 +98,13 @@ class Engine:
             raise UserInputError(f"prefill_chunk must be >= 1; got {prefill_chunk}")
         self.model = model.eval()
         self.max_batch_size, self.prefill_chunk = max_batch_size, prefill_chunk
-        self.context_limit: int = model.context_limit
+        limit = model.context_limit
+        if context is not None and not 2 <= context <= limit:
+            raise UserInputError(f"context must be in 2..{limit} (the model's context); got {context}")
+        self.context_limit: int = context or limit
         self.vocab_size: int = model.config.vocab_size
+        # Mistral-style: each query sees the last ``window`` keys only (None: all of them)
+        self.window: int | None = getattr(model.config, "sliding_window", None)
         self.device = next(model.parameters()).device
         self._slots: KVSlots | None = None  # allocated on start, released on stop
         self._incoming: deque[_Request] = deque()  # appended by any thread, drained by the worker
@@ -93,6 +113,7 @@ class Engine:
         self._running: list[_Request] = []  # row i holds _running[i]
         self._prefilling: _Request | None = None  # row len(_running), part of its prompt cached
         self._wake = threading.Event()
+        self._lock = threading.Lock()  # stop() vs a request being queued: none slips past the shutdown
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._steps = self._tokens = self._prompt_tokens = 0
@@ -120,7 +141,8 @@ class Engine:
         """End the worker; every pending request gets a last event with finish_reason "abort"."""
         if self._thread is None:
             return
-        self._stopping = True
+        with self._lock:
+            self._stopping = True
         self._wake.set()
         self._thread.join()
         self._thread = None
@@ -162,10 +184,11 @@ class Engine:
         before anything is queued.
         """
         self.validate(prompt_ids, params)
-        if self._thread is None or self._stopping:
-            raise EngineStoppedError("the engine is not running; call start() first")
         request = _Request(list(prompt_ids), params, asyncio.get_running_loop(), asyncio.Queue())
-        self._incoming.append(request)
+        with self._lock:
+            if self._thread is None or self._stopping:
+                raise EngineStoppedError("the engine is not running; call start() first")
+            self._incoming.append(request)
         self._wake.set()
         try:
             while True:
@@ -182,11 +205,12 @@ class Engine:
 
     async def run_exclusive(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the worker thread between two steps, the batch paused; its result."""
-        if self._thread is None or self._stopping:
-            raise EngineStoppedError("the engine is not running; call start() first")
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
-        self._exclusive.append((fn, loop, future))
+        with self._lock:
+            if self._thread is None or self._stopping:
+                raise EngineStoppedError("the engine is not running; call start() first")
+            self._exclusive.append((fn, loop, future))
         self._wake.set()
         return await future
 
@@ -212,12 +236,16 @@ class Engine:
                 if not (self._running or self._prefilling or self._waiting):
                     self._wake.wait(0.5)
                     continue
+                # a failed forward ends the requests it was for; the engine serves on
                 try:
                     self._prefill()
+                except Exception as error:
+                    self._fail([r for r in self._running if r.generated == 0], error)
+                try:
                     if self._running:
                         self._decode()
-                except Exception as error:  # a failed forward: its requests end, the engine serves on
-                    self._fail_all(error)
+                except Exception as error:
+                    self._fail(list(self._running), error)
             self._shut_down()
 
     def _run_exclusive_calls(self) -> None:
@@ -289,12 +317,17 @@ class Engine:
         span = max(lengths_list) + 1
         lengths = torch.tensor(lengths_list, device=self.device)  # (n,): each row's new position
         ids = torch.tensor([[r.last_token] for r in rows], device=self.device)  # (n, 1)
-        mask = torch.arange(span, device=self.device)[None, :] <= lengths[:, None]  # (n, S)
+        keys = torch.arange(span, device=self.device)[None, :]
+        mask = keys <= lengths[:, None]  # (n, S): row i sees its own positions 0..lengths[i]
+        past = None  # the longest row's (slots.DecodeView)
+        if self.window is not None and span > self.window:
+            mask &= keys > lengths[:, None] - self.window
+            past = 0
         out = self.model(
             ids,
             attention_mask=mask[:, None, None, :],
             position_ids=lengths[:, None],
-            kv_cache=self._slots.decode_view(lengths, span),
+            kv_cache=self._slots.decode_view(lengths, span, past),
             last_logits_only=True,
         )
         for request in rows:
@@ -319,29 +352,38 @@ class Engine:
             if reason is not None:
                 finished.append(request)
             by_loop.setdefault(request.loop, []).append((request, TokenEvent(token, logprob, top, reason)))
+        for request in finished:  # first: a consumer that reads its last event finds its row gone
+            self._retire(request)
         for loop, events in by_loop.items():
             _call_soon(loop, _put_events, events)
-        for request in finished:
-            self._retire(request)
 
-    def _fail_all(self, error: Exception) -> None:
-        """A forward pass failed: every request in the batch gets the error; the rows are freed."""
-        failed = [*self._running, *([self._prefilling] if self._prefilling else [])]
-        self._running, self._prefilling = [], None
-        for request in failed:
+    def _fail(self, requests: list[_Request], error: Exception) -> None:
+        """These requests' generators raise ``error``; their rows (and the joiner's) are freed.
+
+        A failed decode step leaves the other rows intact: a row's new key and value only count
+        once its length grows, after the step succeeded."""
+        if self._prefilling is not None:
+            requests.append(self._prefilling)
+            self._prefilling.done = True
+            self._prefilling = None
+        for request in requests:
+            if request in self._running:
+                self._retire(request)
             request.done = True
             _call_soon(request.loop, request.queue.put_nowait, error)
 
     def _shut_down(self) -> None:
-        pending = [*self._running, *([self._prefilling] if self._prefilling else []), *self._waiting]
-        pending += list(self._incoming)
+        with self._lock:  # nothing is queued after this: generate() and run_exclusive() see _stopping
+            pending = [*self._running, *([self._prefilling] if self._prefilling else []), *self._waiting]
+            pending += list(self._incoming)
+            self._incoming.clear()
+            exclusive = list(self._exclusive)
+            self._exclusive.clear()
         self._running, self._prefilling, self._waiting = [], None, deque()
-        self._incoming.clear()
         for request in pending:
             request.done = True
             _call_soon(request.loop, request.queue.put_nowait, TokenEvent(-1, None, [], "abort"))
-        while self._exclusive:
-            _fn, loop, future = self._exclusive.popleft()
+        for _fn, loop, future in exclusive:
             _call_soon(loop, _settle, future, None, EngineStoppedError("the engine stopped"))
 
 

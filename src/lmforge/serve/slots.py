@@ -59,8 +59,8 @@ class KVSlots:
     def prefill_view(self, row: int, start: int) -> PrefillView:
         return PrefillView(self, row, start)
 
-    def decode_view(self, lengths: torch.Tensor, span: int) -> DecodeView:
-        return DecodeView(self, lengths, span)
+    def decode_view(self, lengths: torch.Tensor, span: int, past: int | None = None) -> DecodeView:
+        return DecodeView(self, lengths, span, span - 1 if past is None else past)
 
 
 class PrefillView:
@@ -84,12 +84,16 @@ class PrefillView:
 class DecodeView:
     """Rows 0..n-1, one new token each: row i writes at position ``lengths[i]`` and the forward
     returns keys 0..span-1 (span = the longest row + 1); the caller's mask hides each row's
-    positions past its own length."""
+    positions past its own length.
 
-    length = 0  # explicit position_ids and a 4-D mask: the model needs no past length
+    ``length`` (the past the model sees) is the longest row's, span - 1: the engine passes explicit
+    ``position_ids`` and a 4-D mask, so the model uses it only to bound positions (a lazily grown
+    rotary table grows to span). A sliding-window model is given 0 instead once span exceeds its
+    window, so it adds no window of its own, measured from the longest row (the engine's mask holds
+    each row's window)."""
 
-    def __init__(self, slots: KVSlots, lengths: torch.Tensor, span: int) -> None:
-        self.slots, self.span, self.n = slots, span, lengths.shape[0]
+    def __init__(self, slots: KVSlots, lengths: torch.Tensor, span: int, past: int) -> None:
+        self.slots, self.span, self.n, self.length = slots, span, lengths.shape[0], past
         _, _, heads, context, _ = slots.keys.shape
         rows = torch.arange(self.n, device=lengths.device)
         # each (row, head)'s new position as a row of one layer's storage seen as (B * nkv * S_max, hs):
