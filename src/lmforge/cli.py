@@ -43,6 +43,10 @@ COMMANDS: dict[str, tuple[str, str | dict[str, str]]] = {
         "lmforge.commands.evaluate:evaluate",
     ),
     "generate": ("Continue a prompt with a trained model.", "lmforge.commands.generate:generate"),
+    "serve": (
+        "Serve a model over HTTP: the OpenAI API, continuous batching, a playground.",
+        "lmforge.commands.serve:serve",
+    ),
     "score": (
         "Log-probability, per-token probabilities and perplexity of a text.",
         "lmforge.commands.score:score",

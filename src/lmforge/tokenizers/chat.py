@@ -1,0 +1,110 @@
+"""Chat templates: turn a list of ``messages`` into the one prompt text a causal model continues.
+
+    template = ChatTemplate.for_tokenizer("runs/chat/tokenizer", tokenizer)
+    template.render([{"role": "user", "content": "Hi"}])
+        # a run with RUN/tokenizer/chat_template.jinja (Hugging Face's convention, e.g. Llama 3's):
+        #   "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\\n\\nHi<|eot_id|>
+        #    <|start_header_id|>assistant<|end_header_id|>\\n\\n"
+        # a run without one, DEFAULT_TEMPLATE:
+        #   "User: Hi\\n\\nAssistant:"
+
+A template is Jinja2 rendered the way ``transformers``' ``apply_chat_template`` renders it
+(``trim_blocks``, ``lstrip_blocks``, the ``loopcontrols`` extension, ``raise_exception``,
+``strftime_now``, a ``tojson`` that keeps non-ASCII text, and the variables ``messages``,
+``add_generation_prompt``, ``bos_token``, ``eos_token`` and the other special tokens), so a
+template converted from a Hugging Face checkpoint gives the same text here as there. Templates
+come with downloaded checkpoints: they run in Jinja2's ``ImmutableSandboxedEnvironment``, which
+refuses attribute access to Python internals (no ``__class__.__mro__`` escape) and mutation of
+the values passed in.
+
+The default template is for base models, which never saw a chat format: role names as plain
+words, a blank line between turns, and ``Assistant:`` to continue from. It uses no special
+tokens, so it works with any tokenizer, character-level ones included.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from lmforge.errors import CheckpointError, UserInputError
+
+TEMPLATE_FILE = "chat_template.jinja"
+DEFAULT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ message['role'] | capitalize }}: {{ message['content'] }}\n\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+ROLES = ("system", "user", "assistant", "tool", "developer")
+
+
+class TemplateError(UserInputError):
+    """The template refused the messages (its ``raise_exception``, or an error while rendering)."""
+
+
+class ChatTemplate:
+    """A compiled chat template with the tokenizer's special tokens bound to it."""
+
+    def __init__(self, source: str | None = None, special_tokens: Mapping[str, str] | None = None) -> None:
+        """source: the Jinja2 text (None: DEFAULT_TEMPLATE); special_tokens: name -> token string
+        (``bos``, ``eos``, ...), passed to the template as ``bos_token``, ``eos_token``, ..."""
+        from jinja2 import TemplateSyntaxError
+
+        self.source = source if source is not None else DEFAULT_TEMPLATE
+        self.is_default = source is None
+        self.variables = {f"{name}_token": token for name, token in (special_tokens or {}).items()}
+        try:
+            self._template = _environment().from_string(self.source)
+        except TemplateSyntaxError as error:
+            raise CheckpointError(
+                f"the chat template does not compile: {error} (line {error.lineno})"
+            ) from None
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer_dir: str | Path, tokenizer: object | None = None) -> ChatTemplate:
+        """The template stored beside a run's tokenizer, else the default one."""
+        path = Path(tokenizer_dir) / TEMPLATE_FILE
+        source = path.read_text(encoding="utf-8") if path.is_file() else None
+        return cls(source, getattr(tokenizer, "special_tokens", None))
+
+    def render(self, messages: Sequence[Mapping[str, object]], *, add_generation_prompt: bool = True) -> str:
+        """The prompt text for ``messages`` ({"role", "content"} each), ready to encode."""
+        from jinja2 import TemplateError as JinjaError
+
+        try:
+            return self._template.render(
+                messages=[dict(m) for m in messages],
+                add_generation_prompt=add_generation_prompt,
+                **self.variables,
+            )
+        except TemplateError:
+            raise
+        except JinjaError as error:  # a SecurityError from the sandbox is one too
+            raise TemplateError(f"the chat template could not render these messages: {error}") from None
+
+
+def _raise_exception(message: str) -> None:
+    raise TemplateError(f"the chat template refused these messages: {message}")
+
+
+def _tojson(value: object, ensure_ascii: bool = False, indent: int | None = None, **kwargs: object) -> str:
+    # transformers' override: Jinja's own tojson escapes HTML characters, which templates don't want
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, **kwargs)
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)
+
+
+def _environment():
+    from jinja2.ext import loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    return env
