@@ -35,6 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, table, write_result  # noqa: E402
+from lmforge.data.corpora import iter_texts  # noqa: E402
+from lmforge.tokenizers import load_tokenizer  # noqa: E402
 from serve_load_client import LoadSpec, make_requests, run_load, summarize  # noqa: E402
 from serve_load_servers import (  # noqa: E402
     RUNS,
@@ -179,7 +181,9 @@ def main(argv: list[str] | None = None) -> dict:
     weight_spec = TINY if args.tiny else GPT2
     work = args.work / weight_spec.name
     weights = build_weights(weight_spec, work)
-    requests = make_requests(spec, weights["tokenizer_json"], weight_spec.corpus_documents)
+    tokenizer = load_tokenizer(Path(weights["run_dir"]) / "tokenizer")  # what lmforge serve encodes with
+    texts = list(iter_texts(["builtin:stdlib-docs"]))[: weight_spec.corpus_documents]
+    requests = make_requests(spec, tokenizer, texts)
 
     previous = RESULTS / f"{args.result_name}.json"
     runs: dict[str, dict] = {}

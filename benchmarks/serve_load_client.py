@@ -62,26 +62,21 @@ class Result:
         return (self.chunk_times[-1] - self.chunk_times[0]) / (tokens - 1)
 
 
-def make_requests(spec: LoadSpec, tokenizer_json: str, corpus_documents: int | None = None) -> list[Request]:
-    """``spec.requests`` prompts cut from ``builtin:stdlib-docs`` at seeded offsets and lengths.
+def make_requests(spec: LoadSpec, tokenizer, texts: list[str]) -> list[Request]:
+    """``spec.requests`` prompts cut from ``texts`` at seeded offsets and lengths.
 
-    A window of n token ids decoded to text re-encodes to about n tokens (a cut may split a word);
-    the exact count under the served tokenizer is kept with each request.
+    ``tokenizer`` is the served one (lmforge's contract: ``encode``, ``decode``). A window of n
+    token ids decoded to text re-encodes to about n tokens (a cut may split a word); the exact
+    count is kept with each request, and the servers' reported usage is checked against it.
     """
-    from tokenizers import Tokenizer
-
-    from lmforge.data.corpora import iter_texts
-
-    tokenizer = Tokenizer.from_file(tokenizer_json)
-    texts = list(iter_texts(["builtin:stdlib-docs"]))[:corpus_documents]
-    stream = [i for encoding in tokenizer.encode_batch(texts) for i in encoding.ids]
+    stream = [i for ids in tokenizer.encode_batch(texts) for i in ids]
     rng = random.Random(spec.seed)
     requests = []
     for _ in range(spec.requests):
         length = rng.randint(*spec.prompt_tokens)
         start = rng.randrange(0, len(stream) - length)
         text = tokenizer.decode(stream[start : start + length])
-        requests.append(Request(text, len(tokenizer.encode(text).ids), rng.randint(*spec.max_tokens)))
+        requests.append(Request(text, len(tokenizer.encode(text)), rng.randint(*spec.max_tokens)))
     return requests
 
 
