@@ -58,9 +58,13 @@ CONDITIONS = (
 )
 
 
-def run_one(name: str, weights: dict, spec: LoadSpec, requests: list, work: Path) -> dict:
+def run_one(
+    name: str, weights: dict, spec: LoadSpec, requests: list, work: Path, sequential: int | None
+) -> dict:
     """Start the server of run ``name``, load it, stop it; the summary or the reason it could not run."""
     concurrency = 1 if name == "lmforge-sequential" else spec.concurrency
+    if name == "lmforge-sequential" and sequential is not None:
+        requests = requests[:sequential]  # a seeded draw: its first n are a sample of the same mix
     longest = spec.prompt_tokens[1] + spec.max_tokens[1] + 16  # + re-encoding slack
     command = server_command(name, weights, max_batch_size=spec.concurrency, max_sequence=longest)
     print(f"[{name}] starting: {' '.join(command)}", flush=True)
@@ -171,13 +175,26 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--only", nargs="+", choices=RUNS, default=list(RUNS), help="runs to do; others kept")
     parser.add_argument("--requests", type=int, help="override the number of requests")
     parser.add_argument("--concurrency", type=int, help="override the number of concurrent clients")
+    parser.add_argument(
+        "--prompt-tokens", type=int, nargs=2, metavar=("LO", "HI"), help="prompt length range"
+    )
+    parser.add_argument("--max-tokens", type=int, nargs=2, metavar=("LO", "HI"), help="max_tokens range")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sequential-requests", type=int, help="lmforge-sequential sends only the first N requests (time)"
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/lmforge-serve-load"), help="weights and logs")
     parser.add_argument("--result-name", default="serve_load", help="results/NAME.json")
     args = parser.parse_args(argv)
 
     spec = QUICK_LOAD if args.quick or args.tiny else FULL_LOAD
-    spec = spec.with_overrides(requests=args.requests, concurrency=args.concurrency, seed=args.seed)
+    spec = spec.with_overrides(
+        requests=args.requests,
+        concurrency=args.concurrency,
+        seed=args.seed,
+        prompt_tokens=tuple(args.prompt_tokens) if args.prompt_tokens else None,
+        max_tokens=tuple(args.max_tokens) if args.max_tokens else None,
+    )
     weight_spec = TINY if args.tiny else GPT2
     work = args.work / weight_spec.name
     weights = build_weights(weight_spec, work)
@@ -192,13 +209,14 @@ def main(argv: list[str] | None = None) -> dict:
         if old.get("load") == spec.as_dict() and old.get("model") == weight_spec.as_dict():
             runs = old.get("runs", {})  # the other runs, measured on the same load and weights
     for name in args.only:
-        runs[name] = run_one(name, weights, spec, requests, work)
+        runs[name] = run_one(name, weights, spec, requests, work, args.sequential_requests)
     runs = {name: runs[name] for name in RUNS if name in runs}
     goals = verdict(runs)
     print_table(runs, goals)
     payload = {
         "model": weight_spec.as_dict(),
         "load": spec.as_dict(),
+        "sequential_requests": args.sequential_requests or spec.requests,
         "conditions": CONDITIONS,
         "sampling": "greedy (temperature 0); the servers stop early only at end-of-text",
         "metrics": {
