@@ -176,6 +176,11 @@ def as_step_model(model: Any) -> StepModel:
     a key-value cache, a recurrent hidden state, a window of tokens, an n-gram context."""
     if isinstance(model, StepModel):
         return model
+    if getattr(model, "decoding", None) == "encoder_decoder":
+        raise TypeError(
+            "an encoder-decoder model decodes for a batch of sources: wrap it in "
+            "lmforge.generate.seq2seq_step.EncoderDecoderStepModel(model, source_ids, source_mask)"
+        )
     wrapper = STEP_MODELS.get(getattr(model, "decoding", None))
     if wrapper is not None:
         return wrapper(model)

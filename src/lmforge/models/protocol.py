@@ -43,6 +43,26 @@ model's ``forward`` also takes ``labelled_logits_only=True``: logits (N, vocab) 
 whose label is not -100, in row-major order, and the loss over them. Masked-LM training asks for it
 (``masked_language_model_loss``): only ~15% of positions are masked, and the vocabulary-wide head
 is the largest matmul of a small encoder's step.
+
+Encoder-decoder models (``lm_kind`` "seq2seq", ``decoding`` "encoder_decoder": the Transformer of
+models/seq2seq.py, the RNN with attention of models/rnn_seq2seq.py) read a source and predict a
+target. Their ``forward(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask=None,
+labels=None, reduction="mean", output_attentions=False)`` takes the source ``input_ids`` (B, S),
+right-padded, ``attention_mask`` (B, S) 1 on real source tokens, and the decoder's input
+(B, T): ``decoder_start_token_id`` (a config field) then the target shifted right; ``labels``
+(B, T) are the target then end-of-text, -100 on padding. ``logits[:, t]`` scores the target token
+after ``decoder_input_ids[:, t]``; with ``output_attentions`` the output's ``cross_attentions`` hold
+each decoder layer's weights over the source (B, heads, T, S), zero on padded source positions and
+summing to 1 over the rest (an RNN: one layer, one head). Decoding goes through four methods, which
+generate/seq2seq_step.py drives (the state is the family's own):
+- ``encode(input_ids, attention_mask) -> memory``: the source read once per decode;
+- ``start_decoding(memory, attention_mask, *, max_length) -> state``: an empty decoder state that
+  will hold up to ``max_length`` target tokens (a Transformer preallocates its self-attention
+  cache and computes the cross-attention keys and values here, once per source);
+- ``decode(decoder_input_ids, state) -> (logits (N, T, V), state)``: feed T >= 1 more target tokens;
+- ``reorder_decoding(state, index) -> state``: row i continues old row ``index[i]`` (beam search; also
+  expands each source into several rows).
+``context_limit`` bounds the source (None: any length) and ``target_limit`` the target (None: any).
 """
 
 from __future__ import annotations
@@ -53,8 +73,8 @@ from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-Decoding = Literal["kv_cache", "recurrent_state", "window", "counts", "none"]
-LMKind = Literal["causal", "masked"]
+Decoding = Literal["kv_cache", "recurrent_state", "window", "counts", "encoder_decoder", "none"]
+LMKind = Literal["causal", "masked", "seq2seq"]
 
 
 @dataclass
@@ -68,6 +88,7 @@ class LMOutput:
     state: tuple[torch.Tensor, ...] | None = None  # recurrent models: the state after the last position
     attentions: list[torch.Tensor] | None = None  # output_attentions: per layer (B, nh, T, S)
     hidden_states: torch.Tensor | None = None  # Transformers: the last layer's output (B, T, C)
+    cross_attentions: list[torch.Tensor] | None = None  # seq2seq, output_attentions: per layer (B, nh, T, S)
 
 
 class CacheLayout(NamedTuple):
@@ -159,6 +180,14 @@ class NeuralLM(nn.Module):
 
 def require_causal(model: LanguageModel, what: str) -> None:
     """Refuse a model that does not predict the next token, for a command (``what``) that needs one."""
+    if model.lm_kind == "seq2seq":
+        from lmforge.errors import UserInputError
+
+        raise UserInputError(
+            f"{what} needs a left-to-right (causal) language model, and this run holds a seq2seq model "
+            f"({model.family}: {model.describe()}), which writes a target for a source: give --source "
+            "(and --target where the command scores one) instead of --prompt or --text"
+        )
     if model.lm_kind != "causal":
         from lmforge.errors import UserInputError
 
