@@ -8,7 +8,8 @@
                            loads with torch.load(weights_only=True))
       metrics.jsonl        one JSON object per optimizer step and per evaluation
       loss.png             train and validation loss curves
-      tokenizer/           the tokenizer the model was trained with
+      tokenizer/           the tokenizer the model was trained with (a seq2seq model: its targets')
+      source_tokenizer/    a seq2seq model with separate vocabularies: the sources' tokenizer
 
 This is the only module that knows these names; everything else asks it.
 """
@@ -47,6 +48,7 @@ RUN_ENTRIES = frozenset(
         "metrics.jsonl",
         "loss.png",
         "tokenizer",
+        "source_tokenizer",  # a seq2seq run with separate source and target vocabularies
         "confusion.png",  # a classifier's (lmforge finetune classify)
     }
 )
@@ -89,6 +91,7 @@ class Run:
     plot_path = property(lambda self: self.path / "loss.png")
     state_path = property(lambda self: self.path / "train_state.pt")
     tokenizer_dir = property(lambda self: self.path / "tokenizer")
+    source_tokenizer_dir = property(lambda self: self.path / "source_tokenizer")
 
     def weights_path(self, which: Literal["last", "best"] = "last") -> Path:
         return (
@@ -171,6 +174,18 @@ class Run:
                 "(or vocab.json + merges.txt)"
             )
         return load_tokenizer(self.tokenizer_dir)
+
+    def save_source_tokenizer(self, tokenizer) -> None:
+        """A seq2seq run whose sources have their own vocabulary (the targets' is ``tokenizer/``)."""
+        tokenizer.save(self.source_tokenizer_dir)
+
+    def load_source_tokenizer(self):
+        """The tokenizer of a seq2seq run's sources: ``source_tokenizer/``, else the shared one."""
+        if not self.source_tokenizer_dir.exists():
+            return self.load_tokenizer()
+        from lmforge.tokenizers import load_tokenizer
+
+        return load_tokenizer(self.source_tokenizer_dir)
 
     # --- weights and training state ---------------------------------------------------------
     def save_weights(self, model: nn.Module, which: Literal["last", "best"] = "last") -> None:
