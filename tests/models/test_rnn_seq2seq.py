@@ -152,6 +152,31 @@ def test_labels_alone_are_shifted_right_into_the_decoder_inputs():
     torch.testing.assert_close(model(source, mask, labels=labels).loss, explicit.loss, rtol=0, atol=0)
 
 
+def test_the_training_objective_takes_the_contracts_batch():
+    from lmforge.train.objectives import language_model_loss
+
+    model = tiny()
+    source, mask = pad_sources(SOURCES, PAD)
+    labels = torch.tensor([[5, 6, EOS], [7, EOS, -100], [8, 9, EOS]])
+    batch = {"input_ids": source, "attention_mask": mask, "decoder_input_ids": shift_right(labels, START),
+             "labels": labels}  # fmt: skip
+    total, count = language_model_loss(model, batch)
+    assert count == 8
+    torch.testing.assert_close(total / count, model(**batch).loss)
+
+
+def test_the_model_flags_apply_to_the_rnn_presets_only():
+    from lmforge.errors import UserInputError
+    from lmforge.models.registry import check_settings
+
+    check_settings(
+        "rnn-attn", {"attention": "none", "cell": "lstm", "bidirectional": False, "hidden_size": 32}
+    )
+    with pytest.raises(UserInputError, match="--attention does not apply to --model gpt-nano"):
+        check_settings("gpt-nano", {"attention": "dot"})
+    assert preset_config("rnn-attn", attention="additive", cell="lstm")[1]["cell"] == "lstm"
+
+
 # --- the four properties ------------------------------------------------------------------------
 def test_cached_step_by_step_decoding_equals_one_forward(model):
     source, mask = pad_sources(SOURCES, PAD)
