@@ -68,6 +68,16 @@ in about a minute of character-level training on a 2-core CPU (parameters for a 
 | lstm   | LSTM, 1 layer x 512, 128-dim embeddings                                 | 64     | 1.36M      |
 | gru    | GRU, 1 layer x 256, 64-dim embeddings                                   | 64     | 0.27M      |
 
+RNN encoder-decoders (models/rnn_seq2seq.py; lm_kind "seq2seq": a source in, a target out), one shape
+with the lecture's three attentions, so the bottleneck is measured at an equal size (parameters for
+a 67-id shared vocabulary):
+
+| preset            | model                                                                       | parameters |
+|-------------------|-----------------------------------------------------------------------------|------------|
+| rnn-attn          | GRU, bidirectional encoder, 1 layer x 128, 64-dim embeddings, dot attention | 0.33M      |
+| rnn-attn-additive | the same, additive (Bahdanau) attention                                     | 0.37M      |
+| rnn-seq2seq       | the same, no attention: the decoder sees only the encoder's final state     | 0.30M      |
+
 Every neural model has ``block_size``: GPT's context (its longest input), the classic models'
 training window (they read inputs of any length). ``model.context_limit`` tells them apart
 (models/protocol.py). The n-gram family is counted from data (``NGramLM.fit``), not built from a
@@ -90,6 +100,7 @@ FAMILIES = {
     "gru": "lmforge.models.rnn:GRULM",
     "ngram": "lmforge.models.ngram:NGramLM",
     "bert": "lmforge.models.bert:BERT",
+    "rnn_seq2seq": "lmforge.models.rnn_seq2seq:RNNSeq2Seq",
 }
 
 MODERN = {"dropout": 0.0, "bias": False, "pos_encoding": "rope", "norm": "layernorm", "mlp": "swiglu"}
@@ -100,6 +111,15 @@ LLAMA3_SCALING = {
     "low_freq_factor": 1.0,
     "high_freq_factor": 4.0,
     "original_max_position_embeddings": 8192,
+}
+
+RNN_SEQ2SEQ = {
+    "cell": "gru",
+    "bidirectional": True,
+    "n_layer": 1,
+    "n_embd": 64,
+    "hidden_size": 128,
+    "block_size": 64,
 }
 
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -202,6 +222,10 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "rnn": ("rnn", {"n_embd": 64, "hidden_size": 256, "n_layer": 1, "block_size": 64}),
     "lstm": ("lstm", {"n_embd": 128, "hidden_size": 512, "n_layer": 1, "block_size": 64}),
     "gru": ("gru", {"n_embd": 64, "hidden_size": 256, "n_layer": 1, "block_size": 64}),
+    # RNN encoder-decoders (models/rnn_seq2seq.py): the same shape with and without attention
+    "rnn-attn": ("rnn_seq2seq", {**RNN_SEQ2SEQ, "attention": "dot"}),
+    "rnn-attn-additive": ("rnn_seq2seq", {**RNN_SEQ2SEQ, "attention": "additive"}),
+    "rnn-seq2seq": ("rnn_seq2seq", {**RNN_SEQ2SEQ, "attention": "none"}),
 }
 
 
@@ -282,6 +306,9 @@ ALL_MODEL_FLAGS = (
     "direct",
     "activation",
     "tie_embeddings",
+    "cell",
+    "bidirectional",
+    "attention",
 )
 
 

@@ -19,7 +19,9 @@ class ModelSettings:
     """model shape (each flag overrides the preset's value)"""
 
     n_layer: int | None = setting(
-        None, "[gpt, rnn, lstm, gru] Transformer blocks, or stacked recurrent layers", positive=True
+        None,
+        "[gpt, rnn, lstm, gru, rnn_seq2seq] Transformer blocks, or stacked recurrent layers",
+        positive=True,
     )
     n_head: int | None = setting(None, "[gpt] attention heads", positive=True)
     n_kv_head: int | None = setting(
@@ -52,7 +54,7 @@ class ModelSettings:
     )
     hidden_size: int | None = setting(
         None,
-        "[window, rnn, lstm, gru] tanh units of the window model; width of the recurrent state",
+        "[window, rnn, lstm, gru, rnn_seq2seq] tanh units of the window model; width of the recurrent state",
         positive=True,
     )
     context: int | None = setting(
@@ -67,8 +69,20 @@ class ModelSettings:
     )
     tie_embeddings: bool | None = setting(
         None,
-        "[gpt, rnn, lstm, gru] share the output layer with the token embedding (recurrent models: "
+        "[gpt, rnn, lstm, gru, rnn_seq2seq] share the output layer with the token embedding (recurrent models: "
         "needs n_embd == hidden_size; the default ties exactly then)",
+    )
+    cell: Literal["gru", "lstm"] | None = setting(
+        None, "[rnn_seq2seq] the recurrent cell of the encoder and the decoder: gru or lstm"
+    )
+    bidirectional: bool | None = setting(
+        None, "[rnn_seq2seq] the encoder reads the source both ways (its states projected to hidden_size)"
+    )
+    attention: Literal["dot", "additive", "none"] | None = setting(
+        None,
+        "[rnn_seq2seq] how each decoder step looks at the source states: dot (Luong: s_t . h_i), "
+        "additive (Bahdanau: v . tanh(W s_t + U h_i)) or none (the bottleneck model: the decoder sees "
+        "only the encoder's final state)",
     )
     order: int | None = setting(
         None, "[ngram] n, the tokens an n-gram spans (default 3: a trigram model)", positive=True
