@@ -17,6 +17,7 @@ FLOOR = {
     "recipe": 3,
     "inference": 3,
     "inference_masked": 3,
+    "inference_seq2seq": 3,
     "embeddings": 3,
     "estimate": 3,
     "interop": 3,
