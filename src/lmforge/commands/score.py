@@ -23,7 +23,9 @@ def show_token(tokenizer, token_id: int) -> str:
 def score(
     *,
     checkpoint: Annotated[Path, RUN_DIR],
-    text: Annotated[str, Text(what="a text to score")],
+    text: Annotated[str | None, Text(what="a text to score")] = None,
+    source: Annotated[str | None, Text(what="a source text")] = None,
+    target: Annotated[str | None, Text(what="a target text to score")] = None,
     stride: Annotated[int, POSITIVE] = 1,
     batch_size: Annotated[int, Bounds(positive=True, at_most=100_000)] = 16,
     weights: Literal["auto", "best", "last"] = "auto",
@@ -38,9 +40,16 @@ def score(
     windows that slide by --stride tokens; 1 (the default) gives every token as much context
     as fits, a larger stride is faster. Recurrent and window models read the whole text at once.
 
+    A seq2seq (encoder-decoder) run scores a --target given a --source instead: each target token
+    given the source and the target before it, then the end token, as training scores a pair (so
+    -log-prob / tokens is the model's loss on it). A source longer than the model's source limit
+    keeps its first tokens (a warning says how many went); a target past its target limit is refused.
+
     Args:
         checkpoint: a run directory written by `lmforge pretrain` or `lmforge convert`.
-        text: the text to score.
+        text: the text to score (a language model).
+        source: a seq2seq model: the source the --target is scored for.
+        target: a seq2seq model: the text to score as the source's target.
         stride: for texts longer than the context: how far each window slides (1: the most context).
         batch_size: windows per forward pass.
         weights: best (lowest validation loss), last, or auto (best when it exists).
@@ -49,9 +58,20 @@ def score(
     Examples:
         lmforge score --checkpoint runs/stdlib --text "Return the number of items."
         lmforge score --checkpoint runs/stdlib --text "Return the" --json
+        lmforge score --checkpoint runs/reverse --source "abcdef" --target "fedcba"
     """
     from lmforge.inference import load_for_inference, score_text
 
+    if source is not None or target is not None:
+        if text is not None:
+            raise UserInputError(
+                "give --text (a language model) or --source and --target (a seq2seq model), not both"
+            )
+        if source is None or target is None:
+            raise UserInputError("a seq2seq model scores a --target given a --source: give both")
+        return _score_pair(checkpoint, source, target, weights=weights, device=device, as_json=as_json)
+    if text is None:
+        raise UserInputError("give --text (a language model) or --source and --target (a seq2seq model)")
     if not text:
         raise UserInputError("--text is empty; give the text to score")
     loaded = load_for_inference(checkpoint, causal_for="lmforge score", weights=weights, device=device)
@@ -95,6 +115,49 @@ def score(
     )
     if context is not None and len(ids) + 1 > context:
         print(f"(longer than the {context}-token context: read in windows sliding by {stride})")
+    return result
+
+
+def _score_pair(checkpoint: Path, source: str, target: str, *, weights, device, as_json: bool) -> dict:
+    """``score --source --target`` on a seq2seq run: the target's tokens, then the end token."""
+    from lmforge.inference_seq2seq import encode_source, load_seq2seq, score_target
+
+    loaded = load_seq2seq(
+        checkpoint, command="lmforge score", instead="--text", weights=weights, device=device
+    )
+    source_ids, dropped = encode_source(source, loaded, "--source")
+    if dropped:
+        print(
+            f"warning: the source has {len(source_ids) + dropped} tokens; keeping its first {len(source_ids)} "
+            f"(the model's source limit), {dropped} dropped",
+            file=sys.stderr,
+        )
+    tokenizer = loaded.tokenizer
+    target_ids = tokenizer.encode(target)
+    if not target_ids:
+        raise UserInputError("--target has no tokens; give the text to score")
+    scores = score_target(loaded, source_ids, target_ids)
+    result = {
+        "source": source,
+        "source_ids": source_ids,
+        "target": target,
+        "logprob": scores.logprob,
+        "logprob_bits": scores.logprob / math.log(2),
+        "perplexity": scores.perplexity,
+        "tokens": [
+            {"token": tokenizer.decode([i]), "id": i, "prob": math.exp(lp), "logprob": lp}
+            for i, lp in zip(scores.token_ids, scores.logprobs)
+        ],
+    }
+    if as_json:
+        print_json(result)
+        return result
+    print(_table(tokenizer, scores))
+    print(
+        f"{len(scores.token_ids):,} tokens (the target, then {show_token(tokenizer, loaded.end_id)}) given "
+        f"{len(source_ids):,} source tokens: log-prob {scores.logprob:.4f} nats ({result['logprob_bits']:.4f} bits), "
+        f"perplexity {scores.perplexity:.4f}"
+    )
     return result
 
 

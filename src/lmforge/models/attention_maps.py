@@ -7,7 +7,9 @@
 
 The weights come from the model's reference attention, softmax(QK^T / sqrt(hs)) written out
 (``output_attentions=True``), which tests check against the fast SDPA path. ``draw_attention``
-turns them into one heat map or a grid of every layer x head, token labels on both axes.
+turns them into one heat map or a grid of every layer x head, token labels on both axes. A
+seq2seq model's cross-attention (target rows over source columns, not square) is drawn the same
+way with ``row_labels`` for the target and ``axes`` naming the two sides.
 """
 
 from __future__ import annotations
@@ -60,8 +62,13 @@ def draw_attention(
     maps: Sequence[tuple[int, int]],
     path: str | Path,
     title: str,
+    *,
+    row_labels: Sequence[str] | None = None,
+    axes: tuple[str, str] = ("key (attended to)", "query (attending)"),
 ) -> None:
-    """Draw ``maps`` of ``weights`` (n_layer, n_head, T, T) as a PNG at ``path``, written atomically."""
+    """Draw ``maps`` of ``weights`` (n_layer, n_head, T, S) as a PNG at ``path``, written atomically:
+    ``labels`` on the x axis (S keys), ``row_labels`` on the y axis (T queries; default ``labels``),
+    ``axes`` = (x axis name, y axis name) under a single map."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,20 +76,30 @@ def draw_attention(
 
     from lmforge.fonts import readable
 
-    (*labels, title), families = readable([*labels, title])  # CJK and other scripts: lmforge/fonts.py
+    rows = list(labels if row_labels is None else row_labels)
+    texts, families = readable([*labels, *rows, title])  # CJK and other scripts: lmforge/fonts.py
+    labels, rows, title = texts[: len(labels)], texts[len(labels) : -1], texts[-1]
     with matplotlib.rc_context({"font.family": families}):
-        figure = _draw(weights, labels, maps, title)
+        figure = _draw(weights, labels, rows, maps, title, axes)
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
         plt.close(figure)
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _draw(weights: torch.Tensor, labels: Sequence[str], maps: Sequence[tuple[int, int]], title: str):
+def _draw(
+    weights: torch.Tensor,
+    labels: Sequence[str],
+    row_labels: Sequence[str],
+    maps: Sequence[tuple[int, int]],
+    title: str,
+    axes_names: tuple[str, str],
+):
     """The figure of ``draw_attention``."""
     import matplotlib.pyplot as plt
 
-    size = len(labels)
+    size = max(len(labels), len(row_labels))  # the longer side sets the cell (a square one when T == S)
+    width, height = max(0.3, len(labels) / size), max(0.3, len(row_labels) / size)
     rows = sorted({layer for layer, _ in maps})
     cols = sorted({head for _, head in maps})
     single = len(maps) == 1
@@ -93,7 +110,7 @@ def _draw(weights: torch.Tensor, labels: Sequence[str], maps: Sequence[tuple[int
     figure, axes = plt.subplots(
         len(rows),
         len(cols),
-        figsize=(cell * len(cols) + 1.5, cell * len(rows) + 1.0),
+        figsize=(cell * width * len(cols) + 1.5, cell * height * len(rows) + 1.0),
         squeeze=False,
         layout="constrained",  # room for labels, colour bar and title without gaps or overlaps
     )
@@ -105,11 +122,11 @@ def _draw(weights: torch.Tensor, labels: Sequence[str], maps: Sequence[tuple[int
             ax.set_title(f"layer {layer}, head {head}", fontsize=max(font, 7.0) + 1)
             show_y = c == 0 and (single or size <= LABELS_UP_TO)
             show_x = r == len(rows) - 1 and (single or size <= LABELS_UP_TO)
-            ax.set_yticks(range(size), labels if show_y else [], fontsize=font)
-            ax.set_xticks(range(size), labels if show_x else [], fontsize=font, rotation=90)
+            ax.set_yticks(range(len(row_labels)), row_labels if show_y else [], fontsize=font)
+            ax.set_xticks(range(len(labels)), labels if show_x else [], fontsize=font, rotation=90)
             if single:
-                ax.set_xlabel("key (attended to)")
-                ax.set_ylabel("query (attending)")
+                ax.set_xlabel(axes_names[0])
+                ax.set_ylabel(axes_names[1])
     figure.colorbar(image, ax=axes, shrink=0.6 if single else 0.3, label="attention weight")
     figure.suptitle(title)
     return figure
