@@ -82,3 +82,24 @@ def make_seq2seq_run(
     run.write_config({"family": family, "model": net.config.to_dict()})
     run.save_weights(net.eval())
     return run
+
+
+_MADE: dict[tuple, Run] = {}
+
+
+def cached_run(root: Path, preset: str = "rnn-attn", steps: int = 0, **model: object) -> Run:
+    """``make_seq2seq_run`` once per process and arguments (under ``root``), so the test files that
+    share a trained run in one pytest worker train it once."""
+    key = (preset, steps, *sorted(model.items()))
+    if key not in _MADE:
+        name = "-".join(str(part) for part in key).replace("/", "_")
+        _MADE[key] = make_seq2seq_run(Path(root) / name, preset, steps, **model)
+    return _MADE[key]
+
+
+def one_line_error(code: int, out: str, err: str) -> str:
+    """The error line of a refused command: exit 2, one ``error:`` line on stderr, nothing on stdout."""
+    assert code == 2 and out == "", (code, out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
