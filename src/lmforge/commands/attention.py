@@ -63,7 +63,7 @@ def attention(
     Examples:
         lmforge attention --checkpoint runs/stdlib --text "Return the number of items." --layer 1 --head 2 --out attn.png
         lmforge attention --checkpoint runs/stdlib --text "Return the" --all --out grid.png
-        lmforge attention --checkpoint runs/reverse --source "abcdef" --target "fedcba" --out align.png
+        lmforge attention --checkpoint my_seq2seq_run --source "abcdef" --target "fedcba" --out align.png
     """
     from lmforge.inference import load_for_inference
     from lmforge.models.attention_maps import attention_weights, draw_attention, select_maps

@@ -102,7 +102,7 @@ def generate(
         lmforge generate --checkpoint runs/stdlib --prompt "Return the" --max-new-tokens 300
         lmforge generate --checkpoint runs/stdlib --prompt "Return the" --strategy beam --num-beams 8
         lmforge generate --checkpoint runs/stdlib --prompt-file my_prompts.txt --stop "\\n\\n" --json
-        lmforge generate --checkpoint runs/reverse --source "abcdef" --strategy beam --num-beams 4
+        lmforge generate --checkpoint my_seq2seq_run --source "abcdef" --strategy beam --num-beams 4
     """
     import torch
 

@@ -58,7 +58,7 @@ def score(
     Examples:
         lmforge score --checkpoint runs/stdlib --text "Return the number of items."
         lmforge score --checkpoint runs/stdlib --text "Return the" --json
-        lmforge score --checkpoint runs/reverse --source "abcdef" --target "fedcba"
+        lmforge score --checkpoint my_seq2seq_run --source "abcdef" --target "fedcba"
     """
     from lmforge.inference import load_for_inference, score_text
 
