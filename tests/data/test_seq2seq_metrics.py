@@ -7,7 +7,13 @@ import math
 
 import pytest
 
-from lmforge.data.seq2seq_metrics import corpus_bleu, corpus_chrf, exact_match, seq2seq_scores
+from lmforge.data.seq2seq_metrics import (
+    bleu_tokenizer_for,
+    corpus_bleu,
+    corpus_chrf,
+    exact_match,
+    seq2seq_scores,
+)
 from lmforge.errors import LMForgeError, UserInputError
 
 sacrebleu = pytest.importorskip("sacrebleu")
@@ -59,6 +65,19 @@ def test_exact_match_percent():
         and scores["chrf"] == pytest.approx(100.0)
     )
     assert "tok:char" in scores["bleu_signature"] and "nc:6" in scores["chrf_signature"]
+
+
+def test_bleu_tokenizer_is_chosen_from_the_references():
+    assert bleu_tokenizer_for(["abcdef", "ghij "]) == "char"  # surrounding whitespace aside
+    assert bleu_tokenizer_for(["abc", "a b"]) == "13a"
+    words = seq2seq_scores(HYPOTHESES, REFERENCES)
+    assert words["bleu"] == pytest.approx(sacrebleu.corpus_bleu(HYPOTHESES, [REFERENCES]).score, abs=1e-12)
+    letters = seq2seq_scores(["cbaxyzuv", "xyzabc"], ["cbaxyzuv", "xzyabc"])
+    expected = sacrebleu.corpus_bleu(["cbaxyzuv", "xyzabc"], [["cbaxyzuv", "xzyabc"]], tokenize="char")
+    assert (
+        letters["bleu"] == pytest.approx(expected.score, abs=1e-12)
+        and "tok:char" in letters["bleu_signature"]
+    )
 
 
 def test_mismatched_or_empty_lists_are_refused():

@@ -81,7 +81,7 @@ def test_grouped_pairs_split_by_whole_groups():
     train, val, rule = split_pairs(pairs, 0.2, seed=0)
     train_groups, val_groups = {p.group for p in train}, {p.group for p in val}
     assert not train_groups & val_groups and len(val_groups) == 4 and len(train_groups) == 16
-    assert rule["rule"] == "groups" and rule["val_groups"] == 4
+    assert rule["rule"] == "groups" and rule["val_groups"] == 4 and rule["group"] == "group"
 
 
 def test_too_few_pairs_to_split():
@@ -94,7 +94,7 @@ def test_stdlib_signatures_hold_out_whole_modules(tmp_path, monkeypatch):
     monkeypatch.setattr(seq2seq_tasks, "stdlib_signatures", lambda: fake)
     meta = prepare_seq2seq(["builtin:stdlib-signatures"], "char", tmp_path / "d", val_fraction=0.2)
     val_modules = {source.split(".")[0] for source, _ in load_seq2seq(tmp_path / "d").texts("val")}
-    assert len(val_modules) == 2 and meta["val_pairs"] == 10 and meta["split"]["rule"] == "groups"
+    assert len(val_modules) == 2 and meta["val_pairs"] == 10 and meta["split"]["group"] == "module"
 
 
 def test_a_trained_tokenizer_sees_the_train_split_only(tmp_path):

@@ -11,7 +11,7 @@ Corpus-level means the n-gram counts of all sentences are summed before the prec
 tokenizer, casing, smoothing, sacrebleu version) cannot be compared with another (Post 2018).
 All three scores are on sacrebleu's 0-100 scale. BLEU's default tokenizer ``13a`` splits words
 and punctuation; for strings without spaces (the copy/reverse/sort tasks) ``tokenize="char"``
-scores characters. chrF (Popović 2015) compares character n-grams, so it needs no tokenizer.
+scores characters, and ``seq2seq_scores`` picks it itself when no reference has a space. chrF (Popović 2015) compares character n-grams, so it needs no tokenizer.
 Exact match is the share of outputs equal to their reference, ignoring surrounding whitespace.
 
 sacrebleu is an optional dependency, imported when a score is asked for:
@@ -87,10 +87,18 @@ def exact_match(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     return 100.0 * same / len(hypotheses)
 
 
+def bleu_tokenizer_for(references: Sequence[str]) -> str:
+    """``"char"`` when no reference has a space (a word tokenizer would see one word per
+    sentence, and with no 2-, 3- or 4-grams BLEU is 0 whatever the output), else ``"13a"``."""
+    return "13a" if any(any(ch.isspace() for ch in reference.strip()) for reference in references) else "char"
+
+
 def seq2seq_scores(
-    hypotheses: Sequence[str], references: Sequence[str], *, tokenize: str = "13a"
+    hypotheses: Sequence[str], references: Sequence[str], *, tokenize: str | None = None
 ) -> dict[str, Any]:
-    """{"bleu", "bleu_signature", "chrf", "chrf_signature", "exact_match"}: what ``evaluate`` reports."""
+    """{"bleu", "bleu_signature", "chrf", "chrf_signature", "exact_match"}: what ``evaluate`` reports.
+    ``tokenize`` None picks BLEU's tokenizer with ``bleu_tokenizer_for`` (the signature says which)."""
+    tokenize = tokenize if tokenize is not None else bleu_tokenizer_for(references)
     bleu = corpus_bleu(hypotheses, references, tokenize=tokenize)
     chrf = corpus_chrf(hypotheses, references)
     return {

@@ -52,14 +52,18 @@ from lmforge.data.seq2seq_shards import (
     TASK,
     VAL_TEXTS,
 )
+from lmforge.data.seq2seq_tasks import group_noun
 from lmforge.data.shards import META_FILE, token_dtype
 from lmforge.errors import DataError, UserInputError
 from lmforge.fileio import atomic_directory, atomic_write_json, atomic_write_text, check_output_dir
 from lmforge.tokenizers import Tokenizer, train_tokenizer
 
 
-def split_pairs(pairs: Sequence[Pair], val_fraction: float, seed: int) -> tuple[list[Pair], list[Pair], dict]:
-    """(train, val, the split rule as metadata): by group when the pairs have groups, else by pair."""
+def split_pairs(
+    pairs: Sequence[Pair], val_fraction: float, seed: int, group_noun: str = "group"
+) -> tuple[list[Pair], list[Pair], dict]:
+    """(train, val, the split rule as metadata): by group when the pairs have groups (what a group
+    is, e.g. "module", goes in the metadata as ``group``), else by pair."""
     if not 0 < val_fraction < 1:
         raise UserInputError(
             f"--val-fraction must be strictly between 0 and 1 (training reports validation loss); got {val_fraction}"
@@ -84,6 +88,8 @@ def split_pairs(pairs: Sequence[Pair], val_fraction: float, seed: int) -> tuple[
         noun: len(units),
         f"val_{noun}": num_val,
     }
+    if grouped:
+        rule["group"] = group_noun
     return train, val, rule
 
 
@@ -167,7 +173,7 @@ def prepare_seq2seq(
             target_tokenizer, target_vocab_size if target_vocab_size is not None else vocab_size, options
         )
     pairs = read_pairs(source, source_field, target_field, errors)
-    train, val, split = split_pairs(pairs, val_fraction, seed)
+    train, val, split = split_pairs(pairs, val_fraction, seed, group_noun(source.specs[0]))
 
     train_start = time.perf_counter()
     tokenizers: dict[str, Tokenizer] = {}
@@ -246,7 +252,8 @@ def describe_seq2seq(meta: dict) -> str:
     toks = meta["tokenizers"]
     split = meta["split"]
     unit = split["rule"]
-    held = f"{split[f'val_{unit}']:,} of {split[unit]:,} {unit} held out (seeded draw, seed {split['seed']})"
+    noun = f"{split['group']}s" if "group" in split else unit
+    held = f"{split[f'val_{unit}']:,} of {split[unit]:,} {noun} held out (seeded draw, seed {split['seed']})"
     if toks["shared"]:
         tok = toks["source"]
         tokenizer_line = (

@@ -134,6 +134,11 @@ def parse_task(spec: str) -> tuple[str, dict[str, int]]:
     return name, options
 
 
+def group_noun(spec: str) -> str:
+    """What a group of pairs is in the task ``spec`` (a split holds out whole groups)."""
+    return "module" if spec.startswith(PREFIX) and _split_spec(spec)[0] == "stdlib-signatures" else "group"
+
+
 def describe_task(spec: str) -> str:
     name, options = parse_task(spec)
     if name == "stdlib-signatures":
