@@ -195,3 +195,10 @@ def test_fixed_eval_batches_are_the_same_every_time_and_spread_over_the_split():
     assert chosen == [i * 100 // 24 for i in range(24)]
     few = fixed_eval_batches(random_split(5), 8, IDS, num_batches=3)
     assert len(few) == 1 and sorted(batch_pairs(few[0])) == list(range(5))
+
+
+def test_collate_refuses_an_empty_side_or_unpaired_lists():
+    with pytest.raises(DataError, match="pair 1 of the batch has an empty side"):
+        collate_pairs([[5], [6]], [[7], []], IDS)
+    with pytest.raises(DataError, match="as many targets as sources"):
+        collate_pairs([[5], [6]], [[7]], IDS)

@@ -114,12 +114,10 @@ def collate_pairs(
         )
     source_rows = [np.asarray(row, dtype=np.int64)[:max_source_length] for row in sources]
     decoder_rows, label_rows = [], []
-    for target in targets:
+    for index, (source, target) in enumerate(zip(source_rows, targets)):
         target = np.asarray(target, dtype=np.int64)
-        if len(source_rows[len(label_rows)]) == 0 or len(target) == 0:
-            raise DataError(
-                f"pair {len(label_rows)} of the batch has an empty side; prepare drops none, so the data is damaged"
-            )
+        if len(source) == 0 or len(target) == 0:
+            raise DataError(f"pair {index} of the batch has an empty side; a seq2seq pair needs both")
         if max_target_length is not None and len(target) + 1 > max_target_length:
             labels = target[:max_target_length]  # cut: no end token where the text goes on
         else:
