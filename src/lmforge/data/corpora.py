@@ -95,6 +95,13 @@ def resolve_source(spec: str) -> Source:
         from lmforge.data.builtin import BUILTINS
 
         if spec.removeprefix(BUILTIN_PREFIX) not in BUILTINS:
+            from lmforge.data.seq2seq_tasks import is_task
+
+            if is_task(spec):
+                raise DataError(
+                    f"{spec} is a seq2seq task (source/target pairs), not a text corpus; prepare it with "
+                    "--task seq2seq for an encoder-decoder model"
+                )
             known = ", ".join(BUILTIN_PREFIX + name for name in BUILTINS)
             raise DataError(f"unknown built-in corpus {spec!r}; the built-in corpora are: {known}")
         return Source(spec, "builtin")

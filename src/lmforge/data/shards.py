@@ -99,6 +99,12 @@ def load_prepared(directory: str | Path) -> PreparedDataset:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise DataError(f"{meta_path} is damaged ({error}); re-run `lmforge prepare`") from None
+    if isinstance(meta, dict) and meta.get("task", "lm") != "lm":
+        raise DataError(
+            f"{path} is a {meta['task']} dataset (source/target pairs, from `lmforge prepare --task "
+            f"{meta['task']}`), not a language-model one; train an encoder-decoder model on it, or "
+            "prepare the text without --task for a language model"
+        )
     version = meta.get("format_version") if isinstance(meta, dict) else None
     if version != FORMAT_VERSION:
         raise DataError(
