@@ -208,3 +208,80 @@ def test_encode_source_keeps_the_first_tokens_within_the_source_limit(trained):
     loaded.model.context_limit = 5  # as a Transformer's position table would bound it
     assert encode_source("abcdefgh", loaded) == (ids[:5], 3)
     assert isinstance(loaded.model, torch.nn.Module)
+
+
+def test_beam_search_keeps_going_past_early_unlikely_ends(trained, capsys):
+    """A confident model puts end-of-text among the top candidates at every step: stopping at
+    num_beams finished hypotheses (HF's early_stopping=True) would return those early ends. The
+    best beam must score at least as well as greedy decoding's target (score = logprob / length)."""
+    for source in HELD_OUT[:5]:
+        common = ["--checkpoint", trained.path, "--source", source]
+        greedy = generate_json(capsys, *common, "--strategy", "greedy")["samples"][0]
+        beams = generate_json(capsys, *common, "--strategy", "beam", "--num-beams", "4", "--num-samples", "4")
+        best = beams["samples"][0]
+        assert greedy["finish"] == best["finish"] == "eos"
+        assert best["score"] >= greedy["logprob"] / (len(greedy["ids"]) + 1) - 1e-6
+        assert best["text"] == greedy["text"] == source[::-1]
+        assert [s["score"] for s in beams["samples"]] == sorted(
+            (s["score"] for s in beams["samples"]), reverse=True
+        )
+
+
+class ConfidentDecoder(torch.nn.Module):
+    """A fake encoder-decoder that writes 2, 3, 4 then ends (0), sure of each token, with
+    end-of-text its runner-up: log p = 0 for the right token, -5 for the end, -30 for the rest."""
+
+    lm_kind, decoding, context_limit, target_limit = "seq2seq", "encoder_decoder", None, None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # a device for generate()
+
+    def encode(self, input_ids, attention_mask):
+        return input_ids
+
+    def start_decoding(self, memory, attention_mask, *, max_length):
+        return torch.zeros(memory.shape[0], dtype=torch.long)  # tokens fed so far, per row
+
+    def decode(self, decoder_input_ids, state):
+        N, T = decoder_input_ids.shape
+        logits = torch.full((N, T, 5), -30.0)
+        for t in range(T):
+            step = (state + t).clamp(max=3)
+            right = torch.tensor([2, 3, 4, 0])[step]
+            logits[:, t, 0] = -5.0
+            logits[torch.arange(N), t, right] = 0.0
+        return torch.log_softmax(logits, -1), state + T
+
+    def reorder_decoding(self, state, index):
+        return state[index]
+
+
+def test_stopping_at_num_beams_finished_would_return_an_early_end():
+    from lmforge.generate import GenerationConfig
+    from lmforge.generate import generate as run_generation
+    from lmforge.generate.seq2seq_step import EncoderDecoderStepModel
+
+    step_model = EncoderDecoderStepModel(ConfidentDecoder(), torch.tensor([[7]]))
+    config = GenerationConfig(strategy="beam", num_beams=2, max_new_tokens=6, eos_id=0)
+    early = run_generation(step_model, [[1]], config)[0][0]
+    assert early.ids == [2]  # two ends finished among the top candidates: the search stopped there
+    from dataclasses import replace
+
+    patient = run_generation(step_model, [[1]], replace(config, early_stopping=False))[0][0]
+    assert patient.ids == [2, 3, 4] and patient.finish == "eos"
+
+
+def test_the_command_decodes_beams_without_early_stopping(trained, monkeypatch, capsys):
+    import lmforge.inference_seq2seq as inference_seq2seq
+
+    seen = []
+    real = inference_seq2seq.generate_targets
+
+    def spy(loaded, sources, config, **kwargs):
+        seen.append(config)
+        return real(loaded, sources, config, **kwargs)
+
+    monkeypatch.setattr(inference_seq2seq, "generate_targets", spy)
+    generate_json(capsys, "--checkpoint", trained.path, "--source", "abc", "--strategy", "beam")
+    assert [c.early_stopping for c in seen] == [False]

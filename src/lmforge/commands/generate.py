@@ -255,11 +255,15 @@ def _seq2seq_batches(checkpoint: Path, texts: list[str], config, *, many: bool, 
     new_tokens, note = clamp_new_tokens(loaded.model, config.max_new_tokens)
     if note:
         print(note, file=sys.stderr)
+    # beam search stops as HF's early_stopping=False does: once no running beam can beat the worst
+    # finished one. The default (True: at num_beams finished) returns a confident model's early ends,
+    # each finished in turn among the top candidates, before its likely target is done.
     config = dataclasses.replace(
         config,
         max_new_tokens=new_tokens,
         min_new_tokens=min(config.min_new_tokens, new_tokens),
         eos_id=loaded.end_id,
+        early_stopping=False,
     )
 
     def decode_batch(batch, **kwargs):
