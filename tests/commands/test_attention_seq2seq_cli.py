@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lmforge.cli import main
-from tests.seq2seq_run import cached_run, one_line_error
+from tests.seq2seq_run import cached_run, needs_transformer, one_line_error
 from tests.tiny_run import make_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -106,3 +106,37 @@ def test_a_language_model_given_a_source_names_text(tmp_path, capsys):
     )
     assert "lmforge attention --source needs a seq2seq" in line and "give --text instead" in line
     assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def transformer(tmp_path_factory):
+    return cached_run(
+        tmp_path_factory.getbasetemp() / "seq2seq-runs", "seq2seq-nano", block_size=16, target_block_size=12
+    )
+
+
+@needs_transformer()
+def test_transformer_every_layer_and_head_is_a_distribution_over_the_source(transformer, tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    code, stdout, err = attention(
+        capsys, "--checkpoint", transformer.path, "--source", "abcdefgh" * 3, "--target", "cba", "--out", out,
+        "--all", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "keeping" not in err and "drawing its first 16" in err  # the source limit
+    result = json.loads(stdout)
+    assert len(result["source_tokens"]) == 16 and result["target_tokens"] == ["c", "b", "a", "<|endoftext|>"]
+    model = transformer.load_model()
+    assert [(m["layer"], m["head"]) for m in result["maps"]] == [
+        (i, j) for i in range(model.config.n_decoder_layer) for j in range(model.config.n_head)
+    ]
+    for found in result["maps"]:
+        weights = torch.tensor(found["weights"])
+        assert weights.shape == (4, 16)
+        assert torch.allclose(weights.sum(-1), torch.ones(4), atol=1e-6)
+    assert out.read_bytes().startswith(PNG_MAGIC)
+    code, stdout, _ = attention(
+        capsys, "--checkpoint", transformer.path, "--source", "abc", "--target", "cba", "--out", out,
+        "--overwrite", "--layer", "1", "--head", "1", "--json",
+    )  # fmt: skip
+    assert code == 0 and [(m["layer"], m["head"]) for m in json.loads(stdout)["maps"]] == [(1, 1)]

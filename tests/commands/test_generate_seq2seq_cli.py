@@ -11,7 +11,7 @@ import torch
 
 from lmforge.cli import main
 from lmforge.inference_seq2seq import encode_source, load_seq2seq, score_target
-from tests.seq2seq_run import cached_run, one_line_error, reverse_pairs
+from tests.seq2seq_run import cached_run, needs_transformer, one_line_error, reverse_pairs
 from tests.tiny_run import make_run
 
 HELD_OUT = [source for source, _ in reverse_pairs(40, seed=987_654)]
@@ -285,3 +285,74 @@ def test_the_command_decodes_beams_without_early_stopping(trained, monkeypatch, 
     monkeypatch.setattr(inference_seq2seq, "generate_targets", spy)
     generate_json(capsys, "--checkpoint", trained.path, "--source", "abc", "--strategy", "beam")
     assert [c.early_stopping for c in seen] == [False]
+
+
+# --- the Transformer: a source limit, a target limit, padding through self-attention masks ---------
+@pytest.fixture(scope="module")
+def transformer(tmp_path_factory):
+    """seq2seq-nano at a small width, random weights: sources up to 16 tokens, decoder inputs up to 12."""
+    return cached_run(
+        tmp_path_factory.getbasetemp() / "seq2seq-runs", "seq2seq-nano", block_size=16, target_block_size=12
+    )
+
+
+@needs_transformer()
+@pytest.mark.parametrize("strategy", ["greedy", "beam"])
+def test_transformer_batch_rows_equal_their_unbatched_outputs(transformer, strategy, tmp_path, capsys):
+    sources = ["abcdefghabcd", "ab", "hgf", "d"]
+    path = tmp_path / "sources.txt"
+    path.write_text("\n".join(sources), encoding="utf-8")
+    common = [
+        "--checkpoint",
+        transformer.path,
+        "--strategy",
+        strategy,
+        "--max-new-tokens",
+        "8",
+        "--num-beams",
+        "3",
+    ]
+    batched = generate_json(capsys, *common, "--source-file", path, "--batch-size", "4")["results"]
+    for source, row in zip(sources, batched):
+        alone = generate_json(capsys, *common, "--source", source)
+        assert row["samples"][0]["ids"] == alone["samples"][0]["ids"]
+        assert row["samples"][0]["logprob"] == pytest.approx(alone["samples"][0]["logprob"], abs=1e-4)
+
+
+@needs_transformer()
+def test_transformer_long_source_is_cut_and_max_new_tokens_lowered(transformer, capsys):
+    tokenizer = transformer.load_tokenizer()
+    source = "abcdefgh" * 3  # 24 tokens, the source limit is 16
+    code, out, err = generate(
+        capsys, "--checkpoint", transformer.path, "--source", source, "--strategy", "greedy", "--json",
+        "--min-new-tokens", "200",
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["source_ids"] == tokenizer.encode(source)[:16]
+    assert (
+        "warning: the source has 24 tokens; keeping its first 16 (the model's source limit), 8 dropped" in err
+    )
+    assert "--max-new-tokens 200 is past the model's target limit of 12 tokens" in err
+    (sample,) = result["samples"]
+    assert len(sample["ids"]) == 11 and sample["finish"] == "length"  # start + 11 fill the 12 positions
+
+
+@needs_transformer()
+def test_transformer_generated_logprob_is_the_one_forward_score(transformer, capsys):
+    result = generate_json(
+        capsys,
+        "--checkpoint",
+        transformer.path,
+        "--source",
+        "hecbad",
+        "--strategy",
+        "greedy",
+        "--max-new-tokens",
+        "9",
+    )
+    (sample,) = result["samples"]
+    loaded = load_seq2seq(transformer.path, command="test", instead="--prompt", device="cpu")
+    scores = score_target(loaded, result["source_ids"], sample["ids"])
+    expected = scores.logprobs if sample["finish"] == "eos" else scores.logprobs[:-1]
+    assert sample["logprob"] == pytest.approx(sum(expected), abs=1e-4)

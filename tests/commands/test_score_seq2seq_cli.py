@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lmforge.cli import main
-from tests.seq2seq_run import LETTERS, _batch, cached_run, one_line_error
+from tests.seq2seq_run import LETTERS, _batch, cached_run, needs_transformer, one_line_error
 from tests.tiny_run import make_run
 
 
@@ -115,3 +115,29 @@ def test_a_language_model_given_a_source_names_text(tmp_path, capsys):
         *score(capsys, "--checkpoint", causal.path, "--source", "First", "--target", "Citizen")
     )
     assert "lmforge score --source needs a seq2seq" in line and "give --text instead" in line
+
+
+@pytest.fixture(scope="module")
+def transformer(tmp_path_factory):
+    return cached_run(
+        tmp_path_factory.getbasetemp() / "seq2seq-runs", "seq2seq-nano", block_size=16, target_block_size=12
+    )
+
+
+@needs_transformer()
+def test_transformer_scores_are_its_teacher_forced_loss(transformer, capsys):
+    tokenizer, model = transformer.load_tokenizer(), transformer.load_model().eval()
+    pairs = [("abcdefgh", "hgfedcba"), ("abc", "cbb")]
+    results = [score_json(capsys, transformer, s, t) for s, t in pairs]
+    with torch.no_grad():
+        total = model(**_batch(tokenizer, pairs), reduction="sum").loss.item()
+    assert -sum(r["logprob"] for r in results) == pytest.approx(total, rel=1e-5)
+
+
+@needs_transformer()
+def test_transformer_target_past_the_target_limit_is_refused(transformer, capsys):
+    line = one_line_error(
+        *score(capsys, "--checkpoint", transformer.path, "--source", "abc", "--target", "abcdefghabcd")
+    )
+    assert "the target has 12 tokens" in line and "target limit of 12 tokens: give at most 11" in line
+    assert score_json(capsys, transformer, "abc", "abcdefghabc")["tokens"][-1]["token"] == "<|endoftext|>"
