@@ -17,6 +17,7 @@ fit the target limit is refused, naming the limit.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +80,7 @@ def load_seq2seq(
 ) -> LoadedSeq2Seq:
     """Open a seq2seq run for a command given ``--source``; any other model is refused in one line
     that names ``instead`` (the flag that model takes: --prompt, --text)."""
-    from lmforge.hardware import resolve_device
+    from lmforge.hardware import bf16_is_emulated, resolve_device
 
     run = Run.open(checkpoint)
     model = run.load_model(weights)
@@ -87,6 +88,11 @@ def load_seq2seq(
     resolved = resolve_device(device)
     model.to(device=resolved, dtype=torch.bfloat16 if dtype == "bf16" else torch.float32)
     model.eval()
+    if dtype == "bf16" and bf16_is_emulated(resolved):  # as inference.load_for_inference says it
+        print(
+            f"note: this {resolved.type} has no bf16 hardware: bf16 is emulated, slower than --dtype fp32",
+            file=sys.stderr,
+        )
     return LoadedSeq2Seq(run, model, run.load_source_tokenizer(), run.load_tokenizer(), resolved)
 
 

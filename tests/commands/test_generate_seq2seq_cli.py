@@ -356,3 +356,11 @@ def test_transformer_generated_logprob_is_the_one_forward_score(transformer, cap
     scores = score_target(loaded, result["source_ids"], sample["ids"])
     expected = scores.logprobs if sample["finish"] == "eos" else scores.logprobs[:-1]
     assert sample["logprob"] == pytest.approx(sum(expected), abs=1e-4)
+
+
+def test_bf16_decodes_the_same_reversal(trained, capsys):
+    code, out, err = generate(
+        capsys, "--checkpoint", trained.path, "--source", "abcdefg", "--strategy", "greedy", "--dtype", "bf16"
+    )
+    assert code == 0 and out == "gfedcba\n", err
+    assert "bf16 on cpu" in err
