@@ -33,7 +33,7 @@ def tiny_ngram() -> NGramLM:
 @pytest.mark.parametrize("family", NEURAL)
 def test_every_neural_family_meets_the_protocol_and_returns_lm_output(family):
     torch.manual_seed(0)
-    shape = {"n_head": 2} if family in ("gpt", "bert") else {"hidden_size": 8}
+    shape = {"n_head": 2} if family in ("gpt", "bert", "seq2seq") else {"hidden_size": 8}
     model = build_model(family, {"vocab_size": 11, "n_embd": 8, "block_size": 8, **shape})
     assert isinstance(model, LanguageModel) and isinstance(model, NeuralLanguageModel)
     assert not isinstance(model, StreamScorer)
@@ -81,6 +81,10 @@ DESCRIPTIONS = {
     "bert-nano": "encoder, 2 layers x 128 wide, context 128",
     "bert-mini": "encoder, 6 layers x 384 wide, context 512",
     "bert-base": "encoder, 12 layers x 768 wide, context 512",
+    "seq2seq-nano": "encoder-decoder, 2+2 layers x 128 wide, context 64",
+    "seq2seq-small": "encoder-decoder, 4+4 layers x 256 wide, context 256",
+    "bart-base": "encoder-decoder, 6+6 layers x 768 wide, context 1024",
+    "marian-base": "encoder-decoder, 6+6 layers x 512 wide, context 512",
     "window": "(the previous 8 tokens x 32-dim embeddings -> 256 tanh units + direct connections; "
     "trained on windows of 64)",
     "rnn": "(Elman RNN, tanh, 1 layer x 256, 64-dim embeddings; truncated BPTT over windows of 64)",
@@ -195,15 +199,15 @@ def test_tied_weights_are_counted_once():
 @pytest.mark.parametrize("preset", PRESETS)
 def test_context_limit_state_and_decoding(preset):
     model = on_meta(preset)
-    transformer = PRESETS[preset][0] in ("gpt", "bert")
+    transformer = PRESETS[preset][0] in ("gpt", "bert", "seq2seq")
     assert model.context_limit == (PRESETS[preset][1]["block_size"] if transformer else None)
     assert model.has_attention_maps is transformer
     assert model.carries_state is (preset in ("rnn", "lstm", "gru"))
-    expected = {"gpt": "kv_cache", "window": "window", "bert": "none"}.get(
+    expected = {"gpt": "kv_cache", "window": "window", "bert": "none", "seq2seq": "encoder_decoder"}.get(
         PRESETS[preset][0], "recurrent_state"
     )
     assert model.decoding == expected and not model.scores_whole_stream
-    assert model.lm_kind == ("masked" if PRESETS[preset][0] == "bert" else "causal")
+    assert model.lm_kind == {"bert": "masked", "seq2seq": "seq2seq"}.get(PRESETS[preset][0], "causal")
 
 
 def test_ngram_scores_through_the_protocol_as_its_own_logprobs():
