@@ -73,7 +73,9 @@ def convert(
         "model": done.model,
         "architecture": done.architecture,
     }
-    if done.tokenizer is None:
+    if done.warning is not None:
+        print(f"warning: {done.warning}", file=sys.stderr)
+    elif done.tokenizer is None:
         print(
             f"warning: {done.source} has no tokenizer"
             + (
@@ -88,7 +90,8 @@ def convert(
         print_json(result)
         return result
     m = done.model
-    shape = f"{m['n_layer']} layers x {m['n_embd']} wide, context {m['block_size']}"
+    layers = m.get("n_layer") or f"{m.get('n_encoder_layer')}+{m.get('n_decoder_layer')}"
+    shape = f"{layers} layers x {m['n_embd']} wide, context {m['block_size']}"
     name = "GPT-2" if done.architecture == "GPT2LMHeadModel" else done.architecture
     print(f"converted {done.source} -> {done.out}: {name}, {shape}, {done.num_parameters:,} parameters")
     if done.tokenizer is not None:
