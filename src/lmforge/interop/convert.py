@@ -18,7 +18,14 @@
     convert_to_hf("runs/llama", "hf/llama")        a run with rotary positions -> the same model_type
         it came from (or the one that computes it: interop/llama.py), chat_template.jinja included
 
-``gpt2.py``, ``bert.py`` and ``llama.py`` map each family's names; this module is the one flow they share.
+    convert_from_hf("bart/", "runs/bart")          a BartForConditionalGeneration (model_type bart) and its
+        byte-level BPE tokenizer.json, or a MarianMTModel (model_type marian; weights only: its
+        SentencePiece files are not read) -> runs/bart/{config.json (family "seq2seq"), ...}
+    convert_to_hf("runs/bart", "hf/bart")          a seq2seq run with learned positions -> BART,
+        with sinusoidal ones -> Marian (interop/bart.py names what each needs)
+
+``gpt2.py``, ``bert.py``, ``llama.py``, ``bart.py`` and ``marian.py`` map each family's names; this
+module is the one flow they share.
 
 Everything is read and checked before anything is written, and the output directory appears
 only once complete (``fileio.atomic_directory``), so a failure leaves nothing behind.
