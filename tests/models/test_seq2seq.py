@@ -363,3 +363,33 @@ def test_small_presets_take_the_vocabulary_from_the_data():
     assert nano.num_parameters(exclude_embeddings=True) == pytest.approx(0.9e6, rel=0.1)
     small = on_meta("seq2seq-small", n_decoder_layer=2)
     assert small.describe() == "encoder-decoder, 4+2 layers x 256 wide, context 256"
+
+
+def test_attention_flops_count_the_encoder_the_causal_decoder_and_the_cross_attention():
+    from lmforge.models.flops import attention_flops_per_token
+
+    model = tiny("bart")
+    C, context = 32, 24
+    # per layer: encoder 4 C context (every key), decoder self 2 C context (half), cross 4 C context
+    assert attention_flops_per_token(model, context) == 2 * (4 + 2 + 4) * C * context
+
+
+def test_sampled_copies_each_read_their_own_source():
+    """num_return_sequences expands each source into several rows; with top_k=1 every copy is greedy."""
+    model = tiny("marian", std=0.5)
+    ids, mask = padded_batch(model)
+    greedy = generate(
+        EncoderDecoderStepModel(model, ids, mask),
+        [[START]] * 3,
+        GenerationConfig(strategy="greedy", max_new_tokens=8, eos_id=EOS),
+    )
+    config = GenerationConfig(
+        strategy="sample", top_k=1, num_return_sequences=3, max_new_tokens=8, eos_id=EOS
+    )
+    sampled = generate(
+        EncoderDecoderStepModel(model, ids, mask),
+        [[START]] * 3,
+        config,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert [[c.ids for c in row] for row in sampled] == [[row[0].ids] * 3 for row in greedy]
