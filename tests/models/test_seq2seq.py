@@ -393,3 +393,37 @@ def test_sampled_copies_each_read_their_own_source():
         generator=torch.Generator().manual_seed(0),
     )
     assert [[c.ids for c in row] for row in sampled] == [[row[0].ids] * 3 for row in greedy]
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients():
+    from lmforge.train.transforms import activation_checkpointing
+
+    ids, mask = padded_batch(tiny("bart"))
+    labels = torch.tensor([[5, 6, EOS, -100], [7, EOS, -100, -100], [8, 9, 10, EOS]])
+    grads = []
+    for checkpointed in (False, True):
+        model = tiny("bart", dropout=0.0).train()
+        if checkpointed:
+            activation_checkpointing(model)
+        loss = model(ids, mask, labels=labels).loss
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(grads[1][0], grads[0][0])
+    for plain, recomputed in zip(grads[0][1], grads[1][1], strict=True):
+        torch.testing.assert_close(recomputed, plain)
+
+
+def test_decoding_runs_under_bf16_autocast():
+    """The preallocated caches take the autocast dtype of the keys, so a bf16 decode runs and agrees
+    with its own one-pass forward to bf16 precision."""
+    model = tiny("bart", std=0.1)
+    ids, mask = padded_batch(model)
+    decoder_ids = torch.tensor([[START, 7, 8, 9]] * 3)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        full = model(ids, mask, decoder_ids).logits.float()
+        state = model.start_decoding(model.encode(ids, mask), mask, max_length=4)
+        assert state.keys.dtype == torch.bfloat16
+        steps = torch.cat(
+            [model.decode(decoder_ids[:, t : t + 1], state)[0] for t in range(4)], dim=1
+        ).float()
+    torch.testing.assert_close(steps, full, atol=0.1, rtol=0.05)
