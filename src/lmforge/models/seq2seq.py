@@ -1,7 +1,8 @@
 """The Transformer encoder-decoder (Vaswani et al. 2017), with the options BART and Marian need.
 
-Read top to bottom: config, the decoding state, then the model. The blocks live in ``layers.py``
-(``Block`` for the encoder, ``DecoderBlock`` for the decoder), attention in ``attention.py``.
+Read top to bottom: config, then the model. The blocks live in ``layers.py`` (``Block`` for the
+encoder, ``DecoderBlock`` for the decoder), attention in ``attention.py``, the decoding state in
+``seq2seq_cache.py``.
 
     source (B, S), right-padded, attention_mask (B, S)
       -> token embedding (x sqrt(C) when scale_embedding) + positions -> [LayerNorm] -> dropout
@@ -47,6 +48,7 @@ from torch import nn
 from lmforge.models.layers import Block, DecoderBlock, build_attention_mask
 from lmforge.models.loss import language_model_loss
 from lmforge.models.protocol import LMOutput, NeuralLM
+from lmforge.models.seq2seq_cache import Seq2SeqState
 
 ACTIVATIONS = ("gelu", "gelu_exact", "relu", "silu")
 
@@ -120,65 +122,6 @@ def marian_sinusoids(n_pos: int, dim: int) -> torch.Tensor:
     out[:, :sentinel] = torch.tensor(np.sin(angles[:, 0::2]), dtype=torch.float32)
     out[:, sentinel:] = torch.tensor(np.cos(angles[:, 1::2]), dtype=torch.float32)
     return out
-
-
-class Seq2SeqState:
-    """A decode in progress: the decoder's self-attention keys and values of past target tokens,
-    preallocated (n_layer, rows, nh, max_length, hs), and each layer's cross-attention keys and
-    values of the memory, computed once per source.
-
-    It is the ``kv_cache`` the decoder's self-attention writes into (``update``, ``advance``)."""
-
-    def __init__(
-        self,
-        keys: torch.Tensor,
-        values: torch.Tensor,
-        memory_kv: list[tuple[torch.Tensor, torch.Tensor]],
-        memory_mask: torch.Tensor | None,
-        source_rows: torch.Tensor,
-    ) -> None:
-        self.keys, self.values = keys, values
-        self.memory_kv = memory_kv  # per decoder layer (rows, nh, S, hs) each
-        self.memory_mask = memory_mask  # (rows, 1, 1, S) bool, or None: no source padding
-        self.source_rows = source_rows  # (rows,): which source each row reads
-        self.length = 0  # target positions cached
-
-    @property
-    def max_length(self) -> int:
-        return self.keys.shape[3]
-
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v (B, nh, T, hs) after the cached positions; return (B, nh, length + T, hs) views."""
-        batch, end = k.shape[0], self.length + k.shape[2]
-        self.keys[layer, :batch, :, self.length : end] = k
-        self.values[layer, :batch, :, self.length : end] = v
-        return self.keys[layer, :batch, :, :end], self.values[layer, :batch, :, :end]
-
-    def advance(self, length: int) -> None:
-        self.length += length
-
-    def reorder(self, index: torch.Tensor) -> None:
-        """Row i continues old row index[i]: self-attention caches copied (in place while the rows
-        fit the storage, else into new storage), cross-attention keys and values and the source
-        mask gathered only when a row changes source (beam reordering within a source leaves them)."""
-        rows, end = index.numel(), self.length
-        if rows <= self.keys.shape[1]:
-            self.keys[:, :rows, :, :end] = self.keys[:, :, :, :end].index_select(1, index)
-            self.values[:, :rows, :, :end] = self.values[:, :, :, :end].index_select(1, index)
-        else:
-            shape = (self.keys.shape[0], rows, *self.keys.shape[2:])
-            keys = self.keys.new_empty(shape)
-            values = self.values.new_empty(shape)
-            keys[:, :, :, :end] = self.keys[:, :, :, :end].index_select(1, index)
-            values[:, :, :, :end] = self.values[:, :, :, :end].index_select(1, index)
-            self.keys, self.values = keys, values
-        sources = self.source_rows.index_select(0, index)
-        if sources.shape == self.source_rows.shape and torch.equal(sources, self.source_rows):
-            return  # every row still reads the source it read: the cross keys and values stand
-        self.memory_kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.memory_kv]
-        if self.memory_mask is not None:
-            self.memory_mask = self.memory_mask.index_select(0, index)
-        self.source_rows = sources
 
 
 class Seq2SeqTransformer(NeuralLM):
