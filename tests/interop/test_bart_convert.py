@@ -188,6 +188,9 @@ def test_round_trip_to_hf_is_bit_exact(hf_dir, run_dir, tmp_path):
     config = json.loads((back / "config.json").read_text())
     assert config["model_type"] == "bart" and config["forced_eos_token_id"] is None
     assert (config["bos_token_id"], config["pad_token_id"], config["eos_token_id"]) == (BOS, PAD, EOS)
+    tokenizer, original_tokenizer = (transformers.AutoTokenizer.from_pretrained(d) for d in (back, hf_dir))
+    for text in SAMPLES:
+        assert tokenizer(text)["input_ids"] == original_tokenizer(text)["input_ids"], text
     reloaded, theirs = hf_model(back), hf_model(hf_dir)
     _, ids, mask = batch(reloaded.config.vocab_size)
     decoder_ids = torch.tensor([[EOS, 5, 9]] * 6)
