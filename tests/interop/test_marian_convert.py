@@ -172,3 +172,13 @@ def test_the_sentencepiece_tokenizer_is_left_out_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "SentencePiece" in err[0] and "model only" in err[0]
     assert not Run.open(tmp_path / "run").tokenizer_dir.exists()
+
+
+@pytest.mark.parametrize("positions, dim", [(512, 512), (40, 32), (30, 7)])
+def test_sinusoids_are_bit_identical_to_marians(positions, dim):
+    from transformers.models.marian.modeling_marian import MarianSinusoidalPositionalEmbedding
+
+    from lmforge.models.seq2seq import marian_sinusoids
+
+    theirs = MarianSinusoidalPositionalEmbedding(positions, dim).create_weight()
+    assert torch.equal(marian_sinusoids(positions, dim), theirs)
