@@ -87,15 +87,6 @@ def make_seq2seq_run(
 _MADE: dict[tuple, Run] = {}
 
 
-def needs_transformer(preset: str = "seq2seq-nano"):
-    """Skip where the Transformer encoder-decoder (models/seq2seq.py) is not in this checkout."""
-    import pytest
-
-    from lmforge.models.registry import PRESETS
-
-    return pytest.mark.skipif(preset not in PRESETS, reason=f"no {preset} preset in this checkout")
-
-
 def cached_run(root: Path, preset: str = "rnn-attn", steps: int = 0, **model: object) -> Run:
     """``make_seq2seq_run`` once per process and arguments (under ``root``), so the test files that
     share a trained run in one pytest worker train it once."""

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lmforge.cli import main
-from tests.seq2seq_run import cached_run, needs_transformer, one_line_error
+from tests.seq2seq_run import cached_run, one_line_error
 from tests.tiny_run import make_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -115,7 +115,6 @@ def transformer(tmp_path_factory):
     )
 
 
-@needs_transformer()
 def test_transformer_every_layer_and_head_is_a_distribution_over_the_source(transformer, tmp_path, capsys):
     out = tmp_path / "grid.png"
     code, stdout, err = attention(

@@ -11,7 +11,7 @@ import torch
 
 from lmforge.cli import main
 from lmforge.inference_seq2seq import encode_source, load_seq2seq, score_target
-from tests.seq2seq_run import cached_run, needs_transformer, one_line_error, reverse_pairs
+from tests.seq2seq_run import cached_run, one_line_error, reverse_pairs
 from tests.tiny_run import make_run
 
 HELD_OUT = [source for source, _ in reverse_pairs(40, seed=987_654)]
@@ -296,7 +296,6 @@ def transformer(tmp_path_factory):
     )
 
 
-@needs_transformer()
 @pytest.mark.parametrize("strategy", ["greedy", "beam"])
 def test_transformer_batch_rows_equal_their_unbatched_outputs(transformer, strategy, tmp_path, capsys):
     sources = ["abcdefghabcd", "ab", "hgf", "d"]
@@ -319,7 +318,6 @@ def test_transformer_batch_rows_equal_their_unbatched_outputs(transformer, strat
         assert row["samples"][0]["logprob"] == pytest.approx(alone["samples"][0]["logprob"], abs=1e-4)
 
 
-@needs_transformer()
 def test_transformer_long_source_is_cut_and_max_new_tokens_lowered(transformer, capsys):
     tokenizer = transformer.load_tokenizer()
     source = "abcdefgh" * 3  # 24 tokens, the source limit is 16
@@ -338,7 +336,6 @@ def test_transformer_long_source_is_cut_and_max_new_tokens_lowered(transformer, 
     assert len(sample["ids"]) == 11 and sample["finish"] == "length"  # start + 11 fill the 12 positions
 
 
-@needs_transformer()
 def test_transformer_generated_logprob_is_the_one_forward_score(transformer, capsys):
     result = generate_json(
         capsys,

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lmforge.cli import main
-from tests.seq2seq_run import LETTERS, _batch, cached_run, needs_transformer, one_line_error
+from tests.seq2seq_run import LETTERS, _batch, cached_run, one_line_error
 from tests.tiny_run import make_run
 
 
@@ -124,7 +124,6 @@ def transformer(tmp_path_factory):
     )
 
 
-@needs_transformer()
 def test_transformer_scores_are_its_teacher_forced_loss(transformer, capsys):
     tokenizer, model = transformer.load_tokenizer(), transformer.load_model().eval()
     pairs = [("abcdefgh", "hgfedcba"), ("abc", "cbb")]
@@ -134,7 +133,6 @@ def test_transformer_scores_are_its_teacher_forced_loss(transformer, capsys):
     assert -sum(r["logprob"] for r in results) == pytest.approx(total, rel=1e-5)
 
 
-@needs_transformer()
 def test_transformer_target_past_the_target_limit_is_refused(transformer, capsys):
     line = one_line_error(
         *score(capsys, "--checkpoint", transformer.path, "--source", "abc", "--target", "abcdefghabcd")
