@@ -61,10 +61,9 @@ class LoadedSeq2Seq:
 
 def require_seq2seq(model, command: str, instead: str) -> None:
     """Refuse a model that does not write a target for a source, naming the flag it takes instead."""
-    if getattr(model, "lm_kind", "causal") != "seq2seq":
-        kind = getattr(model, "lm_kind", "causal")
+    if model.lm_kind != "seq2seq":  # every family says what its logits predict (models/protocol.py)
         raise UserInputError(
-            f"{command} --source needs a seq2seq (encoder-decoder) model, and this run holds a {kind} "
+            f"{command} --source needs a seq2seq (encoder-decoder) model, and this run holds a {model.lm_kind} "
             f"language model ({model.family}: {model.describe()}); give {instead} instead"
         )
 
