@@ -35,7 +35,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import table, write_result  # noqa: E402
-
 from lmforge.data.batching import evenly_spread  # noqa: E402
 from lmforge.data.seq2seq_batches import Seq2SeqBatches, TargetIds, pair_batches  # noqa: E402
 from lmforge.data.seq2seq_metrics import seq2seq_scores  # noqa: E402
@@ -92,7 +91,9 @@ def _prepare(spec: str, tokenizer, out: Path, val_fraction: float = 0.1) -> Path
 
 def build(label: str, vocab_size: int, start_id: int) -> torch.nn.Module:
     preset, overrides = MODELS[label]
-    family, config = preset_config(preset, vocab_size=vocab_size, decoder_start_token_id=start_id, **overrides)
+    family, config = preset_config(
+        preset, vocab_size=vocab_size, decoder_start_token_id=start_id, **overrides
+    )
     torch.manual_seed(0)
     return build_model(family, config)
 
@@ -101,7 +102,12 @@ def train(model: torch.nn.Module, data, budget: float, batch_size: int, seed: in
     """``budget`` seconds of training through the Trainer; no evaluation inside the budget."""
     ids = TargetIds(**data.target_ids)
     batches = Seq2SeqBatches(
-        data.pairs("train"), batch_size, ids, seed=seed, max_source_length=MAX_LENGTH, max_target_length=MAX_LENGTH
+        data.pairs("train"),
+        batch_size,
+        ids,
+        seed=seed,
+        max_source_length=MAX_LENGTH,
+        max_target_length=MAX_LENGTH,
     )
     config = TrainConfig(
         max_time=budget,
@@ -115,7 +121,11 @@ def train(model: torch.nn.Module, data, budget: float, batch_size: int, seed: in
         seed=seed,
     )
     result = Trainer(model, config, batches, evaluate=None, progress=False).fit()
-    return {"steps": result.steps, "seconds": round(result.elapsed_s, 1), "train_loss": result.last_train_loss}
+    return {
+        "steps": result.steps,
+        "seconds": round(result.elapsed_s, 1),
+        "train_loss": result.last_train_loss,
+    }
 
 
 @torch.no_grad()
@@ -130,7 +140,9 @@ def validation_loss(model: torch.nn.Module, split, ids: TargetIds) -> float:
 
 
 @torch.no_grad()
-def greedy_outputs(model: torch.nn.Module, tokenizer, sources: list[str], ids: TargetIds, max_new: int) -> list[str]:
+def greedy_outputs(
+    model: torch.nn.Module, tokenizer, sources: list[str], ids: TargetIds, max_new: int
+) -> list[str]:
     """Greedy decoding through ``generate`` (EncoderDecoderStepModel), 64 sources at a time."""
     model.eval()
     limit = getattr(model, "target_limit", None)
@@ -184,7 +196,16 @@ def race(prepared: dict, budget: float, batch_size: int, eval_pairs: int) -> tup
             print(f"{task} / {label}: {trained['steps']} steps in {trained['seconds']} s", flush=True)
             for length, (eval_data, split) in entry["eval_sets"].items():
                 scores = evaluate(model, eval_data, split, eval_pairs)
-                rows.append({"task": task, "model": label, "preset": MODELS[label][0], "length": length, **trained, **scores})
+                rows.append(
+                    {
+                        "task": task,
+                        "model": label,
+                        "preset": MODELS[label][0],
+                        "length": length,
+                        **trained,
+                        **scores,
+                    }
+                )
             if task == "reverse":
                 reverse_models[label] = model
     return rows, reverse_models
@@ -232,7 +253,10 @@ def draw_alignment(weights: torch.Tensor, rows: list[str], cols: list[str], titl
 def pictures(models: dict, data, directory: Path) -> dict[str, str]:
     source = data.texts("val")[0][0]
     written = {}
-    for label, name in (("transformer", "seq2seq_align_transformer.png"), ("rnn-attn", "seq2seq_align_rnn.png")):
+    for label, name in (
+        ("transformer", "seq2seq_align_transformer.png"),
+        ("rnn-attn", "seq2seq_align_rnn.png"),
+    ):
         weights, rows, cols, which = alignment(models[label], data, source)
         title = f"{MODELS[label][0]} on reverse: cross-attention ({which})"
         draw_alignment(weights, rows, cols, title, directory / name)
@@ -244,8 +268,16 @@ def print_tables(rows: list[dict]) -> None:
     print(
         table(
             [
-                [r["task"], r["length"], r["model"], r["steps"], f"{r['val_loss']:.3f}", f"{r['bleu']:.1f}",
-                 f"{r['chrf']:.1f}", f"{r['exact_match']:.1f}"]
+                [
+                    r["task"],
+                    r["length"],
+                    r["model"],
+                    r["steps"],
+                    f"{r['val_loss']:.3f}",
+                    f"{r['bleu']:.1f}",
+                    f"{r['chrf']:.1f}",
+                    f"{r['exact_match']:.1f}",
+                ]
                 for r in rows
             ],
             ["task", "length", "model", "steps", "val loss", "BLEU", "chrF", "exact %"],
@@ -253,21 +285,29 @@ def print_tables(rows: list[dict]) -> None:
     )
     for r in rows:
         example = r["examples"][0]
-        print(f"{r['task']} / {r['length']} / {r['model']}: {example['source']!r} -> {example['hypothesis']!r} "
-              f"(reference {example['reference']!r})")
+        print(
+            f"{r['task']} / {r['length']} / {r['model']}: {example['source']!r} -> {example['hypothesis']!r} "
+            f"(reference {example['reference']!r})"
+        )
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--budget", type=float, default=120.0, help="training seconds per model per task")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--eval-pairs", type=int, default=200, help="validation pairs decoded per row")
-    parser.add_argument("--quick", action="store_true", help="a seconds-long run (tests): tiny sets and budget")
+    parser.add_argument(
+        "--quick", action="store_true", help="a seconds-long run (tests): tiny sets and budget"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--no-speed", action="store_true", help="skip the training-speed race against BART")
     parser.add_argument("--speed-rounds", type=int, default=5)
     parser.add_argument("--pictures", type=Path, default=ROOT / "docs", help="where the alignment PNGs go")
-    parser.add_argument("--out", type=Path, default=None, help="the JSON (default: benchmarks/results/seq2seq.json)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="the JSON (default: benchmarks/results/seq2seq.json)"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -284,8 +324,10 @@ def main(argv: list[str] | None = None) -> dict:
         "budget_s_per_model_per_task": budget,
         "batch_size": args.batch_size,
         "max_length": MAX_LENGTH,
-        "tasks": {name: {k: v for k, v in (QUICK_REVERSE if args.quick and name == "reverse" else specs).items()}
-                  for name, specs in TASKS.items()},
+        "tasks": {
+            name: {k: v for k, v in (QUICK_REVERSE if args.quick and name == "reverse" else specs).items()}
+            for name, specs in TASKS.items()
+        },
         "models": {label: {"preset": p, "overrides": o} for label, (p, o) in MODELS.items()},
         "quick": args.quick,
         "rows": rows,
