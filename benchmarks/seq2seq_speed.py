@@ -170,6 +170,7 @@ def speed_race(shapes: list[str] | None = None, rounds: int = 5, steps: int = 0,
             rows.append(
                 [name, label, f"{medians[label]:,.0f}", f"{medians[label] / medians['hf bart']:.2f}x"]
             )
+        print(f"{name}: lmforge {ratio:.2f}x BART's tokens/s", flush=True)
     print(table(rows, ["shape", "variant", "train tokens/s (source + target)", "vs BART"]))
     print(f"goal: lmforge >= {GOAL}x BART's tokens/s")
     return {"vocab_size": VOCAB, "rounds": rounds, "goal": GOAL, "results": results}
