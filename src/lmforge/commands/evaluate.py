@@ -69,7 +69,7 @@ def evaluate(
         lmforge evaluate --checkpoint runs/stdlib --data data/stdlib-char
         lmforge evaluate --checkpoint runs/stdlib --data my_notes.txt --stride 32 --json
         lmforge evaluate --checkpoint runs/stdlib --data wikitext-2-test
-        lmforge evaluate --checkpoint runs/copy --data data/copy --num-beams 4 --json
+        lmforge evaluate --checkpoint runs/copy --data data/copy --num-beams 4 --max-pairs 100 --json
     """
     if _holds_seq2seq(checkpoint):
         from lmforge.evaluate_seq2seq import evaluate_seq2seq
