@@ -142,8 +142,10 @@ def evaluate_seq2seq(
     target_field: str = "target",
     errors: str = "strict",
     progress: bool = True,
+    examples: int = 0,
 ) -> dict[str, Any]:
-    """Loss, perplexity, BLEU, chrF and exact match of a seq2seq run on ``data`` (module docstring)."""
+    """Loss, perplexity, BLEU, chrF and exact match of a seq2seq run on ``data`` (module docstring);
+    ``examples`` > 0 adds that many {"source", "output", "reference"} under "examples"."""
     from lmforge.data.seq2seq_metrics import seq2seq_scores
     from lmforge.hardware import resolve_device
     from lmforge.models.loss import perplexity
@@ -186,11 +188,21 @@ def evaluate_seq2seq(
         "target_tokens": count,
         "decoding": "greedy" if num_beams == 1 else f"beam search, {num_beams} beams",
         "data": pairs.described,
-        "examples": [
-            {"source": source_tokenizer.decode(source), "reference": reference, "output": output}
-            for source, reference, output in list(zip(pairs.sources, pairs.references, hypotheses))[:3]
-        ],
+        **({"examples": _examples(source_tokenizer, pairs, hypotheses, examples)} if examples > 0 else {}),
     }
+
+
+def _examples(tokenizer: Any, pairs: EvalPairs, hypotheses: list[str], count: int) -> list[dict[str, str]]:
+    from lmforge.data.batching import evenly_spread
+
+    return [
+        {
+            "source": tokenizer.decode(pairs.sources[i]),
+            "output": hypotheses[i],
+            "reference": pairs.references[i],
+        }
+        for i in evenly_spread(range(len(hypotheses)), count)
+    ]
 
 
 def _target_ids(model: Any, tokenizer: Any) -> Any:

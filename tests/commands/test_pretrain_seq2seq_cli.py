@@ -86,9 +86,26 @@ def test_beam_search_copies_as_well_and_the_summary_prints_the_signatures(copy_r
     data = str(copy_data / "data")
     beam = run_json(["evaluate", "--checkpoint", str(copy_run), "--data", data, "--num-beams", "4"], capsys)
     assert beam["decoding"] == "beam search, 4 beams" and beam["exact_match"] >= 99.0
-    assert main(["evaluate", "--checkpoint", str(copy_run), "--data", data, "--max-pairs", "20"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(copy_run),
+                "--data",
+                data,
+                "--max-pairs",
+                "20",
+                "--examples",
+                "2",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "20 of 300 pairs" in printed and "BLEU signature: nrefs:1|" in printed and "exact match" in printed
+    shown = [line.split() for line in printed.splitlines() if "(reference" in line]
+    assert len(shown) == 2 and all(words[0] == words[2] == words[4].rstrip(")") for words in shown)  # copies
 
 
 def test_the_run_takes_its_vocabulary_and_start_token_from_the_tokenizer(copy_run, copy_data):

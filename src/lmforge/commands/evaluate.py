@@ -28,6 +28,7 @@ def evaluate(
     max_pairs: Annotated[int | None, POSITIVE] = None,
     source_field: Annotated[str, Text(what="a field name")] = "source",
     target_field: Annotated[str, Text(what="a field name")] = "target",
+    examples: Annotated[int, Bounds(non_negative=True, at_most=100_000)] = 0,
     progress: bool = True,
     as_json: bool = False,
 ) -> dict:
@@ -63,6 +64,7 @@ def evaluate(
         max_pairs: seq2seq: score at most this many pairs, spread evenly over the split.
         source_field: seq2seq .jsonl pairs: the field holding the source.
         target_field: seq2seq .jsonl pairs: the field holding the target.
+        examples: seq2seq: also show this many sources with the model's output and the reference.
         progress: seq2seq: show a progress bar while decoding.
 
     Examples:
@@ -70,6 +72,7 @@ def evaluate(
         lmforge evaluate --checkpoint runs/stdlib --data my_notes.txt --stride 32 --json
         lmforge evaluate --checkpoint runs/stdlib --data wikitext-2-test
         lmforge evaluate --checkpoint runs/copy --data data/copy --num-beams 4 --max-pairs 100 --json
+        lmforge evaluate --checkpoint runs/copy --data 'builtin:copy?length=9-12' --examples 5
     """
     if _holds_seq2seq(checkpoint):
         from lmforge.evaluate_seq2seq import evaluate_seq2seq
@@ -88,6 +91,7 @@ def evaluate(
             target_field=target_field,
             errors=errors,
             progress=progress and not as_json,
+            examples=examples,
         )
         _report_seq2seq(result, as_json)
         return result
@@ -128,7 +132,7 @@ def _holds_seq2seq(checkpoint: Path) -> bool:
 
 def _report_seq2seq(result: dict, as_json: bool) -> None:
     if as_json:
-        print_json({key: value for key, value in result.items() if key != "examples"})
+        print_json(result)
         return
     print(
         f"{result['data']}: {result['pairs']:,} pairs, {result['target_tokens']:,} target tokens: loss "
@@ -140,5 +144,5 @@ def _report_seq2seq(result: dict, as_json: bool) -> None:
     )
     print(f"  BLEU signature: {result['bleu_signature']}")
     print(f"  chrF signature: {result['chrf_signature']}")
-    for example in result["examples"]:
+    for example in result.get("examples", []):
         print(f"  {example['source']!r} -> {example['output']!r} (reference {example['reference']!r})")
