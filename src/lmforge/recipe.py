@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -286,7 +287,10 @@ def plan_pretraining(
 
 
 def build_checked(
-    family: str, model_config: dict[str, Any], config: TrainConfig, row_length: Any = None
+    family: str,
+    model_config: dict[str, Any],
+    config: TrainConfig,
+    row_length: Callable[[nn.Module], int] | None = None,
 ) -> tuple[nn.Module, Parallelism]:
     """The model, after checking its sketch (memory, parallelism, checkpointing); ``row_length``
     (sketch -> tokens per batch row) sizes the memory check where rows are not ``block_size`` long."""
