@@ -39,9 +39,13 @@ def convert(
     (grouped-query attention, llama3 rope scaling, Qwen2's q/k/v biases, Mistral's sliding window),
     their tokenizer.json and chat template; a gpt run with rotary positions, RMSNorm and SwiGLU
     exports as the one of the three it came from or can be.
+    Encoder-decoders: --from-hf reads BartForConditionalGeneration (with its byte-level BPE
+    tokenizer.json) and MarianMTModel directories (the model only: Marian's SentencePiece
+    tokenizer is not read) into seq2seq runs; --to-hf writes a seq2seq run back as BART (learned
+    positions) or Marian (sinusoidal positions), post-norm runs only.
 
     Args:
-        from_hf: a Hugging Face GPT-2, BERT, Llama, Qwen2 or Mistral model directory to import.
+        from_hf: a Hugging Face GPT-2, BERT, Llama, Qwen2, Mistral, BART or Marian model directory to import.
         to_hf: an lmforge run directory to export.
         out: the directory to write (a run for --from-hf, a Hugging Face directory for --to-hf).
         weights: with --to-hf, which weights: best (lowest validation loss), last, or auto.
@@ -73,7 +77,9 @@ def convert(
         "model": done.model,
         "architecture": done.architecture,
     }
-    if done.tokenizer is None:
+    if done.warning is not None:
+        print(f"warning: {done.warning}", file=sys.stderr)
+    elif done.tokenizer is None:
         print(
             f"warning: {done.source} has no tokenizer"
             + (
@@ -88,7 +94,8 @@ def convert(
         print_json(result)
         return result
     m = done.model
-    shape = f"{m['n_layer']} layers x {m['n_embd']} wide, context {m['block_size']}"
+    layers = m.get("n_layer") or f"{m.get('n_encoder_layer')}+{m.get('n_decoder_layer')}"
+    shape = f"{layers} layers x {m['n_embd']} wide, context {m['block_size']}"
     name = "GPT-2" if done.architecture == "GPT2LMHeadModel" else done.architecture
     print(f"converted {done.source} -> {done.out}: {name}, {shape}, {done.num_parameters:,} parameters")
     if done.tokenizer is not None:

@@ -14,12 +14,12 @@ data/reverse/
   tokenizer/         one tokenizer for both sides (the default); or source_tokenizer/ and
                      target_tokenizer/ when the sides have their own
 
->>> data = load_seq2seq("data/reverse")
+>>> data = load_seq2seq("data/reverse")       # prepare --data 'builtin:reverse?length=8-16' --tokenizer char
 >>> val = data.pairs("val")
->>> len(val), val.sources[0], val.targets[0]          # np.memmap slices: read when touched
-(500, memmap([ 9, 4, 7, ...], dtype=uint16), memmap([..., 7, 4, 9], dtype=uint16))
->>> data.target_tokenizer.decode(val.targets[0].tolist())
-'hfcaedbgjh'
+>>> len(val), val.sources[0][:4], val.targets[0][:4]     # np.memmap views: read when touched
+(500, memmap([9, 6, 4, 7], dtype=uint16), memmap([8, 9, 4, 7], dtype=uint16))
+>>> data.target_tokenizer.decode(val.targets[0].tolist()), data.texts("val")[0]
+('ghcfjfedhefceh', ('hecfehdefjfchg', 'ghcfjfedhefceh'))
 
 A language-model dataset (train.bin, val.bin) and a seq2seq one are told apart by meta.json's
 "task"; each loader refuses the other kind with one line saying which it is.

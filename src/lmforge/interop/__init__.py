@@ -4,8 +4,9 @@
     >>> convert_to_hf("runs/gpt2", "hf/gpt2")       # and back: GPT2LMHeadModel.from_pretrained loads it
     >>> convert_from_hf("minilm/", "runs/minilm")   # a BertModel / BertForMaskedLM / ...ForSequenceClassification
     >>> convert_from_hf("llama/", "runs/llama")     # LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM
+    >>> convert_from_hf("bart/", "runs/bart")       # BartForConditionalGeneration, MarianMTModel (seq2seq)
 
-``gpt2.py``, ``bert.py`` and ``llama.py`` map names and config fields, ``hf_files.py``, ``hf_tokenizer.py`` and
+``gpt2.py``, ``bert.py``, ``llama.py``, ``bart.py`` and ``marian.py`` map names and config fields, ``hf_files.py``, ``hf_tokenizer.py`` and
 ``hf_wordpiece.py`` read and write Hugging Face's files, ``convert.py`` puts them together.
 """
 

@@ -18,7 +18,14 @@
     convert_to_hf("runs/llama", "hf/llama")        a run with rotary positions -> the same model_type
         it came from (or the one that computes it: interop/llama.py), chat_template.jinja included
 
-``gpt2.py``, ``bert.py`` and ``llama.py`` map each family's names; this module is the one flow they share.
+    convert_from_hf("bart/", "runs/bart")          a BartForConditionalGeneration (model_type bart) and its
+        byte-level BPE tokenizer.json, or a MarianMTModel (model_type marian; weights only: its
+        SentencePiece files are not read) -> runs/bart/{config.json (family "seq2seq"), ...}
+    convert_to_hf("runs/bart", "hf/bart")          a seq2seq run with learned positions -> BART,
+        with sinusoidal ones -> Marian (interop/bart.py names what each needs)
+
+``gpt2.py``, ``bert.py``, ``llama.py``, ``bart.py`` and ``marian.py`` map each family's names; this
+module is the one flow they share.
 
 Everything is read and checked before anything is written, and the output directory appears
 only once complete (``fileio.atomic_directory``), so a failure leaves nothing behind.
@@ -35,7 +42,7 @@ from torch import nn
 
 from lmforge.errors import CheckpointError, TokenizerError, UserInputError
 from lmforge.fileio import HF_MODEL_OUTPUT, OutputKind, atomic_directory, atomic_write_json, check_output_dir
-from lmforge.interop import bert, gpt2, llama
+from lmforge.interop import bart, bert, gpt2, llama, marian
 from lmforge.interop.hf_files import CONFIG_FILE, check_model_dir, read_config, read_weights, write_weights
 from lmforge.interop.hf_tokenizer import read_hf_tokenizer, write_hf_tokenizer
 from lmforge.interop.hf_wordpiece import read_wordpiece, write_wordpiece
@@ -57,6 +64,9 @@ class Conversion:
     tokenizer_files: str | None  # the files it was read from (import) or written to (export)
     files: list[str] = field(default_factory=list)
     architecture: str = "GPT2LMHeadModel"  # the transformers class that loads the Hugging Face side
+    warning: str | None = (
+        None  # what the user should know that the summary does not say (a tokenizer left out)
+    )
 
 
 def convert_from_hf(hf_dir: str | Path, out: str | Path, *, overwrite: bool = False) -> Conversion:
@@ -66,8 +76,22 @@ def convert_from_hf(hf_dir: str | Path, out: str | Path, *, overwrite: bool = Fa
     _check_paths(hf_dir, out, overwrite, RUN_OUTPUT)
     check_model_dir(hf_dir)
     hf, source = read_config(hf_dir), str(hf_dir / CONFIG_FILE)
-    chat_template = None
-    if hf.get("model_type") == "bert":
+    chat_template, warning = None, None
+    if hf.get("model_type") in SEQ2SEQ_TYPES:
+        family, model_type = "seq2seq", hf["model_type"]
+        tensors = read_weights(hf_dir)
+        if model_type == "bart":
+            config = bart.bart_config(hf, tensors, source)
+        else:
+            config = marian.marian_config(hf, source)
+        state, architecture = bart.from_hf_names(tensors, config), SEQ2SEQ_TYPES[model_type]
+        if model_type == "bart" or (hf_dir / META_FILE).is_file():
+            found = read_hf_tokenizer(hf_dir)
+        else:
+            found = None
+            if any((hf_dir / name).is_file() for name in marian.SENTENCEPIECE_FILES):
+                warning = marian.TOKENIZER_NOTE.format(source=hf_dir)
+    elif hf.get("model_type") == "bert":
         family, tensors = "bert", read_weights(hf_dir)
         config = bert.bert_config(hf, tensors, source)
         state, architecture = bert.from_hf_names(tensors), bert.architecture(config)
@@ -103,7 +127,9 @@ def convert_from_hf(hf_dir: str | Path, out: str | Path, *, overwrite: bool = Fa
                 llama.write_chat_template(chat_template, run.tokenizer_dir)
         files = sorted(p.name for p in tmp.iterdir())
     kind = tokenizer.kind if tokenizer is not None else None
-    return Conversion(hf_dir, out, config, model.num_parameters(), kind, tokenizer_files, files, architecture)
+    return Conversion(
+        hf_dir, out, config, model.num_parameters(), kind, tokenizer_files, files, architecture, warning
+    )
 
 
 def convert_to_hf(
@@ -119,16 +145,29 @@ def convert_to_hf(
     _check_paths(run_dir, out, overwrite, HF_MODEL_OUTPUT)
     run = Run.open(run_dir, flag="--to-hf")
     saved = run.read_config()
-    if saved["family"] not in ("gpt", "bert"):
+    if saved["family"] not in ("gpt", "bert", "seq2seq"):
         raise CheckpointError(
-            f"{run_dir} holds a {saved['family']} model; only gpt runs (as GPT-2 or Llama) and bert runs convert"
+            f"{run_dir} holds a {saved['family']} model; only gpt runs (as GPT-2 or Llama), bert runs and "
+            "seq2seq runs (as BART or Marian) convert"
         )
     config = saved["model"]
     tokenizer = run.load_tokenizer() if run.tokenizer_dir.exists() else None
     kind, tokenizer_files = (tokenizer.kind if tokenizer is not None else None), None
     model = run.load_model(weights)
     chat_template = None
-    if saved["family"] == "bert":
+    if saved["family"] == "seq2seq":
+        ids = {
+            f"{name}_id": getattr(tokenizer, f"{name}_id", None) if tokenizer is not None else None
+            for name in ("eos", "pad")
+        }
+        model_type = bart.check_exportable(config, str(run_dir))
+        if model_type == "bart":
+            bos = tokenizer.bos_id if tokenizer is not None else None
+            hf = bart.hf_config(config, bos_id=bos, **ids)
+        else:
+            hf = marian.hf_config(config, **ids)
+        tensors = bart.to_hf_names(model.state_dict(), config, model_type)
+    elif saved["family"] == "bert":
         hf = bert.hf_config(config, pad_id=tokenizer.pad_id if tokenizer is not None else None)
         tensors = bert.to_hf_names(model.state_dict())
     elif llama.is_llama_shaped(config):
@@ -157,6 +196,9 @@ def convert_to_hf(
     return Conversion(
         run_dir, out, config, model.num_parameters(), kind, tokenizer_files, files, architecture
     )
+
+
+SEQ2SEQ_TYPES = {"bart": "BartForConditionalGeneration", "marian": "MarianMTModel"}
 
 
 def _check_paths(source: Path, out: Path, overwrite: bool, kind: OutputKind) -> None:

@@ -382,6 +382,11 @@ class CrossAttention(nn.Module):
         self.dropout = dropout
         self.resid_dropout = nn.Dropout(dropout)
 
+    def score_flops_per_token(self, context: int) -> float:
+        """Forward FLOPs per query of q k^T and the weighted sum of v over a memory of ``context``
+        positions, every one of them seen (models/flops.py; ``SelfAttention``'s, not halved)."""
+        return 2 * 2 * context * self.c_proj.in_features
+
     def project_memory(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values (B, nh, S, hs) of a memory (B, S, memory_dim): compute once per
         memory and pass as ``memory_kv`` to every decoding step."""

@@ -34,7 +34,7 @@ from lmforge.models.attention import (  # noqa: F401  (re-exported)
 )
 
 NormKind = Literal["layernorm", "rmsnorm"]
-MLPKind = Literal["gelu", "gelu_exact", "swiglu"]  # gelu: GPT-2's tanh approximation
+MLPKind = Literal["gelu", "gelu_exact", "swiglu", "relu", "silu"]  # gelu: GPT-2's tanh approximation
 
 
 def make_norm(kind: NormKind, dim: int, eps: float = 1e-5, bias: bool = True) -> nn.Module:
@@ -153,10 +153,11 @@ def rope_type(scaling: dict | None) -> str:
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward: Linear -> GELU -> Linear.
+    """Position-wise feed-forward: Linear -> GELU (or ReLU, SiLU) -> Linear.
 
     ``approximate="tanh"`` is GPT-2's GELU (HF's ``gelu_new``); ``"none"`` is the exact erf form
-    of BERT and nanoGPT, and about 3x cheaper on a CPU.
+    of BERT and nanoGPT, and about 3x cheaper on a CPU. ``activation`` "relu" (Vaswani et al.) or
+    "silu" (Marian's "swish") replaces the GELU.
     """
 
     def __init__(
@@ -166,15 +167,24 @@ class MLP(nn.Module):
         bias: bool = True,
         dropout: float = 0.0,
         approximate: Literal["tanh", "none"] = "tanh",
+        activation: Literal["gelu", "relu", "silu"] = "gelu",
     ) -> None:
         super().__init__()
         self.c_fc = nn.Linear(n_embd, hidden, bias=bias)
         self.c_proj = nn.Linear(hidden, n_embd, bias=bias)
         self.dropout = nn.Dropout(dropout)
         self.approximate = approximate
+        self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate)))
+        h = self.c_fc(x)
+        if self.activation == "relu":
+            h = F.relu(h)
+        elif self.activation == "silu":
+            h = F.silu(h)
+        else:
+            h = F.gelu(h, approximate=self.approximate)
+        return self.dropout(self.c_proj(h))
 
 
 class SwiGLU(nn.Module):
@@ -196,7 +206,9 @@ def make_mlp(kind: MLPKind, n_embd: int, hidden: int, bias: bool = True, dropout
         return SwiGLU(n_embd, hidden, bias, dropout)
     if kind in ("gelu", "gelu_exact"):
         return MLP(n_embd, hidden, bias, dropout, approximate="tanh" if kind == "gelu" else "none")
-    raise ValueError(f"unknown mlp {kind!r}; choose gelu, gelu_exact or swiglu")
+    if kind in ("relu", "silu"):
+        return MLP(n_embd, hidden, bias, dropout, activation=kind)
+    raise ValueError(f"unknown mlp {kind!r}; choose gelu, gelu_exact, swiglu, relu or silu")
 
 
 class Block(nn.Module):

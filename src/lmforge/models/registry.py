@@ -58,6 +58,19 @@ BERT encoders (models/bert.py; masked LM, post-norm, exact GELU, segment embeddi
 | bert-mini | 6      | 12    | 384   | 512     | 11.0M + embeddings = 22.9M: all-MiniLM-L6-v2's shape         |
 | bert-base | 12     | 12    | 768   | 512     | 110.1M: BertModel's 109,482,240 (the published 110M) + head  |
 
+Encoder-decoders (models/seq2seq.py; a source in, a target out). The two small ones train on a
+CPU (pre-norm, learned positions); the full-size shapes are the published checkpoints' for
+``estimate``, counted on the meta device (bart-base: BartForConditionalGeneration's 139,420,416;
+marian-base: opus-mt-en-de's shape, MarianMTModel's 74,410,496 less its 2 x 512 x 512 frozen
+sinusoids, which lmforge computes instead of storing):
+
+| preset        | layers | heads | width | FFN  | context | vocab | other                                   | parameters  |
+|---------------|--------|-------|-------|------|---------|-------|-----------------------------------------|-------------|
+| seq2seq-nano  | 2+2    | 4     | 128   | 512  | 64      | data  | pre-norm, learned positions, tied       | 0.9M + embeddings |
+| seq2seq-small | 4+4    | 8     | 256   | 1024 | 256     | data  | pre-norm, learned positions, tied       | 7.4M + embeddings |
+| bart-base     | 6+6    | 12    | 768   | 3072 | 1024    | 50265 | post-norm, learned +2, LayerNorm embeddings, GELU | 139,420,416 |
+| marian-base   | 6+6    | 8     | 512   | 2048 | 512     | 58101 | post-norm, sinusoidal, x sqrt(512), SiLU | 73,886,208 |
+
 The classic neural models, one preset per family, each the best of a few sizes tried for the lowest loss
 in about a minute of character-level training on a 2-core CPU (parameters for a 67-id vocabulary):
 
@@ -100,11 +113,13 @@ FAMILIES = {
     "gru": "lmforge.models.rnn:GRULM",
     "ngram": "lmforge.models.ngram:NGramLM",
     "bert": "lmforge.models.bert:BERT",
+    "seq2seq": "lmforge.models.seq2seq:Seq2SeqTransformer",
     "rnn_seq2seq": "lmforge.models.rnn_seq2seq:RNNSeq2Seq",
 }
 
 MODERN = {"dropout": 0.0, "bias": False, "pos_encoding": "rope", "norm": "layernorm", "mlp": "swiglu"}
 LLAMA = {"dropout": 0.0, "bias": False, "pos_encoding": "rope", "norm": "rmsnorm", "mlp": "swiglu"}
+SEQ2SEQ = {"dropout": 0.0, "norm_first": True, "pos_encoding": "learned", "mlp": "gelu"}
 LLAMA3_SCALING = {
     "rope_type": "llama3",
     "factor": 32.0,
@@ -218,6 +233,60 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "bert-nano": ("bert", {"n_layer": 2, "n_head": 2, "n_embd": 128, "block_size": 128, "dropout": 0.0}),
     "bert-mini": ("bert", {"n_layer": 6, "n_head": 12, "n_embd": 384, "block_size": 512}),
     "bert-base": ("bert", {"n_layer": 12, "n_head": 12, "n_embd": 768, "block_size": 512}),
+    # encoder-decoders (models/seq2seq.py): the small ones pre-norm for stable training on a CPU
+    "seq2seq-nano": (
+        "seq2seq",
+        {"n_encoder_layer": 2, "n_decoder_layer": 2, "n_head": 4, "n_embd": 128, "block_size": 64, **SEQ2SEQ},
+    ),
+    "seq2seq-small": (
+        "seq2seq",
+        {
+            "n_encoder_layer": 4,
+            "n_decoder_layer": 4,
+            "n_head": 8,
+            "n_embd": 256,
+            "block_size": 256,
+            **SEQ2SEQ,
+        },
+    ),
+    # the published checkpoints' config.json, read as convert --from-hf reads it (interop/bart.py)
+    "bart-base": (
+        "seq2seq",
+        {
+            "vocab_size": 50265,
+            "n_encoder_layer": 6,
+            "n_decoder_layer": 6,
+            "n_head": 12,
+            "n_embd": 768,
+            "mlp_hidden": 3072,
+            "block_size": 1024,
+            "dropout": 0.1,
+            "mlp": "gelu_exact",
+            "pos_encoding": "learned",
+            "position_offset": 2,
+            "layernorm_embedding": True,
+            "final_logits_bias": True,
+            "decoder_start_token_id": 2,
+        },
+    ),
+    "marian-base": (
+        "seq2seq",
+        {
+            "vocab_size": 58101,
+            "n_encoder_layer": 6,
+            "n_decoder_layer": 6,
+            "n_head": 8,
+            "n_embd": 512,
+            "mlp_hidden": 2048,
+            "block_size": 512,
+            "dropout": 0.1,
+            "mlp": "silu",
+            "pos_encoding": "sinusoidal",
+            "scale_embedding": True,
+            "final_logits_bias": True,
+            "decoder_start_token_id": 58100,
+        },
+    ),
     "window": ("window", {"context": 8, "n_embd": 32, "hidden_size": 256, "block_size": 64}),
     "rnn": ("rnn", {"n_embd": 64, "hidden_size": 256, "n_layer": 1, "block_size": 64}),
     "lstm": ("lstm", {"n_embd": 128, "hidden_size": 512, "n_layer": 1, "block_size": 64}),
@@ -291,6 +360,8 @@ def check_settings(name: str, settings: dict[str, Any]) -> None:
 # the model flags of `pretrain`, in --help order (train/model_settings.py declares them)
 ALL_MODEL_FLAGS = (
     "n_layer",
+    "n_encoder_layer",
+    "n_decoder_layer",
     "n_head",
     "n_kv_head",
     "n_embd",

@@ -23,7 +23,9 @@ class ModelSettings:
         "[gpt, rnn, lstm, gru, rnn_seq2seq] Transformer blocks, or stacked recurrent layers",
         positive=True,
     )
-    n_head: int | None = setting(None, "[gpt] attention heads", positive=True)
+    n_encoder_layer: int | None = setting(None, "[seq2seq] encoder blocks", positive=True)
+    n_decoder_layer: int | None = setting(None, "[seq2seq] decoder blocks", positive=True)
+    n_head: int | None = setting(None, "[gpt, seq2seq] attention heads", positive=True)
     n_kv_head: int | None = setting(
         None,
         "[gpt] key/value heads, dividing n_head: grouped-query attention (Llama 3, Mistral, Qwen2) "
@@ -35,22 +37,25 @@ class ModelSettings:
     )
     block_size: int | None = setting(
         None,
-        "[all] gpt: the context, the longest input it reads. window, rnn, lstm, gru: the training "
+        "[all] gpt: the context, the longest input it reads; seq2seq: the longest source (and target). window, rnn, lstm, gru: the training "
         "window (for recurrent models, how far back truncated backpropagation through time "
         "reaches); they read inputs of any length",
         positive=True,
     )
-    mlp_hidden: int | None = setting(None, "[gpt] MLP hidden width (default 4 x n_embd)", positive=True)
+    mlp_hidden: int | None = setting(
+        None, "[gpt, seq2seq] MLP hidden width (default 4 x n_embd)", positive=True
+    )
     dropout: float | None = setting(None, "[all] dropout probability", non_negative=True, at_most=1.0)
     bias: bool | None = setting(None, "[gpt] biases in linear layers and norms")
     pos_encoding: Literal["learned", "sinusoidal", "rope"] | None = setting(
-        None, "[gpt] position encoding: learned (GPT-2), sinusoidal (Vaswani et al.), rope (rotary)"
+        None,
+        "[gpt, seq2seq] position encoding: learned (GPT-2), sinusoidal (Vaswani et al.), rope (rotary; gpt only)",
     )
     norm: Literal["layernorm", "rmsnorm"] | None = setting(None, "[gpt] layernorm or rmsnorm")
-    mlp: Literal["gelu", "gelu_exact", "swiglu"] | None = setting(
+    mlp: Literal["gelu", "gelu_exact", "swiglu", "relu", "silu"] | None = setting(
         None,
-        "[gpt] gelu (GPT-2's tanh approximation), gelu_exact (the erf form of BERT and nanoGPT) or "
-        "swiglu (Llama)",
+        "[gpt, seq2seq] gelu (GPT-2's tanh approximation), gelu_exact (the erf form of BERT, "
+        "nanoGPT and BART), swiglu (Llama; gpt only), relu (Vaswani et al.) or silu (Marian's swish)",
     )
     hidden_size: int | None = setting(
         None,
@@ -69,7 +74,7 @@ class ModelSettings:
     )
     tie_embeddings: bool | None = setting(
         None,
-        "[gpt, rnn, lstm, gru, rnn_seq2seq] share the output layer with the token embedding (recurrent models: "
+        "[gpt, seq2seq, rnn, lstm, gru, rnn_seq2seq] share the output layer with the token embedding (recurrent models: "
         "needs n_embd == hidden_size; the default ties exactly then)",
     )
     cell: Literal["gru", "lstm"] | None = setting(
