@@ -152,7 +152,7 @@ def evaluate_seq2seq(
 
     run = Run.open(checkpoint)
     model = run.load_model(weights)
-    if getattr(model, "lm_kind", None) != "seq2seq":
+    if model.lm_kind != "seq2seq":
         raise UserInputError(f"{run.path} holds a {model.lm_kind} language model, not a seq2seq model")
     resolved = resolve_device(device)
     model.to(resolved)

@@ -77,16 +77,15 @@ def plan_seq2seq(
     )
 
 
-def family_is_seq2seq(family: str | None) -> bool:
+def family_is_seq2seq(family: str) -> bool:
     """Whether a model family writes a target for a source (``lm_kind == "seq2seq"``)."""
     from lmforge.models.registry import model_class
 
-    if family is None:
-        return False
     try:
-        return getattr(model_class(family), "lm_kind", "causal") == "seq2seq"
-    except ValueError:
+        cls = model_class(family)
+    except ValueError:  # not a family this lmforge knows: Run.load_model says so
         return False
+    return cls.lm_kind == "seq2seq"
 
 
 def check_data_kind(data_path: Path, seq2seq_model: bool, label: str) -> bool:
@@ -173,7 +172,10 @@ def load_pairs_dataset(data_path: Path, mixture: bool) -> Any:
 
 def check_resumable(dataset: Any, saved: dict[str, Any], resume: Path) -> None:
     """A resumed seq2seq run continues on pairs tokenized as before."""
-    if saved["data"].get("task") != "seq2seq":
+    from lmforge.data.seq2seq_shards import TASK
+
+    task = saved["data"].get("task")
+    if task != TASK:
         raise CheckpointError(
             f"{resume} was trained on a language-model dataset; resume it with its own data"
         )
