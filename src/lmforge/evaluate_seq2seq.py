@@ -247,7 +247,7 @@ def decode_sources(
     progress: bool = True,
 ) -> list[list[int]]:
     """The model's output ids for every source (end token left out), in the order given: greedy,
-    or beam search with ``num_beams`` > 1. Sources are decoded ``DECODE_BATCH`` at a time, sorted
+    or beam search with ``num_beams`` > 1 (the highest-scoring finished hypothesis). Sources are decoded ``DECODE_BATCH`` at a time, sorted
     by length (little padding); ``max_new_tokens`` None allows 2 x the longest source of a batch
     + 10, within the model's target limit."""
     from tqdm.auto import tqdm
@@ -279,6 +279,10 @@ def decode_sources(
                 num_beams=num_beams,
                 max_new_tokens=budget,
                 eos_id=ids.end,
+                # stop when no running beam can beat the finished ones (Hugging Face's default), not at
+                # the first num_beams finished: a confident model's runner-up candidates are often an
+                # early end token, and stopping on them returns a cut output whose score is far worse
+                early_stopping=False,
             )
             source_ids, source_mask = pad_sources(rows, ids.pad, device=device)
             step_model = EncoderDecoderStepModel(model, source_ids, source_mask)

@@ -212,12 +212,15 @@ def truncation_notes(dataset: Any, net: Any) -> list[str]:
         return []
     report = length_report(dataset.pairs("train"), source_limit, target_limit)
     notes = []
-    for side, limit in (("source", source_limit), ("target", target_limit)):
+    for side, limit, what in (
+        ("source", source_limit, "source limit"),
+        ("target", target_limit, "target limit (start token included)"),
+    ):
         if report[f"{side}s_truncated"]:
             notes.append(
-                f"note: {report[f'{side}s_truncated']:,} of {report['pairs']:,} training {side}s are longer "
-                f"than the model's {side} limit of {limit} tokens (the longest: {report[f'longest_{side}']}); "
-                "they are truncated"
+                f"note: {report[f'{side}s_truncated']:,} of {report['pairs']:,} training {side}s do not fit the "
+                f"model's {what} of {limit} tokens (the longest {side}: {report[f'longest_{side}']}); they are "
+                "truncated"
             )
     return notes
 

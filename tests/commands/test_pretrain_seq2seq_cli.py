@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from lmforge.cli import main
+from lmforge.data.seq2seq_shards import load_seq2seq
 from lmforge.run import Run
 from tests.commands.test_pretrain_cli import TEXT
 
@@ -106,6 +107,45 @@ def test_beam_search_copies_as_well_and_the_summary_prints_the_signatures(copy_r
     assert "20 of 300 pairs" in printed and "BLEU signature: nrefs:1|" in printed and "exact match" in printed
     shown = [line.split() for line in printed.splitlines() if "(reference" in line]
     assert len(shown) == 2 and all(words[0] == words[2] == words[4].rstrip(")") for words in shown)  # copies
+
+
+@pytest.fixture(scope="module")
+def transformer_run(copy_data):
+    run = copy_data / "seq2seq-nano"
+    argv = ["pretrain", "--data", str(copy_data / "data"), "--out", str(run), "--model", "seq2seq-nano"]
+    assert main([*argv, "--max-steps", "300", *TRAIN]) == 0
+    return run
+
+
+def test_the_transformer_learns_the_copy_task_to_99_percent_exact_match(transformer_run, copy_data, capsys):
+    data = str(copy_data / "data")
+    greedy = run_json(["evaluate", "--checkpoint", str(transformer_run), "--data", data], capsys)
+    assert greedy["exact_match"] >= 99.0 and greedy["bleu"] >= 95.0, greedy
+    beam = run_json(
+        ["evaluate", "--checkpoint", str(transformer_run), "--data", data, "--num-beams", "3"], capsys
+    )
+    assert beam["exact_match"] >= 99.0
+    config = Run.open(transformer_run).read_config()
+    assert config["family"] == "seq2seq" and config["model"]["vocab_size"] == 12
+
+
+def test_pairs_longer_than_the_transformers_limits_are_counted_before_training(copy_data, tmp_path, capsys):
+    argv = [
+        "pretrain",
+        "--data",
+        str(copy_data / "data"),
+        "--out",
+        str(tmp_path / "r"),
+        "--model",
+        "seq2seq-nano",
+    ]
+    assert main([*argv, "--block-size", "6", "--max-steps", "1", "--eval-batches", "1"]) == 0
+    err = capsys.readouterr().err
+    pairs = load_seq2seq(copy_data / "data").pairs("train")
+    over = int((pairs.sources.lengths > 6).sum())  # sources over 6; targets (the same) + start over 6
+    assert f"note: {over:,} of 2,700 training sources do not fit the model's source limit of 6" in err
+    over = int((pairs.targets.lengths + 1 > 6).sum())
+    assert f"note: {over:,} of 2,700 training targets do not fit the model's target limit (start token" in err
 
 
 def test_the_run_takes_its_vocabulary_and_start_token_from_the_tokenizer(copy_run, copy_data):
