@@ -15,6 +15,8 @@ FLOOR = {
     "serve": 4,
     "run": 3,
     "recipe": 3,
+    "recipe_seq2seq": 3,
+    "evaluate_seq2seq": 3,
     "inference": 3,
     "inference_masked": 3,
     "inference_seq2seq": 3,

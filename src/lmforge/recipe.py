@@ -19,13 +19,16 @@ Nothing here names a model family: the model says whether it carries state betwe
 (``carries_state``: recurrent models read parallel streams with ``CarriedStateLoss``, the others
 random windows with the plain LM loss), whether it predicts masked tokens (``lm_kind``
 "masked": [CLS] window [SEP] rows 15% masked, evaluated on a fixed masking of the validation split
-with masked-token accuracy beside the loss), how to describe itself and how many parameters it has.
+with masked-token accuracy beside the loss), whether it writes a target for a source (``lm_kind``
+"seq2seq": batches of source/target pairs from a prepared seq2seq dataset, ``recipe_seq2seq.py``),
+how to describe itself and how many parameters it has.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,25 +61,28 @@ class PretrainJob:
     model_label: str  # the preset name, or the family of a resumed run
     family: str
     net: nn.Module
-    dataset: Any  # data.shards.PreparedDataset
+    dataset: Any  # data.shards.PreparedDataset; a seq2seq model's: data.seq2seq_shards.Seq2SeqDataset
     data_path: Path
     config: TrainConfig
     extra_config: dict[str, Any] = field(default_factory=dict)  # written to config.json as is
     mixture: list[Any] | None = None  # data.mixture.MixtureEntry per source, when --data mixes several
     datasets: list[Any] = field(default_factory=list)  # the PreparedDataset of each mixture entry
     parallel: Parallelism = field(default_factory=Parallelism)  # how torchrun's processes share it
+    notes: list[str] = field(default_factory=list)  # lines for the user before training (truncation)
 
     def warnings(self) -> list[str]:
-        """What the user should know before a long run: bf16 asked for where it is emulated."""
+        """What the user should know before a long run: bf16 asked for where it is emulated, and
+        the notes of the plan (seq2seq pairs longer than the model's limits)."""
         from lmforge.hardware import EMULATED_BF16_SLOWDOWN, bf16_is_emulated
 
         device = resolve_device(self.config.device)
         if resolve_precision(self.config.precision, device) == "bf16" and bf16_is_emulated(device):
             return [
                 f"warning: this {device.type} has no bf16 hardware: bf16 is emulated, about "
-                f"{EMULATED_BF16_SLOWDOWN}x slower than --precision fp32"
+                f"{EMULATED_BF16_SLOWDOWN}x slower than --precision fp32",
+                *self.notes,
             ]
-        return []
+        return list(self.notes)
 
     def plain_copy(self) -> nn.Module:
         """A new, unspread model of this job's shape (to read a whole checkpoint into)."""
@@ -86,7 +92,7 @@ class PretrainJob:
 
     def describe(self) -> list[str]:
         """The two header lines ``pretrain`` prints before training."""
-        net, config, tokenizer = self.net, self.config, self.dataset.tokenizer
+        net, config = self.net, self.config
         device = resolve_device(config.device)
         budget = " and ".join(
             filter(
@@ -97,8 +103,14 @@ class PretrainJob:
                 ],
             )
         )
-        train, val = len(self.dataset.split("train")), len(self.dataset.split("val"))
-        source = f"{self.data_path} ({train:,} train / {val:,} val tokens, vocab {tokenizer.vocab_size})"
+        if net.lm_kind == "seq2seq":
+            from lmforge.recipe_seq2seq import describe_data
+
+            source = describe_data(self.dataset, self.data_path)
+        else:
+            tokenizer = self.dataset.tokenizer
+            train, val = len(self.dataset.split("train")), len(self.dataset.split("val"))
+            source = f"{self.data_path} ({train:,} train / {val:,} val tokens, vocab {tokenizer.vocab_size})"
         if self.mixture:
             parts = [
                 f"{entry.name} {entry.weight:.0%} ({data.num_tokens('train'):,} train tokens)"
@@ -136,9 +148,8 @@ def plan_pretraining(
     a prepared directory, or several as ``DIR:WEIGHT`` (a mixture, ``data/mixture.py``)."""
     from lmforge.data.mixture import check_one_tokenizer, parse_mixture
     from lmforge.data.shards import load_prepared
-    from lmforge.models.registry import build_model, check_settings, preset_config
+    from lmforge.models.registry import PRESETS, check_settings, preset_config
     from lmforge.run import Run, directory_fingerprint
-    from lmforge.train.transforms import check_checkpointable
 
     shape, train = dict(shape or {}), dict(train or {})
     check_bounds(ModelSettings(**shape))
@@ -179,6 +190,28 @@ def plan_pretraining(
     config.validate()
 
     entries = parse_mixture(data)
+    from lmforge.recipe_seq2seq import check_data_kind, family_is_seq2seq, plan_seq2seq
+
+    if resume is None and model not in PRESETS:
+        try:
+            preset_config(model)  # names the presets
+        except ValueError as error:
+            raise UserInputError(str(error)) from None
+    wanted = family if resume is not None else PRESETS[model][0]
+    if check_data_kind(entries[0].path, family_is_seq2seq(wanted), label):  # pairs: recipe_seq2seq.py
+        settings = (family, model_config) if resume is not None else None
+        return plan_seq2seq(
+            entries,
+            config,
+            label=label,
+            preset=preset,
+            run_path=run_path,
+            shape=shape,
+            overwrite=overwrite,
+            resume=resume,
+            saved=saved if resume is not None else None,
+            settings=settings,
+        )
     datasets = [load_prepared(entry.path) for entry in entries]
     dataset, data = datasets[0], entries[0].path
     tokenizer = dataset.tokenizer
@@ -202,17 +235,7 @@ def plan_pretraining(
         except ValueError as error:
             raise UserInputError(str(error)) from None
         model_config["vocab_size"] = tokenizer.vocab_size
-    try:
-        with torch.device("meta"):  # shapes only: no memory, whatever the sizes asked for
-            sketch = build_model(family, model_config)
-        check_memory(sketch, config)
-        parallel = check_parallel(sketch, config)
-        if config.activation_checkpointing:
-            check_checkpointable(sketch)  # an LSTM has no blocks to recompute: one line, now
-        torch.manual_seed(config.seed)  # the initial weights, so the same --seed gives the same run
-        net = build_model(family, model_config)
-    except (ValueError, TypeError) as error:
-        raise UserInputError(f"bad model settings: {error}") from None
+    net, parallel = build_checked(family, model_config, config)
     if net.lm_kind == "masked":
         from lmforge.data.masking import _special_ids
 
@@ -263,6 +286,31 @@ def plan_pretraining(
     )
 
 
+def build_checked(
+    family: str,
+    model_config: dict[str, Any],
+    config: TrainConfig,
+    row_length: Callable[[nn.Module], int] | None = None,
+) -> tuple[nn.Module, Parallelism]:
+    """The model, after checking its sketch (memory, parallelism, checkpointing); ``row_length``
+    (sketch -> tokens per batch row) sizes the memory check where rows are not ``block_size`` long."""
+    from lmforge.models.registry import build_model
+    from lmforge.train.transforms import check_checkpointable
+
+    try:
+        with torch.device("meta"):  # shapes only: no memory, whatever the sizes asked for
+            sketch = build_model(family, model_config)
+        check_memory(sketch, config, row_length(sketch) if row_length is not None else None)
+        parallel = check_parallel(sketch, config)
+        if config.activation_checkpointing:
+            check_checkpointable(sketch)  # an LSTM has no blocks to recompute: one line, now
+        torch.manual_seed(config.seed)  # the initial weights, so the same --seed gives the same run
+        net = build_model(family, model_config)
+    except (ValueError, TypeError) as error:
+        raise UserInputError(f"bad model settings: {error}") from None
+    return net, parallel
+
+
 def check_parallel(sketch: nn.Module, config: TrainConfig) -> Parallelism:
     """``--parallel`` read and checked against the model and torchrun's world size, on every rank
     alike and before any process group exists, so a refusal ends every rank at once."""
@@ -298,13 +346,14 @@ def _saved_mixture(saved: dict[str, Any]) -> list[str]:
     return [f"{source['path']}:{source['weight']!r}" for source in saved["mixture"]]
 
 
-def check_memory(sketch: nn.Module, config: TrainConfig) -> None:
+def check_memory(sketch: nn.Module, config: TrainConfig, block_size: int | None = None) -> None:
     """Refuse a model and step that clearly cannot fit in memory (``resources.py``), before the
-    model is built for real: ``sketch`` is the model on the meta device."""
+    model is built for real: ``sketch`` is the model on the meta device; ``block_size`` the tokens
+    of a batch row (default the model's)."""
     from lmforge.resources import check_fits, training_estimate
 
     device = resolve_device(config.device)
-    block_size = sketch.config.block_size
+    block_size = block_size or sketch.config.block_size
     estimate = training_estimate(
         sketch,
         batch_size=config.batch_size,
@@ -329,11 +378,15 @@ def training_batches(job: PretrainJob) -> tuple[Any, Objective]:
     from lmforge.data.streams import StreamSampler
 
     config, window = job.config, job.net.config.block_size
-    tokens = job.dataset.split("train")
     seed = config.seed  # the global batch; under data parallelism each rank reads its rows of it
     masked = job.net.lm_kind == "masked"
-    if job.net.carries_state:  # consecutive windows of parallel streams
-        sampler, objective = StreamSampler(tokens, config.batch_size, window), CarriedStateLoss()
+    if job.net.lm_kind == "seq2seq":  # pairs, bucketed by length; the loss over the target tokens
+        from lmforge import recipe_seq2seq
+
+        sampler, objective = recipe_seq2seq.training_batches(job), language_model_loss
+    elif job.net.carries_state:  # consecutive windows of parallel streams
+        sampler = StreamSampler(job.dataset.split("train"), config.batch_size, window)
+        objective = CarriedStateLoss()
     elif job.mixture:  # each row drawn from a source with probability its weight (data/mixture.py)
         from lmforge.data.mixture import MixtureSampler
 
@@ -349,9 +402,11 @@ def training_batches(job: PretrainJob) -> tuple[Any, Objective]:
     elif masked:  # [CLS] window [SEP], 15% masked; the loss counts masked tokens only
         from lmforge.data.masking import MaskedWindowSampler
 
+        tokens = job.dataset.split("train")
         sampler = MaskedWindowSampler(tokens, job.dataset.tokenizer, config.batch_size, window, seed)
         objective = masked_language_model_loss
     else:
+        tokens = job.dataset.split("train")
         sampler, objective = WindowSampler(tokens, config.batch_size, window, seed=seed), language_model_loss
     if distributed.data_parallel_size() > 1:  # the global batch, of which this rank reads its rows
         sampler = distributed.RankSlice(
@@ -367,6 +422,10 @@ def fixed_eval_set(job: PretrainJob) -> list[Any]:
     from lmforge.data.batching import random_windows
 
     config, window = job.config, job.net.config.block_size
+    if job.net.lm_kind == "seq2seq":
+        from lmforge import recipe_seq2seq
+
+        return recipe_seq2seq.fixed_eval_set(job)
     if job.mixture:
         from lmforge.data.masking import EVAL_MASKING_SEED
         from lmforge.data.mixture import mixed_eval_batches
@@ -444,7 +503,11 @@ def _train(job: PretrainJob, run, mesh, progress: bool) -> dict[str, Any]:
     main = distributed.is_main_process()
     sharded = mesh is not None and job.parallel.sharded
     if main:
-        if not job.resuming:
+        if not job.resuming and net.lm_kind == "seq2seq":
+            from lmforge.recipe_seq2seq import save_tokenizers
+
+            save_tokenizers(run, job.dataset)
+        elif not job.resuming:
             run.save_tokenizer(job.dataset.tokenizer)
         run.write_config(
             {

@@ -55,7 +55,8 @@ def pretrain(
     reads at any number of processes, one included.
 
     Args:
-        data: a directory written by `lmforge prepare` (needs meta.json, train.bin, val.bin), or a
+        data: a directory written by `lmforge prepare` (needs meta.json, train.bin, val.bin; for an
+            encoder-decoder, the pairs of `lmforge prepare --task seq2seq`), or a
             mixture of several that share one tokenizer, each DIR:WEIGHT (web/:0.7 books/:0.3): each
             row of a batch comes from a source with probability its weight (normalised), whatever
             the sizes; the summary reports the tokens and epochs of each source.
@@ -65,7 +66,10 @@ def pretrain(
             windows, 15 percent masked (data prepared with --tokenizer wordpiece): bert-nano, bert-mini,
             bert-base. Classic models, one preset per family: window
             (fixed-window neural LM, Bengio et al. 2003), rnn (Elman RNN), lstm, gru, and ngram
-            (counted, not trained; takes --order, --smoothing, --add-k, --discount). Each model
+            (counted, not trained; takes --order, --smoothing, --add-k, --discount). Encoder-decoders,
+            trained on source/target pairs (data prepared with --task seq2seq; the loss is over the
+            target tokens): seq2seq-nano, seq2seq-small (Transformer), rnn-attn, rnn-attn-additive,
+            rnn-seq2seq (GRU encoder-decoder with dot, additive or no attention). Each model
             flag names the families it applies to; a flag for another family is refused.
         resume: continue the run in this directory (its model and settings; --data defaults to its data).
         overwrite: replace an existing --out run directory.
@@ -78,6 +82,8 @@ def pretrain(
         lmforge pretrain --data data/stdlib-char:0.7 my_notes_prepared:0.3 --out runs/mix --max-time 60
         lmforge pretrain --data data/stdlib-char --out runs/lstm --model lstm --n-layer 2 --max-time 60
         lmforge pretrain --data data/stdlib-char --out runs/window --model window --context 12 --max-time 60
+        lmforge prepare --task seq2seq --data 'builtin:copy?length=3-8,size=3000' --tokenizer char --out data/copy
+        lmforge pretrain --data data/copy --out runs/copy --model rnn-attn --batch-size 64 --max-steps 300
         lmforge pretrain --data data/stdlib-char --out runs/gpt2-shaped --pos-encoding learned --norm layernorm --mlp gelu --bias --max-time 60
     """
     from lmforge.models.registry import is_counted
