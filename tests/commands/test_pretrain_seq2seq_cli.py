@@ -117,6 +117,7 @@ def transformer_run(copy_data):
     return run
 
 
+@pytest.mark.slow  # 35 s; the Transformer learns the copy task at library level in the default run (tests/models/test_seq2seq.py)
 def test_the_transformer_learns_the_copy_task_to_99_percent_exact_match(transformer_run, copy_data, capsys):
     data = str(copy_data / "data")
     greedy = run_json(["evaluate", "--checkpoint", str(transformer_run), "--data", data], capsys)

@@ -418,6 +418,7 @@ def train_on_copies(attention: str, steps: int, shortest: int, longest: int) -> 
     return model.eval()
 
 
+@pytest.mark.slow  # 14 s; the CLI test trains rnn-attn on the copy task in the default run
 def test_learns_the_copy_task_to_99_percent_exact_match_greedy():
     model = train_on_copies("dot", steps=400, shortest=3, longest=8)
     source, mask, _, _ = copy_batch(torch.Generator().manual_seed(1234), 200, 3, 8)  # held out
