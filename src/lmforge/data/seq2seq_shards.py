@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lmforge.data.shards import META_FILE, SPLITS
+from lmforge.data.shards import META_FILE, SPLITS, read_meta
 from lmforge.errors import DataError
 from lmforge.fileio import OutputKind
 
@@ -189,15 +189,7 @@ class Seq2SeqDataset:
 def load_seq2seq(directory: str | Path) -> Seq2SeqDataset:
     """Open a directory written by ``lmforge prepare --task seq2seq``; anything else is one ``DataError``."""
     path = Path(directory)
-    if not path.exists():
-        raise DataError(f"{path} does not exist; {_MAKE_ONE}")
-    meta_path = path / META_FILE
-    if not path.is_dir() or not meta_path.is_file():
-        raise DataError(f"{path} is not a prepared dataset (no meta.json); {_MAKE_ONE}")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DataError(f"{meta_path} is damaged ({error}); re-run `lmforge prepare`") from None
+    meta_path, meta = read_meta(path, _MAKE_ONE)
     if not isinstance(meta, dict):
         raise DataError(f"{meta_path} is not a JSON object; re-run `lmforge prepare`")
     if meta.get("task", "lm") != TASK:

@@ -87,18 +87,24 @@ class PreparedDataset:
             raise DataError(f"no split {name!r} in a prepared dataset; the splits are {', '.join(SPLITS)}")
 
 
+def read_meta(path: Path, make_one: str = _MAKE_ONE) -> tuple[Path, Any]:
+    """(meta.json's path, its parsed JSON) of a prepared directory, LM or seq2seq; a missing
+    directory, a missing or damaged meta.json is one ``DataError`` (``make_one`` says how to make one)."""
+    if not path.exists():
+        raise DataError(f"{path} does not exist; {make_one}")
+    meta_path = path / META_FILE
+    if not path.is_dir() or not meta_path.is_file():
+        raise DataError(f"{path} is not a prepared dataset (no meta.json); {make_one}")
+    try:
+        return meta_path, json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(f"{meta_path} is damaged ({error}); re-run `lmforge prepare`") from None
+
+
 def load_prepared(directory: str | Path) -> PreparedDataset:
     """Open a directory written by ``lmforge prepare``; anything else is a one-line ``DataError``."""
     path = Path(directory)
-    if not path.exists():
-        raise DataError(f"{path} does not exist; {_MAKE_ONE}")
-    meta_path = path / META_FILE
-    if not path.is_dir() or not meta_path.is_file():
-        raise DataError(f"{path} is not a prepared dataset (no meta.json); {_MAKE_ONE}")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DataError(f"{meta_path} is damaged ({error}); re-run `lmforge prepare`") from None
+    meta_path, meta = read_meta(path)
     if isinstance(meta, dict) and meta.get("task", "lm") != "lm":
         raise DataError(
             f"{path} is a {meta['task']} dataset (source/target pairs, from `lmforge prepare --task "
