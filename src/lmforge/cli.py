@@ -60,6 +60,11 @@ COMMANDS: dict[str, tuple[str, str | dict[str, str]]] = {
         {"classify": "lmforge.commands.finetune:classify"},
     ),
     "predict": ("Label texts with a fine-tuned classifier.", "lmforge.commands.predict:predict"),
+    "align": (
+        "Align a run to preferences: a reward model, DPO.",
+        {"reward": "lmforge.commands.align:reward", "dpo": "lmforge.commands.align:dpo"},
+    ),
+    "reward": ("Score responses to a prompt with a trained reward model.", "lmforge.commands.reward:reward"),
     "fill-mask": (
         "Top-k fills, with probabilities, for each [MASK] of a text (BERT runs).",
         "lmforge.commands.fill_mask:fill_mask",
