@@ -36,12 +36,12 @@ def test_pairs_become_chosen_rows_then_rejected_rows_with_the_response_masked(ba
     tokenizer = base.load_tokenizer()
     encoder = PairEncoder(tokenizer, base.tokenizer_dir, limit=48)
     pairs = [PreferencePair("hi", "aei", "bc"), PreferencePair("hello", "o", "dfgb")]
-    encoded, cut = encoder.encode(pairs)
-    batch = collate_pairs(encoded, pad_id=0)
+    split = encoder.encode(pairs, "test:")
+    batch = collate_pairs(split.pairs, pad_id=0)
     eos = tokenizer.document_separator_id
     prompt_text = ChatTemplate().render([{"role": "user", "content": "hello"}], add_generation_prompt=True)
     assert prompt_text == "User: hello\n\nAssistant:"
-    assert cut == 0 and batch["input_ids"].shape[0] == 4
+    assert split.cut == 0 and split.dropped == 0 and batch["input_ids"].shape[0] == 4
     # row 1 is pair 2's chosen, row 3 its rejected; each = prompt + response + end-of-text
     for row, response in ((1, "o"), (3, "dfgb")):
         length = int(batch["attention_mask"][row].sum())
@@ -51,12 +51,15 @@ def test_pairs_become_chosen_rows_then_rejected_rows_with_the_response_masked(ba
         assert mask == [0] * len(prompt_text) + [1] * (len(response) + 1) + [0] * (len(mask) - length)
 
 
-def test_a_long_response_is_cut_and_a_long_prompt_refused(base):
+def test_a_long_response_is_cut_a_long_prompt_left_out_and_no_fitting_pair_refused(base):
     encoder = PairEncoder(base.load_tokenizer(), base.tokenizer_dir, limit=30)
-    (pair,), cut = encoder.encode([PreferencePair("hey", "a" * 40, "b")])
-    assert cut == 1 and len(pair.prompt) + len(pair.chosen) == 30 and pair.prompt == encoder.prompt_ids("hey")
-    with pytest.raises(DataError, match="no room for a response"):
-        encoder.encode([PreferencePair("x" * 30, "a", "b")], "prefs.jsonl: pair")
+    too_long = PreferencePair("x" * 30, "a", "b")
+    split = encoder.encode([PreferencePair("hey", "a" * 40, "b"), too_long], "prefs.jsonl:")
+    (pair,) = split.pairs
+    assert split.cut == 1 and split.dropped == 1
+    assert len(pair.prompt) + len(pair.chosen) == 30 and pair.prompt == encoder.prompt_ids("hey")
+    with pytest.raises(DataError, match="prefs.jsonl: no pair fits the model's context of 30 tokens"):
+        encoder.encode([too_long], "prefs.jsonl:")
 
 
 @pytest.mark.parametrize(

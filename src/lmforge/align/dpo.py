@@ -38,10 +38,12 @@ from lmforge.align.preference_settings import DPOConfig
 from lmforge.align.preferences import (
     EncodedPair,
     PairBatches,
+    PairData,
     check_causal_family,
     collate_pairs,
     in_batches,
     is_builtin,
+    load_pairs,
 )
 from lmforge.errors import CheckpointError
 
@@ -123,14 +125,15 @@ class DPOJob:
     family: str
     net: nn.Module  # the policy, LoRA adapters applied when asked
     reference: nn.Module | None  # the frozen copy; dropped once its log-probs are cached
-    tokenizer: Any
     config: DPOConfig
-    train_pairs: list[EncodedPair]
-    val_pairs: list[EncodedPair]
+    data: PairData
     task: dict[str, Any]
-    cut: int
     lora_rank: int | None = None
     reference_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+    train_pairs = property(lambda self: self.data.train.pairs)
+    val_pairs = property(lambda self: self.data.val.pairs)
+    tokenizer = property(lambda self: self.data.tokenizer)
 
     @property
     def trainable(self) -> int:
@@ -142,13 +145,10 @@ class DPOJob:
             f"policy: {self.family} from {self.task['base']}, {self.net.num_parameters():,} parameters "
             f"({self.trainable:,} trained{adapters}); sigmoid loss, beta {self.config.beta}"
             + (f", label smoothing {self.config.label_smoothing}" if self.config.label_smoothing else ""),
-            f"pairs: {len(self.train_pairs):,} training ({self.task['train_data']}), {len(self.val_pairs):,} "
-            f"held out ({self.task['val_data']})",
+            *self.data.describe(self.net.config.block_size),
             f"reference: a frozen copy of the checkpoint, its log-probabilities of all "
             f"{len(self.train_pairs) + len(self.val_pairs):,} pairs computed once before training and cached",
         ]
-        if self.cut:
-            lines.append(f"{self.cut} responses cut to the context of {self.net.config.block_size} tokens")
         return lines
 
 
@@ -180,7 +180,6 @@ def plan_dpo(
     lora=None,
 ) -> DPOJob:
     """Check the inputs, read and encode the pairs, build the policy and its reference; writes nothing."""
-    from lmforge.align.reward import encode_sources
     from lmforge.fileio import check_output_dir
     from lmforge.run import RUN_OUTPUT, Run
 
@@ -189,24 +188,23 @@ def plan_dpo(
     source = Run.open(checkpoint)
     saved = source.read_config()
     net = policy_from(source, saved)
-    limit = int(saved["model"]["block_size"])
-    tokenizer, _, train_pairs, train_rows, val_rows, val, cut = encode_sources(source, train, val, limit)
+    data = load_pairs(source, train, val, int(saved["model"]["block_size"]))
     reference = copy.deepcopy(net).eval().requires_grad_(False)
     with_lora = lora is not None and lora.enabled
     if with_lora:
         net = lora.apply(net)
-    config = dataclasses.replace(settings, max_steps=settings.steps_for(len(train_pairs)))
+    config = dataclasses.replace(settings, max_steps=settings.steps_for(len(data.train.pairs)))
     config.validate()
     task = {
         "kind": DPO_KIND,
         "base": str(checkpoint),
         "train_data": str(train),
-        "val_data": val,
+        "val_data": data.val_source,
         "beta": config.beta,
         "label_smoothing": config.label_smoothing,
     }
     return DPOJob(
-        Path(out), overwrite, saved["family"], net, reference, tokenizer, config, train_rows, val_rows, task, cut,
+        Path(out), overwrite, saved["family"], net, reference, config, data, task,
         lora.lora_rank if with_lora else None,
     )  # fmt: skip
 
@@ -314,7 +312,8 @@ def _train(job: DPOJob, run, progress: bool) -> dict[str, Any]:
         "reference_pairs_cached": len(job.train_pairs) + len(job.val_pairs),
         "parameters": best.num_parameters(),
         "trainable_parameters": job.trainable,
-        "responses_cut": job.cut,
+        "responses_cut": job.data.train.cut + job.data.val.cut,
+        "pairs_left_out": job.data.train.dropped + job.data.val.dropped,
         "interrupted": result.interrupted,
         "transforms": [t.name for t in transforms],
         "optimizer": describe_optimizer(trainer.optimizer),

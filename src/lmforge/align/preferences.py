@@ -19,7 +19,8 @@ rejected ones** (TRL's layout: ``torch.chunk(x, 2)`` splits them), each with
     response_mask   (2B, T)  1 on the response tokens and its end-of-text: the ones whose log-probs count
 
 Too long for the context: the response is cut at its end (its end-of-text too), the prompt kept
-whole; a prompt that leaves no room for one response token is refused with its line number.
+whole. A pair whose prompt leaves no room for one response token is left out of training (and
+counted: the recipes print how many); a source where no pair fits is refused with one line.
 """
 
 from __future__ import annotations
@@ -178,19 +179,74 @@ class PairEncoder:
             )
         return response[:room], len(response) > room
 
-    def encode(self, pairs: Sequence[PreferencePair], where: str = "pair") -> tuple[list[EncodedPair], int]:
-        """(one EncodedPair per pair, how many responses were cut to the context)."""
-        encoded, cut = [], 0
+    def encode(self, pairs: Sequence[PreferencePair], where: str) -> EncodedSplit:
+        """The pairs whose prompts fit, their responses cut to the context where they must."""
+        encoded, cut, dropped, first_dropped = [], 0, 0, ""
         for index, pair in enumerate(pairs, start=1):
             prompt = self.prompt_ids(pair.prompt)
-            at = f"{where} {index}"
+            if len(prompt) >= self.limit:
+                dropped += 1
+                first_dropped = first_dropped or f"pair {index}'s prompt is {len(prompt)} tokens"
+                continue
+            at = f"{where} pair {index}"
             chosen, cut_chosen = self.fit(prompt, self.response_ids(pair.chosen), at)
             rejected, cut_rejected = self.fit(prompt, self.response_ids(pair.rejected), at)
             if not chosen or not rejected:
                 raise DataError(f"{at}: a response encodes to no tokens and the tokenizer has no end-of-text")
             encoded.append(EncodedPair(prompt, chosen, rejected))
             cut += cut_chosen + cut_rejected
-        return encoded, cut
+        if not encoded:
+            raise DataError(
+                f"{where} no pair fits the model's context of {self.limit} tokens ({first_dropped}, with no room "
+                "left for a response); shorten the prompts or use a model with a longer context"
+            )
+        return EncodedSplit(encoded, cut, dropped)
+
+
+@dataclass
+class EncodedSplit:
+    pairs: list[EncodedPair]
+    cut: int  # responses cut to the context
+    dropped: int  # pairs left out: their prompt alone fills the context
+
+
+@dataclass
+class PairData:
+    """Both splits of a recipe's pairs, encoded for one run's tokenizer and context."""
+
+    tokenizer: Any
+    train: EncodedSplit
+    val: EncodedSplit
+    train_source: str
+    val_source: str
+
+    def describe(self, limit: int) -> list[str]:
+        lines = [
+            f"pairs: {len(self.train.pairs):,} training ({self.train_source}), {len(self.val.pairs):,} held out "
+            f"({self.val_source})"
+        ]
+        cut, dropped = self.train.cut + self.val.cut, self.train.dropped + self.val.dropped
+        if cut:
+            lines.append(f"{cut:,} responses cut to the context of {limit} tokens (their ends are not read)")
+        if dropped:
+            lines.append(
+                f"{dropped:,} pairs left out: their prompt alone fills the context of {limit} tokens"
+            )
+        return lines
+
+
+def load_pairs(run, train: str, val: str | None, limit: int) -> PairData:
+    """Read and encode both splits with ``run``'s tokenizer and chat template."""
+    tokenizer = run.load_tokenizer()
+    encoder = PairEncoder(tokenizer, run.tokenizer_dir, limit)
+    val = validation_source(train, val)
+    return PairData(
+        tokenizer,
+        encoder.encode(read_preferences(train), f"{train}:"),
+        encoder.encode(read_preferences(val), f"{val}:"),
+        str(train),
+        val,
+    )
 
 
 def collate_rows(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:

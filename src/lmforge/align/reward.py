@@ -25,15 +25,7 @@ from typing import Any
 from torch import nn
 
 from lmforge.align.preference_settings import RewardConfig
-from lmforge.align.preferences import (
-    EncodedPair,
-    PairBatches,
-    PairEncoder,
-    PreferencePair,
-    is_builtin,
-    read_preferences,
-    validation_source,
-)
+from lmforge.align.preferences import PairBatches, PairData, is_builtin, load_pairs
 from lmforge.align.reward_model import (
     REWARD_KIND,
     pair_rewards,
@@ -51,13 +43,14 @@ class RewardJob:
     overwrite: bool
     family: str
     net: nn.Module  # the reward model, LoRA adapters applied when asked
-    tokenizer: Any
     config: RewardConfig  # max_steps resolved from the epochs
-    train_pairs: list[EncodedPair]
-    val_pairs: list[EncodedPair]
+    data: PairData
     task: dict[str, Any]  # config.json's "task"
-    cut: int  # responses cut to the context
     lora_rank: int | None = None
+
+    train_pairs = property(lambda self: self.data.train.pairs)
+    val_pairs = property(lambda self: self.data.val.pairs)
+    tokenizer = property(lambda self: self.data.tokenizer)
 
     @property
     def trainable(self) -> int:
@@ -65,29 +58,12 @@ class RewardJob:
 
     def describe(self) -> list[str]:
         adapters = f", LoRA rank {self.lora_rank}" if self.lora_rank else ""
-        lines = [
+        return [
             f"reward model: {self.family} from {self.task['base'] or 'scratch'} with a scalar head on the last "
             f"token, {self.net.num_parameters():,} parameters ({self.trainable:,} trained{adapters})",
-            f"pairs: {len(self.train_pairs):,} training ({self.task['train_data']}), {len(self.val_pairs):,} "
-            f"held out ({self.task['val_data']}); loss -log sigmoid(r_chosen - r_rejected)",
+            *self.data.describe(self.net.config.block_size),
+            "loss: Bradley-Terry, -log sigmoid(r_chosen - r_rejected)",
         ]
-        if self.cut:
-            lines.append(f"{self.cut} responses cut to the context of {self.net.config.block_size} tokens")
-        return lines
-
-
-def encode_sources(
-    source, train: str, val: str | None, limit: int
-) -> tuple[Any, PairEncoder, list[PreferencePair], list[EncodedPair], list[EncodedPair], str, int]:
-    """(tokenizer, encoder, training pairs, both splits encoded, validation source, responses cut)."""
-    tokenizer = source.load_tokenizer()
-    encoder = PairEncoder(tokenizer, source.tokenizer_dir, limit)
-    val = validation_source(train, val)
-    train_pairs = read_preferences(train)
-    val_pairs = read_preferences(val)
-    train_rows, train_cut = encoder.encode(train_pairs, f"{train}: pair")
-    val_rows, val_cut = encoder.encode(val_pairs, f"{val}: pair")
-    return tokenizer, encoder, train_pairs, train_rows, val_rows, val, train_cut + val_cut
 
 
 def plan_reward(
@@ -110,23 +86,21 @@ def plan_reward(
     source = Run.open(checkpoint)
     saved = source.read_config()
     net = reward_model_from(source, saved, from_scratch)
-    limit = int(saved["model"]["block_size"])
-    tokenizer, _, train_pairs, train_rows, val_rows, val, cut = encode_sources(source, train, val, limit)
+    data = load_pairs(source, train, val, int(saved["model"]["block_size"]))
     with_lora = lora is not None and lora.enabled
     if with_lora:
         net = lora.apply(net)
-    config = dataclasses.replace(settings, max_steps=settings.steps_for(len(train_pairs)))
+    config = dataclasses.replace(settings, max_steps=settings.steps_for(len(data.train.pairs)))
     config.validate()
     task = {
         "kind": REWARD_KIND,
         "base": None if from_scratch else str(checkpoint),
         "train_data": str(train),
-        "val_data": val,
+        "val_data": data.val_source,
     }
     return RewardJob(
-        Path(out), overwrite, saved["family"], net, tokenizer, config, train_rows, val_rows, task, cut,
-        lora.lora_rank if with_lora else None,
-    )  # fmt: skip
+        Path(out), overwrite, saved["family"], net, config, data, task, lora.lora_rank if with_lora else None
+    )
 
 
 def run_reward(job: RewardJob, *, progress: bool = True) -> dict[str, Any]:
@@ -211,7 +185,8 @@ def _train(job: RewardJob, run, progress: bool) -> dict[str, Any]:
         "val_pairs": len(job.val_pairs),
         "parameters": best.num_parameters(),
         "trainable_parameters": job.trainable,
-        "responses_cut": job.cut,
+        "responses_cut": job.data.train.cut + job.data.val.cut,
+        "pairs_left_out": job.data.train.dropped + job.data.val.dropped,
         "interrupted": result.interrupted,
         "transforms": [t.name for t in transforms],
         "optimizer": describe_optimizer(trainer.optimizer),
