@@ -39,8 +39,8 @@ def reward(
     state of that last token. The loss is Bradley-Terry, -log sigmoid(r_chosen - r_rejected). Each
     evaluation logs the held-out loss, pairwise accuracy and mean margin r_chosen - r_rejected
     (metrics.jsonl: val_loss, val_accuracy, val_margin; loss.png), and the weights with the lowest
-    held-out loss are kept. `lmforge reward --checkpoint OUT` then scores responses, and
-    `lmforge align ppo --reward OUT` trains a policy against it.
+    held-out loss are kept. `lmforge reward --checkpoint OUT` then scores responses, and PPO's
+    --reward OUT trains a policy against it.
 
     Args:
         checkpoint: a GPT-like causal run (lmforge pretrain, finetune sft, or convert --from-hf).
@@ -107,7 +107,7 @@ def dpo(
     response tokens and their end-of-text. Each step and evaluation logs the loss, preference
     accuracy, reward margin and the chosen and rejected implicit rewards beta * (log pi - log ref)
     (metrics.jsonl: train_* and val_*; loss.png). The result is a plain causal run:
-    `lmforge generate`, `lmforge chat` and `lmforge serve` read it.
+    `lmforge generate`, `lmforge serve` and chat read it.
 
     Args:
         checkpoint: a GPT-like causal run, usually an SFT one (lmforge finetune sft).
