@@ -160,5 +160,3 @@ def _print_common(summary: dict) -> None:
         f"trained {summary['steps']} steps ({summary['pairs_seen']:,} pairs) in "
         f"{summary['elapsed_s']:.1f} s, {summary['s_per_step']:.3f} s/step"
     )
-    if summary["responses_cut"]:
-        print(f"note: {summary['responses_cut']} responses were cut to the model's context")
