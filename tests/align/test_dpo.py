@@ -145,3 +145,24 @@ def test_dpo_refuses_a_reward_model_run(tmp_path):
             out=tmp_path / "out",
             settings=DPOConfig(max_steps=1),
         )
+
+
+@pytest.mark.slow
+def test_dpo_with_lora_trains_adapters_and_saves_a_plain_run(tmp_path):
+    """LoRA (peft): only the adapters train, the reference is the untouched base, and the saved run
+    is a plain GPT whose merged weights differ from the base's."""
+    from lmforge.align.dpo import plan_dpo, run_dpo
+    from lmforge.finetune.lora import LoRASettings
+    from lmforge.run import Run
+
+    base = make_causal_run(tmp_path / "base", seed=3)
+    pairs = write_jsonl(tmp_path / "p.jsonl", separable_pairs(16, seed=4))
+    settings = DPOConfig(max_steps=4, batch_size=4, lr=1e-2, warmup_steps=0, device="cpu", precision="fp32")
+    job = plan_dpo(checkpoint=base.path, train=pairs, val=pairs, out=tmp_path / "dpo", settings=settings,
+                   lora=LoRASettings(lora_rank=4))  # fmt: skip
+    assert job.lora_rank == 4 and job.trainable < job.net.num_parameters() // 4
+    summary = run_dpo(job, progress=False)
+    assert summary["margin"] > 0
+    before, after = base.load_model().state_dict(), Run(summary["run"]).load_model("last").state_dict()
+    assert set(before) == set(after)
+    assert any(not torch.equal(before[name], after[name]) for name in before if "c_attn" in name)

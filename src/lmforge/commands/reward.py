@@ -14,7 +14,7 @@ def reward(
     checkpoint: Annotated[Path, RUN_DIR],
     prompt: Annotated[str, FREE_TEXT],
     response: Annotated[list[str], Text(free=True, what="a response to score")],
-    device: Annotated[str, DEVICE] = "cpu",
+    device: Annotated[str, DEVICE] = "auto",
     as_json: bool = False,
 ) -> dict:
     """The reward a trained reward model gives each response to a prompt, best first.
