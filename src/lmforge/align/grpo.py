@@ -86,7 +86,9 @@ class GRPOUpdate:
             job.policy, [job.prompt_ids[i] for i in indices], self.config,
             eos_id=job.eos_id, generator=self.generator, tokenizer=job.tokenizer,
         )  # fmt: skip
-        scores = score(job.reward, [job.prompts[indices[i]].text for i in batch.prompt_index], batch.completions)
+        scores = score(
+            job.reward, [job.prompts[indices[i]].text for i in batch.prompt_index], batch.completions
+        )
         scores = scores.to(job.device)
         advantages = group_advantages(scores, s.group_size)[:, None]  # (N, 1): every token of a response
         score_rollouts(batch, job.policy, job.reference, s.temperature)

@@ -79,7 +79,9 @@ class PPOUpdate:
             job.policy, [job.prompt_ids[i] for i in indices], self.config,
             eos_id=job.eos_id, generator=self.generator, tokenizer=job.tokenizer,
         )  # fmt: skip
-        scores = score(job.reward, [job.prompts[indices[i]].text for i in batch.prompt_index], batch.completions)
+        scores = score(
+            job.reward, [job.prompts[indices[i]].text for i in batch.prompt_index], batch.completions
+        )
         scores = scores.to(job.device)
         R = batch.response
         ids, attention = batch.input_ids, batch.attention_mask

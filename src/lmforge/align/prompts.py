@@ -57,8 +57,8 @@ def load_prompts(spec: str, split: str = "train") -> list[Prompt]:
 def _file_prompts(path: Path) -> list[Prompt]:
     if not path.is_file():
         raise DataError(
-            f"--prompts {path} does not exist or is not a file; give a .jsonl file ({{\"prompt\": ...}} "
-            "or {\"messages\": [...]} per line) or builtin:stdlib-instruct / builtin:arith"
+            f'--prompts {path} does not exist or is not a file; give a .jsonl file ({{"prompt": ...}} '
+            'or {"messages": [...]} per line) or builtin:stdlib-instruct / builtin:arith'
         )
     prompts = []
     with path.open(encoding="utf-8") as handle:

@@ -26,7 +26,9 @@ from lmforge.errors import UserInputError
 
 RewardFunction = Callable[[list[str], list[str]], list[float]]
 BUILTIN_REWARDS = {"builtin:arith": ("lmforge.data.instruct", "arith_reward")}
-_FORMS = "a run directory of `lmforge align reward`, module:function, path/to/file.py:function or builtin:arith"
+_FORMS = (
+    "a run directory of `lmforge align reward`, module:function, path/to/file.py:function or builtin:arith"
+)
 
 
 def resolve_reward(spec: str, device: str | torch.device = "cpu") -> RewardFunction:
@@ -68,7 +70,9 @@ def _import(module_name: str, spec: str):
         try:
             loader.loader.exec_module(module)
         except Exception as error:  # noqa: BLE001 - the user's file: say which and why
-            raise UserInputError(f"--reward {spec}: {path} failed to import ({type(error).__name__}: {error})") from None
+            raise UserInputError(
+                f"--reward {spec}: {path} failed to import ({type(error).__name__}: {error})"
+            ) from None
         return module
     try:
         return importlib.import_module(module_name)
@@ -79,7 +83,9 @@ def _import(module_name: str, spec: str):
         ) from None
 
 
-def score(reward: RewardFunction, prompts: list[str], completions: list[str], name: str = "--reward") -> torch.Tensor:
+def score(
+    reward: RewardFunction, prompts: list[str], completions: list[str], name: str = "--reward"
+) -> torch.Tensor:
     """The rewards (N,) float32 of ``completions``, checked: one finite number per completion."""
     values = reward(list(prompts), list(completions))
     if isinstance(values, torch.Tensor):
@@ -98,7 +104,9 @@ def score(reward: RewardFunction, prompts: list[str], completions: list[str], na
     numbers = []
     for value in values:
         if isinstance(value, str) or not hasattr(value, "__float__"):
-            raise UserInputError(f"{name} returned {value!r} ({type(value).__name__}); rewards must be numbers")
+            raise UserInputError(
+                f"{name} returned {value!r} ({type(value).__name__}); rewards must be numbers"
+            )
         number = float(value)
         if not math.isfinite(number):
             raise UserInputError(f"{name} returned {number}; rewards must be finite numbers")

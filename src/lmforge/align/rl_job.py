@@ -61,8 +61,8 @@ class RLJob:
         return [
             f"policy: {self.family} from {self.task['base']}, {self.policy.num_parameters():,} parameters "
             f"({self.policy.describe()}); reference: a frozen copy",
-            f"prompts: {len(self.prompts):,} ({self.task['prompts']}), {len(self.eval_prompts)} held out for "
-            f"the before/after evaluation; reward: {self.task['reward']}",
+            f"prompts: {len(self.prompts):,} ({self.task['prompts']}), {len(self.eval_prompts)} for the "
+            f"before/after evaluation ({self.task['eval_prompts'] or 'none'}); reward: {self.task['reward']}",
             f"{self.kind.upper()}: {s.iterations} iterations x {s.batch_size} prompts"
             + (f" x {group} samples" if group > 1 else "")
             + f", up to {s.max_new_tokens} new tokens, temperature {s.temperature}, {s.epochs} epochs, "
@@ -112,7 +112,9 @@ def plan_rl(
     tokenizer = run.load_tokenizer()
     eos_id = tokenizer.document_separator_id
     if eos_id is None:
-        raise CheckpointError(f"--policy {policy}: its tokenizer has no end-of-text token, so no response could end")
+        raise CheckpointError(
+            f"--policy {policy}: its tokenizer has no end-of-text token, so no response could end"
+        )
     reward_function = resolve_reward(reward, device="cpu")
     device = resolve_device(settings.device)
     template = ChatTemplate.for_tokenizer(run.tokenizer_dir, tokenizer)
@@ -126,12 +128,29 @@ def plan_rl(
         "base": str(policy),
         "reward": reward,
         "prompts": prompts,
-        "eval_prompts": eval_prompts or (prompts if held_out else None),
+        "eval_prompts": _eval_source(prompts, eval_prompts) if held_out else None,
         "settings": dataclasses.asdict(settings),
     }
     return RLJob(
-        kind, Path(out), overwrite, family, saved["model"], model, reference, tokenizer, run.tokenizer_dir,
-        template, eos_id, reward_function, train_prompts, prompt_ids, held_out, eval_ids, settings, device, task,
+        kind,
+        Path(out),
+        overwrite,
+        family,
+        saved["model"],
+        model,
+        reference,
+        tokenizer,
+        run.tokenizer_dir,
+        template,
+        eos_id,
+        reward_function,
+        train_prompts,
+        prompt_ids,
+        held_out,
+        eval_ids,
+        settings,
+        device,
+        task,
     )
 
 
@@ -147,6 +166,12 @@ def _eval_prompts(prompts: str, eval_prompts: str | None, size: int) -> list[Pro
     else:
         chosen = load_prompts(prompts, "train")
     return chosen[:size]
+
+
+def _eval_source(prompts: str, eval_prompts: str | None) -> str:
+    if eval_prompts is not None:
+        return eval_prompts
+    return f"{prompts} val split" if prompts.startswith(BUILTIN) else prompts
 
 
 def generation_config(settings: RLConfig, eos_id: int, samples: int = 1):

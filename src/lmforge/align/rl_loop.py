@@ -32,7 +32,9 @@ def _loop(job: RLJob, run, update: Update, progress: bool) -> dict[str, Any]:
 
     settings = job.settings
     before = evaluate_policy(job, job.policy)
-    batches = prompt_order(len(job.prompts), min(settings.batch_size, len(job.prompts)), settings.iterations, settings.seed)
+    batches = prompt_order(
+        len(job.prompts), min(settings.batch_size, len(job.prompts)), settings.iterations, settings.seed
+    )
     bar = _bar(settings.iterations, job.kind) if progress and sys.stderr.isatty() else None
     metrics = MetricsLog(run.metrics_path)
     records: list[dict[str, Any]] = []
@@ -56,7 +58,9 @@ def _loop(job: RLJob, run, update: Update, progress: bool) -> dict[str, Any]:
     elapsed = time.perf_counter() - start
     run.save_weights(job.policy)
     after = evaluate_policy(job, job.policy) if not interrupted else {}
-    plot_rewards(run.metrics_path, run.plot_path, f"{run.path.name}: {job.kind.upper()} on {job.task['reward']}")
+    plot_rewards(
+        run.metrics_path, run.plot_path, f"{run.path.name}: {job.kind.upper()} on {job.task['reward']}"
+    )
     return summarize(job, run, records, before, after, elapsed, interrupted)
 
 

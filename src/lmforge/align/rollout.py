@@ -81,7 +81,9 @@ def sample_rollouts(
             response_mask[row, : len(ids)] = 1
     input_ids = torch.cat([prompts.repeat_interleave(copies, dim=0), response_ids], dim=1)
     attention_mask = torch.cat([prompt_mask.repeat_interleave(copies, dim=0), response_mask], dim=1)
-    full_response_mask = torch.cat([torch.zeros_like(prompt_mask).repeat_interleave(copies, dim=0), response_mask], dim=1)
+    full_response_mask = torch.cat(
+        [torch.zeros_like(prompt_mask).repeat_interleave(copies, dim=0), response_mask], dim=1
+    )
     return Rollouts(
         index, texts, input_ids, attention_mask, full_response_mask, P, torch.tensor(finished, device=device)
     )
@@ -103,7 +105,9 @@ def sampled_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, temperature:
 
 
 @torch.no_grad()
-def rollout_logprobs(model: nn.Module, batch: Rollouts, temperature: float = 1.0, chunk: int = 64) -> torch.Tensor:
+def rollout_logprobs(
+    model: nn.Module, batch: Rollouts, temperature: float = 1.0, chunk: int = 64
+) -> torch.Tensor:
     """(N, P + R) log-probs of ``batch``'s tokens under ``model`` (no grad), 0 outside the responses."""
     parts = []
     for start in range(0, batch.input_ids.shape[0], chunk):
@@ -113,7 +117,9 @@ def rollout_logprobs(model: nn.Module, batch: Rollouts, temperature: float = 1.0
     return torch.cat(parts) * batch.response_mask
 
 
-def score_rollouts(batch: Rollouts, policy: nn.Module, reference: nn.Module, temperature: float = 1.0) -> Rollouts:
+def score_rollouts(
+    batch: Rollouts, policy: nn.Module, reference: nn.Module, temperature: float = 1.0
+) -> Rollouts:
     """Fill ``batch.logprobs`` (policy) and ``batch.ref_logprobs`` (reference)."""
     batch.logprobs = rollout_logprobs(policy, batch, temperature)
     batch.ref_logprobs = rollout_logprobs(reference, batch, temperature)

@@ -32,7 +32,9 @@ class PolicyWithValue(nn.Module):
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         out = forward_logits(self.policy, input_ids, attention_mask)
         values = self.value_head(out.hidden_states.float())[..., 0]  # (B, T): the value after position t
         values = torch.cat([torch.zeros_like(values[:, :1]), values[:, :-1]], dim=1)  # before token t
