@@ -41,7 +41,9 @@ def test_grpo_json_then_generate_reads_the_run(inputs, capsys):
     summary = json.loads(stdout)
     assert summary["method"] == "grpo" and summary["iterations"] == 2 and summary["run"] == out
     assert summary["reward_before"] is not None and len(summary["samples"]) == 2
-    code, stdout, err = run_cli(capsys, "generate", "--checkpoint", out, "--prompt", "All", "--max-new-tokens", "3")
+    code, stdout, err = run_cli(
+        capsys, "generate", "--checkpoint", out, "--prompt", "All", "--max-new-tokens", "3"
+    )
     assert code == 0, err
 
 
