@@ -44,6 +44,8 @@ def test_batched_left_padded_logprobs_equal_each_row_scored_alone(policy, rollou
     for row in range(batch.input_ids.shape[0]):
         real = batch.attention_mask[row].bool()
         ids = batch.input_ids[row][real][None]  # the row unpadded: prompt, then response
+        assert ids[0].tolist() == batch.prompt_ids(row) + batch.response_ids(row)
+        assert batch.prompt_ids(row) == prompts[batch.prompt_index[row]]
         with torch.no_grad():
             alone = sequence_token_logprobs(model, ids, None)[0]
         length = int(batch.response_mask[row].sum())
@@ -67,7 +69,8 @@ def test_responses_stop_at_end_of_text(policy, rollouts):
     assert any(finished) and not all(finished), "the test needs rows of both kinds"
     for row, ended in enumerate(finished):
         length = int(batch.response_mask[row].sum())
-        response = batch.input_ids[row, R][:length].tolist()
+        response = batch.response_ids(row)
+        assert response == batch.input_ids[row, R][:length].tolist()
         if ended:
             assert response[-1] == eos and eos not in response[:-1]
             assert batch.completions[row] == tokenizer.decode(response[:-1])

@@ -46,6 +46,16 @@ class Rollouts:
     def response_lengths(self) -> torch.Tensor:
         return self.response_mask.sum(dim=1)
 
+    def prompt_ids(self, row: int) -> list[int]:
+        """Row ``row``'s prompt, padding left out."""
+        P = self.prompt_width
+        return self.input_ids[row, :P][self.attention_mask[row, :P].bool()].tolist()
+
+    def response_ids(self, row: int) -> list[int]:
+        """Row ``row``'s sampled response, its end-of-text included when it has one."""
+        length = int(self.response_mask[row].sum())
+        return self.input_ids[row, self.prompt_width : self.prompt_width + length].tolist()
+
 
 @torch.no_grad()
 def sample_rollouts(
