@@ -59,15 +59,17 @@ def test_bad_prompt_files_are_one_line(tmp_path, content, message):
         load_prompts(str(path))
 
 
-def test_a_prompt_past_the_context_is_refused():
+def test_a_prompt_past_the_context_is_refused_or_left_out():
     from lmforge.tokenizers import train_tokenizer
 
     tokenizer = train_tokenizer("char", "abcdef User:Assistn\n", None)
+    long, short = Prompt("abcdef" * 3), Prompt("ab")
     with pytest.raises(DataError, match="past the model's context of 30 tokens"):
-        encode_prompts([Prompt("abcdef" * 3)], ChatTemplate(), tokenizer, context=30, max_new_tokens=8)
-    assert len(encode_prompts([Prompt("ab")], ChatTemplate(), tokenizer, 30, 8)[0]) == len(
-        "User: ab\n\nAssistant:"
-    )
+        encode_prompts([short, long], ChatTemplate(), tokenizer, context=30, max_new_tokens=8)
+    kept, ids = encode_prompts([short, long], ChatTemplate(), tokenizer, 30, 8, drop_long=True)
+    assert kept == [short] and ids == [tokenizer.encode("User: ab\n\nAssistant:")]
+    with pytest.raises(DataError, match="no prompt fits"):
+        encode_prompts([long], ChatTemplate(), tokenizer, 30, 8, drop_long=True)
 
 
 def test_builtin_arith_reward_checks_the_sum():

@@ -47,14 +47,15 @@ def test_grpo_json_then_generate_reads_the_run(inputs, capsys):
     assert code == 0, err
 
 
-def test_ppo_prints_a_summary(inputs, capsys):
-    root, policy, prompts = inputs
+def test_ppo_on_builtin_arith_prints_a_summary(inputs, capsys):
+    root, policy, _ = inputs
     code, stdout, err = run_cli(
-        capsys, "align", "ppo", "--policy", policy, "--reward", REWARD, "--prompts", prompts,
+        capsys, "align", "ppo", "--policy", policy, "--reward", "builtin:arith", "--prompts", "builtin:arith",
         "--out", str(root / "ppo"), "--kl-target", "3", *SMALL,
     )  # fmt: skip
     assert code == 0, err
     assert "PPO: 2 iterations" in stdout and "evaluation (2 prompts" in stdout
+    assert "builtin:arith val split" in stdout  # the held-out prompts are the source's own val split
     assert (root / "ppo" / "metrics.jsonl").read_text().count("\n") == 2
 
 

@@ -66,7 +66,6 @@ class PPOUpdate:
     def __init__(self, job: RLJob) -> None:
         s: PPOConfig = job.settings
         self.job, self.s = job, s
-        torch.manual_seed(s.seed)
         self.model = PolicyWithValue(job.policy).to(job.device).eval()  # eval: no dropout in the ratios
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=s.lr, weight_decay=0.0, eps=1e-5)
         self.controller = KLController(s.beta, s.kl_target)

@@ -11,8 +11,9 @@ that SFT trained the assistant's answers after and that ``lmforge chat`` sends. 
 is the conversation up to its last user turn (anything after that turn is an answer, and dropped);
 its ``text`` is that turn's content.
 
-Built-in sources carry a train and a val split (``lmforge.data.instruct``); a file has no split of
-its own, so the evaluation before and after training reads it too unless ``--eval-prompts`` names
+Built-in sources carry a train and a val split (``lmforge.data.instruct``); their prompts that do
+not fit the model's context with the response are left out (a file's are an error). A file has no
+split of its own, so the evaluation before and after training reads it too unless ``--eval-prompts`` names
 another file.
 """
 
@@ -94,22 +95,39 @@ def _row_prompt(row: object, where: str) -> Prompt:
 
 
 def encode_prompts(
-    prompts: list[Prompt], template, tokenizer, context: int | None, max_new_tokens: int
-) -> list[list[int]]:
-    """Each prompt's ids, rendered by ``template``; a prompt that leaves no room for the response
-    (its tokens + ``max_new_tokens`` beyond the model's context) is one clear error."""
+    prompts: list[Prompt],
+    template,
+    tokenizer,
+    context: int | None,
+    max_new_tokens: int,
+    *,
+    drop_long: bool = False,
+) -> tuple[list[Prompt], list[list[int]]]:
+    """The prompts that fit and their ids, rendered by ``template``. A prompt that leaves no room for
+    the response (its tokens + ``max_new_tokens`` beyond the model's context) is one clear error,
+    or with ``drop_long`` (a built-in source, written for no particular model) left out; an error
+    still if none is left."""
     from lmforge.tokenizers.chat import encode_chat
 
-    encoded = []
+    kept, encoded, longest = [], [], 0
     for prompt in prompts:
         ids = encode_chat(tokenizer, prompt.render(template))
         if not ids:
             raise DataError(f"the prompt {prompt.text[:40]!r} encodes to no tokens")
         if context is not None and len(ids) + max_new_tokens > context:
+            longest = max(longest, len(ids))
+            if drop_long:
+                continue
             raise DataError(
                 f"the prompt {prompt.text[:40]!r} is {len(ids)} tokens once rendered; with --max-new-tokens "
                 f"{max_new_tokens} that is past the model's context of {context} tokens: shorten the "
                 "prompts or lower --max-new-tokens"
             )
+        kept.append(prompt)
         encoded.append(ids)
-    return encoded
+    if prompts and not kept:
+        raise DataError(
+            f"no prompt fits: the shortest leaves no room for --max-new-tokens {max_new_tokens} in the "
+            f"model's context of {context} tokens; lower --max-new-tokens or use a model with a longer context"
+        )
+    return kept, encoded

@@ -58,7 +58,7 @@ class RLJob:
     def describe(self) -> list[str]:
         s = self.settings
         group = getattr(s, "group_size", 1)
-        return [
+        lines = [
             f"policy: {self.family} from {self.task['base']}, {self.policy.num_parameters():,} parameters "
             f"({self.policy.describe()}); reference: a frozen copy",
             f"prompts: {len(self.prompts):,} ({self.task['prompts']}), {len(self.eval_prompts)} for the "
@@ -68,6 +68,12 @@ class RLJob:
             + f", up to {s.max_new_tokens} new tokens, temperature {s.temperature}, {s.epochs} epochs, "
             f"lr {s.lr}, beta {s.beta}, clip {s.clip_range}, on {self.device}",
         ]
+        if self.task["prompts_too_long"]:
+            lines.append(
+                f"left out: {self.task['prompts_too_long']:,} prompts too long for the context with "
+                f"--max-new-tokens {s.max_new_tokens}"
+            )
+        return lines
 
 
 def open_policy(path: str | Path):
@@ -115,12 +121,24 @@ def plan_rl(
         raise CheckpointError(
             f"--policy {policy}: its tokenizer has no end-of-text token, so no response could end"
         )
-    reward_function = resolve_reward(reward, device="cpu")
     device = resolve_device(settings.device)
+    reward_function = resolve_reward(reward, device=device)  # a reward model runs beside the policy
     template = ChatTemplate.for_tokenizer(run.tokenizer_dir, tokenizer)
     context = model.context_limit
-    prompt_ids = encode_prompts(train_prompts, template, tokenizer, context, settings.max_new_tokens)
-    eval_ids = encode_prompts(held_out, template, tokenizer, context, settings.max_new_tokens)
+    count = len(train_prompts)
+    train_prompts, prompt_ids = encode_prompts(
+        train_prompts,
+        template,
+        tokenizer,
+        context,
+        settings.max_new_tokens,
+        drop_long=prompts.startswith(BUILTIN),
+    )
+    held_out, eval_ids = encode_prompts(
+        held_out, template, tokenizer, context, settings.max_new_tokens,
+        drop_long=(eval_prompts or prompts).startswith(BUILTIN),
+    )  # fmt: skip
+    held_out, eval_ids = held_out[: settings.eval_size], eval_ids[: settings.eval_size]
     model.to(device).eval()
     reference = copy.deepcopy(model).requires_grad_(False).eval()
     task = {
@@ -130,6 +148,7 @@ def plan_rl(
         "prompts": prompts,
         "eval_prompts": _eval_source(prompts, eval_prompts) if held_out else None,
         "settings": dataclasses.asdict(settings),
+        "prompts_too_long": count - len(train_prompts),
     }
     return RLJob(
         kind,
@@ -156,7 +175,7 @@ def plan_rl(
 
 def _eval_prompts(prompts: str, eval_prompts: str | None, size: int) -> list[Prompt]:
     """The prompts of the before/after evaluation: --eval-prompts, else the source's val split (a
-    built-in) or the training file itself (a file has no split); the first ``size`` of them."""
+    built-in) or the training file itself (a file has no split); none when ``size`` is 0."""
     if size == 0:
         return []
     if eval_prompts is not None:
@@ -165,7 +184,7 @@ def _eval_prompts(prompts: str, eval_prompts: str | None, size: int) -> list[Pro
         chosen = load_prompts(prompts, "val")
     else:
         chosen = load_prompts(prompts, "train")
-    return chosen[:size]
+    return chosen
 
 
 def _eval_source(prompts: str, eval_prompts: str | None) -> str:

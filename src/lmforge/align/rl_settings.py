@@ -45,7 +45,7 @@ class RLConfig:
         "held-out prompts sampled before and after training to measure the change (0: none)",
         non_negative=True,
     )
-    seed: int = setting(0, "seeds the prompt order, the sampling and the value head", rule=SEED)
+    seed: int = setting(0, "seeds the prompt order, the minibatch order and the sampling", rule=SEED)
     device: str = setting("auto", "auto, cpu, cuda or cuda:N", rule=DEVICE)
 
     def validate(self) -> None:
