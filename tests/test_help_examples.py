@@ -26,7 +26,9 @@ from lmforge.bounds import split_weight
 from lmforge.commands._args import PATH_RULES, build_parser, parse_docstring, parse_with_config
 from lmforge.data.catalog import CATALOG
 
-INPUT_FLAGS = ("--data", "--checkpoint", "--resume", "--tokenizer", "--prompt-file", "--to-hf", "--from-hf")
+INPUT_FLAGS = (
+    "--data", "--checkpoint", "--resume", "--tokenizer", "--prompt-file", "--to-hf", "--from-hf", "--policy",
+)  # fmt: skip
 TOKENIZER_KINDS = ("char", "word", "bpe", "wordpiece", "unigram")
 PLACEHOLDERS = ("my_", "path/to/", "$(")  # $(...): a path a command prints, e.g. an installed model
 # As written, the runs take minutes on a 2-core CPU: the test appends a cap of the command's own

@@ -59,6 +59,10 @@ COMMANDS: dict[str, tuple[str, str | dict[str, str]]] = {
         "Fine-tune a pretrained run for a task: label texts (classify).",
         {"classify": "lmforge.commands.finetune:classify"},
     ),
+    "align": (
+        "Align a run to a reward: PPO (RLHF) and GRPO.",
+        {"ppo": "lmforge.commands.align_rl:ppo", "grpo": "lmforge.commands.align_rl:grpo"},
+    ),
     "predict": ("Label texts with a fine-tuned classifier.", "lmforge.commands.predict:predict"),
     "fill-mask": (
         "Top-k fills, with probabilities, for each [MASK] of a text (BERT runs).",
