@@ -56,9 +56,10 @@ COMMANDS: dict[str, tuple[str, str | dict[str, str]]] = {
         "lmforge.commands.attention:attention",
     ),
     "finetune": (
-        "Fine-tune a pretrained run for a task: label texts (classify).",
-        {"classify": "lmforge.commands.finetune:classify"},
+        "Fine-tune a pretrained run: label texts (classify), answer in a chat format (sft).",
+        {"classify": "lmforge.commands.finetune:classify", "sft": "lmforge.commands.finetune:sft"},
     ),
+    "chat": ("Talk with a fine-tuned (sft) run in the terminal.", "lmforge.commands.chat:chat"),
     "predict": ("Label texts with a fine-tuned classifier.", "lmforge.commands.predict:predict"),
     "fill-mask": (
         "Top-k fills, with probabilities, for each [MASK] of a text (BERT runs).",
