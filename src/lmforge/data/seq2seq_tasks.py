@@ -197,8 +197,16 @@ def _signature(node: ast.FunctionDef | ast.AsyncFunctionDef, in_class: bool) -> 
     return ast.unparse(args)
 
 
-def module_signatures(module: str, source: bytes) -> list[tuple[str, str]]:
-    """(signature, first docstring line) of the module's public functions and methods, in order."""
+def first_line(docstring: str) -> str:
+    """The docstring's first line: stdlib-signatures' target."""
+    return docstring.strip().splitlines()[0].strip() if docstring.strip() else ""
+
+
+def module_signatures(
+    module: str, source: bytes, summary: Callable[[str], str] = first_line
+) -> list[tuple[str, str]]:
+    """(signature, ``summary(docstring)``) of the module's public functions and methods, in order;
+    those whose summary is empty are left out."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. SyntaxWarning for old escape sequences
         tree = ast.parse(source)
@@ -208,9 +216,9 @@ def module_signatures(module: str, source: bytes) -> list[tuple[str, str]]:
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or node.name.startswith("_"):
             return
         doc = ast.get_docstring(node, clean=True)
-        first = doc.strip().splitlines()[0].strip() if doc and doc.strip() else ""
-        if first:
-            found.append((f"{prefix}.{node.name}({_signature(node, in_class)})", first))
+        text = summary(doc) if doc else ""
+        if text:
+            found.append((f"{prefix}.{node.name}({_signature(node, in_class)})", text))
 
     for node in tree.body:
         add(node, module, in_class=False)
@@ -220,8 +228,10 @@ def module_signatures(module: str, source: bytes) -> list[tuple[str, str]]:
     return found
 
 
-def extract_stdlib_signatures(root: Path | None = None) -> list[tuple[str, str, str]]:
-    """(module, signature, first docstring line) for the standard library, modules by path."""
+def extract_stdlib_signatures(
+    root: Path | None = None, summary: Callable[[str], str] = first_line
+) -> list[tuple[str, str, str]]:
+    """(module, signature, ``summary(docstring)``) for the standard library, modules by path."""
     root = root or stdlib_root()
     paths = sorted((p.relative_to(root) for p in root.rglob("*.py")), key=lambda rel: rel.as_posix())
     triples = []
@@ -230,7 +240,7 @@ def extract_stdlib_signatures(root: Path | None = None) -> list[tuple[str, str, 
         if _skipped(relative) or any(part.startswith("_") for part in module.split(".")):
             continue
         try:
-            pairs = module_signatures(module, (root / relative).read_bytes())
+            pairs = module_signatures(module, (root / relative).read_bytes(), summary)
         except (SyntaxError, ValueError, OSError):
             continue  # a file this Python cannot parse has no signatures for us
         triples.extend((module, signature, line) for signature, line in pairs)
@@ -242,7 +252,12 @@ _IN_MEMORY: dict[Path, list[tuple[str, str, str]]] = {}
 
 def stdlib_signatures() -> list[tuple[str, str, str]]:
     """``extract_stdlib_signatures()``, cached as JSON per Python version (as stdlib-docs is)."""
-    path = cache_dir() / f"stdlib-signatures-{python_version().replace(' ', '-')}-v{EXTRACTOR_VERSION}.json"
+    return cached_triples("stdlib-signatures", extract_stdlib_signatures)
+
+
+def cached_triples(name: str, build: Callable[[], list[tuple[str, str, str]]]) -> list[tuple[str, str, str]]:
+    """``build()``'s (module, signature, text) triples, cached as JSON per Python version under ``name``."""
+    path = cache_dir() / f"{name}-{python_version().replace(' ', '-')}-v{EXTRACTOR_VERSION}.json"
     if path in _IN_MEMORY:
         return _IN_MEMORY[path]
     triples = None
@@ -253,13 +268,11 @@ def stdlib_signatures() -> list[tuple[str, str, str]]:
     except (OSError, ValueError, KeyError, TypeError):
         pass  # missing or damaged: rebuild
     if triples is None:
-        triples = extract_stdlib_signatures()
+        triples = build()
         payload = {"python": python_version(), "extractor_version": EXTRACTOR_VERSION, "pairs": triples}
         with contextlib.suppress(OSError):  # a read-only home directory costs time, not correctness
             atomic_write_json(path, payload)
     if not triples:
-        raise DataError(
-            "builtin:stdlib-signatures came out empty: this Python has no standard-library sources"
-        )
+        raise DataError(f"builtin:{name} came out empty: this Python has no standard-library sources")
     _IN_MEMORY[path] = triples
     return triples

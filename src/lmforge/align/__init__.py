@@ -1,0 +1,1 @@
+"""Post-training beyond supervised fine-tuning: a reward model, DPO, PPO and GRPO (issue 16)."""
