@@ -261,7 +261,8 @@ def _train(job: SFTJob, run, progress: bool) -> dict[str, Any]:
         return {"loss": total / max(count, 1)}
 
     def save(tag: str, _model: nn.Module, state: dict | None) -> None:
-        run.save_weights(plain_weights(net), "best" if tag == "best" else "last")
+        # LoRA adapters merged into a copy (peft is imported only when adapters exist)
+        run.save_weights(plain_weights(net) if job.lora_rank else net, "best" if tag == "best" else "last")
         if state is not None:
             run.save_train_state(state)
 
