@@ -120,7 +120,10 @@ def test_a_bert_or_seq2seq_checkpoint_is_refused(tmp_path, capsys):
     from tests.seq2seq_run import make_seq2seq_run
 
     data = write_jsonl(tmp_path / "d.jsonl", EXAMPLES)
-    for run, family in ((make_bert_run(tmp_path / "bert"), "bert"), (make_seq2seq_run(tmp_path / "s2s"), None)):
+    for run, family in (
+        (make_bert_run(tmp_path / "bert"), "bert"),
+        (make_seq2seq_run(tmp_path / "s2s"), None),
+    ):
         code = main(["finetune", "sft", "--checkpoint", str(run.path), "--data", data, "--out", str(tmp_path / "o"),
                      "--max-steps", "1"])  # fmt: skip
         captured = capsys.readouterr()

@@ -184,7 +184,10 @@ def write_lines(path, lines) -> str:
 @pytest.mark.parametrize(
     "lines, message",
     [
-        (['{"prompt": "a", "completion": "b"}', '{"prompt": "a"}'], ':2: a row needs "prompt" and "completion"'),
+        (
+            ['{"prompt": "a", "completion": "b"}', '{"prompt": "a"}'],
+            ':2: a row needs "prompt" and "completion"',
+        ),
         (["{oops"], ":1: not a JSON object"),
         (['{"messages": [{"role": "user", "content": "a"}]}'], ":1: the messages hold no assistant turn"),
         (['{"messages": [{"role": "bot", "content": "a"}]}'], ":1: message 1 has role 'bot'"),

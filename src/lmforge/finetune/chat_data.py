@@ -184,7 +184,9 @@ def read_chat_examples(source: str | Path, split: str = "train") -> list[dict]:
             raise DataError(f"{text}: unknown built-in data; SFT reads {INSTRUCT} or a .jsonl file")
         from lmforge.data.instruct import instruct_examples
 
-        return [{"prompt": row["prompt"], "completion": row["completion"]} for row in instruct_examples(split)]
+        return [
+            {"prompt": row["prompt"], "completion": row["completion"]} for row in instruct_examples(split)
+        ]
     path = Path(source)
     if not path.is_file():
         what = "is a directory" if path.is_dir() else "does not exist"

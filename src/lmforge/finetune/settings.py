@@ -57,7 +57,9 @@ class SFTConfig(ClassifyConfig):
     """training (budget, batches, optimizer and schedule, evaluation, device)"""
 
     batch_size: int = setting(
-        8, "rows per micro-batch: blocks of packed examples, or single examples with --no-packing", positive=True
+        8,
+        "rows per micro-batch: blocks of packed examples, or single examples with --no-packing",
+        positive=True,
     )
     lr: float = setting(
         5e-4,

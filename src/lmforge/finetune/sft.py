@@ -151,7 +151,10 @@ def plan_sft(
     from lmforge.run import RUN_OUTPUT, Run
     from lmforge.tokenizers.chat import ChatTemplate
 
-    inputs = [checkpoint, *(Path(s) for s in (data, val) if s is not None and not str(s).startswith("builtin:"))]
+    inputs = [
+        checkpoint,
+        *(Path(s) for s in (data, val) if s is not None and not str(s).startswith("builtin:")),
+    ]
     check_output_dir(out, overwrite, inputs=inputs, kind=RUN_OUTPUT)
     source = Run.open(checkpoint)
     saved = source.read_config()
