@@ -4,6 +4,7 @@ line (exit 2)."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -130,3 +131,54 @@ def test_a_bert_or_seq2seq_checkpoint_is_refused(tmp_path, capsys):
         line = one_line_error(code, captured.out, captured.err)
         assert "SFT trains causal Transformer decoders (gpt runs" in line
         assert family is None or f"holds a {family} model" in line
+
+
+@pytest.mark.slow
+def test_builtin_instructions_then_chat_answers_in_the_trained_format(tmp_path, monkeypatch, capsys):
+    """The whole path on built-in data: pretrain a small char GPT on the standard library's docs,
+    SFT it on builtin:stdlib-instruct, then chat. On held-out modules the assistant-token loss
+    falls, the SFT model puts nearly all its probability on end-of-text right after a real
+    answer (the base model almost none), and chat answers docstring-style, never running on into
+    a next "User:" turn, exactly as the library session does."""
+    from lmforge.data.instruct import INSTRUCT, instruct_examples
+    from lmforge.finetune.chat_data import build_row
+    from lmforge.finetune.chat_session import ChatSession
+    from lmforge.generate import GenerationConfig
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["prepare", "--data", "builtin:stdlib-docs", "--tokenizer", "char", "--out", "data"]) == 0
+    base = ["pretrain", "--data", "data", "--out", "base", "--model", "gpt-nano", "--block-size", "256",
+            "--n-layer", "2", "--n-embd", "96", "--max-steps", "300", "--eval-every", "300"]  # fmt: skip
+    assert main(base) == 0
+    sft = ["finetune", "sft", "--checkpoint", "base", "--data", INSTRUCT, "--out", "sft", "--max-steps", "200",
+           "--lr", "2e-3", "--eval-every", "100", "--json"]  # fmt: skip
+    capsys.readouterr()
+    assert main(sft) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["val_loss"] < 0.9 * summary["first_val_loss"]
+
+    held_out = instruct_examples("val")[:40]
+    ends = {}
+    for name in ("base", "sft"):
+        run = Run(name)
+        model, tokenizer = run.load_model(), run.load_tokenizer()
+        template = ChatTemplate.for_tokenizer(run.tokenizer_dir, tokenizer)
+        probs = []
+        for example in held_out:
+            row = build_row(tokenizer, template, example, 256)
+            with torch.no_grad():
+                logits = model(torch.tensor([row.input_ids])).logits[0, -1]
+            probs.append(torch.softmax(logits.float(), dim=-1)[row.labels[-1]].item())
+        ends[name] = sum(probs) / len(probs)
+    assert ends["sft"] > 0.9 and ends["base"] < 0.1, ends
+
+    config = GenerationConfig(strategy="greedy", max_new_tokens=60)
+    chat_session = ChatSession(model, tokenizer, template, config)
+    replies = []
+    for example in held_out[:6]:
+        chat_session.reset()
+        replies.append(chat_session.reply(example["prompt"]).text)
+    assert all(text[:1].isupper() and "User:" not in text and "Assistant" not in text for text in replies)
+    monkeypatch.setattr("sys.stdin", io.StringIO(held_out[0]["prompt"] + "\n"))
+    assert main(["chat", "--checkpoint", "sft", "--strategy", "greedy", "--max-new-tokens", "60"]) == 0
+    assert capsys.readouterr().out.strip() == replies[0]

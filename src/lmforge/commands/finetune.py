@@ -132,7 +132,7 @@ def sft(
     """Supervised fine-tuning: teach a pretrained GPT-like run to answer in a chat format.
 
     Each example is rendered with the run's chat template (RUN/tokenizer/chat_template.jinja, as
-    Hugging Face tokenizers keep it; without one the default "User: ...\n\nAssistant: ..." format)
+    Hugging Face tokenizers keep it; without one the default "User: ...\\n\\nAssistant: ..." format)
     and the loss is on the assistant's tokens only: the prompt, system and user turns are context,
     never targets. Every response ends with an end token that is trained too (the template's
     end-of-turn token, else end-of-text), so the model learns where to stop. Short examples are

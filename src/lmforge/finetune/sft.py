@@ -125,7 +125,9 @@ class SFTJob:
             f"data: {len(self.train_rows):,} training examples ({self.task['train_data']}), {rows}; "
             f"{targets:,} of {tokens:,} tokens are the assistant's (the loss is on those only)",
             f"validation: {len(self.val_rows):,} examples ({self.data.val_source})",
-            f"budget: {self.config.max_steps} steps of {self.config.batch_size} rows, lr {self.config.lr:g}",
+            f"budget: {self.config.max_steps or 'as many'} steps of {self.config.batch_size} rows"
+            + (f" within {self.config.max_time:g} s" if self.config.max_time else "")
+            + f", lr {self.config.lr:g}",
         ]
         if any(self.skipped):
             lines.append(
