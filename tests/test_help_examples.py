@@ -26,7 +26,9 @@ from lmforge.bounds import split_weight
 from lmforge.commands._args import PATH_RULES, build_parser, parse_docstring, parse_with_config
 from lmforge.data.catalog import CATALOG
 
-INPUT_FLAGS = ("--data", "--checkpoint", "--resume", "--tokenizer", "--prompt-file", "--to-hf", "--from-hf")
+INPUT_FLAGS = (
+    "--data", "--checkpoint", "--resume", "--tokenizer", "--prompt-file", "--to-hf", "--from-hf", "--policy",
+)  # fmt: skip
 TOKENIZER_KINDS = ("char", "word", "bpe", "wordpiece", "unigram")
 PLACEHOLDERS = ("my_", "path/to/", "$(")  # $(...): a path a command prints, e.g. an installed model
 # As written, the runs take minutes on a 2-core CPU: the test appends a cap of the command's own
@@ -38,6 +40,11 @@ STEP_CAPS = {
     "finetune classify": ["--max-steps", "2"],
 }
 RESUME_CAP = ["--max-steps", "4", "--eval-batches", "1"]  # a resumed run goes past the first 2 steps
+
+
+def step_cap_of(argv: list[str]) -> str | None:
+    """The STEP_CAPS key whose words start ``argv`` ("finetune classify" for a subcommand), or None."""
+    return next((key for key in STEP_CAPS if argv[: len(key.split())] == key.split()), None)
 
 
 def help_examples() -> list[tuple[str, str]]:
@@ -169,6 +176,8 @@ def test_the_checks_catch_broken_examples():
     assert shell_problem('lmforge score --text "unclosed')
     assert shell_problem("lmforge tokenizer encode --json 'x' | jq .ids") is None
     assert plan([("evaluate", "lmforge evaluate --checkpoint notes --data x")])[0][2].endswith("placeholder")
+    assert step_cap_of(["finetune", "classify", "--epochs", "2"]) == "finetune classify"
+    assert step_cap_of(["pretrain", "--data", "d"]) == "pretrain" and step_cap_of(["generate"]) is None
 
 
 def test_help_examples_that_need_no_data_run(tmp_path, monkeypatch):
@@ -181,8 +190,9 @@ def test_help_examples_that_need_no_data_run(tmp_path, monkeypatch):
     assert {"evaluate", "generate", "score", "attention", "convert", "corpora"} <= ran
     for _, line in runnable:
         argv = argv_of(line)
-        if argv[0] in STEP_CAPS:  # the line's own command (pretrain's help shows a prepare too)
-            argv += RESUME_CAP if "--resume" in argv else STEP_CAPS[argv[0]]
+        capped = step_cap_of(argv)  # the line's own command (pretrain's help shows a prepare too)
+        if capped is not None:
+            argv += RESUME_CAP if "--resume" in argv else STEP_CAPS[capped]
         stderr = io.StringIO()
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
             status = cli.main(argv)

@@ -60,6 +60,10 @@ COMMANDS: dict[str, tuple[str, str | dict[str, str]]] = {
         {"classify": "lmforge.commands.finetune:classify", "sft": "lmforge.commands.finetune:sft"},
     ),
     "chat": ("Talk with a fine-tuned (sft) run in the terminal.", "lmforge.commands.chat:chat"),
+    "align": (
+        "Align a run to a reward: PPO (RLHF) and GRPO.",
+        {"ppo": "lmforge.commands.align_rl:ppo", "grpo": "lmforge.commands.align_rl:grpo"},
+    ),
     "predict": ("Label texts with a fine-tuned classifier.", "lmforge.commands.predict:predict"),
     "fill-mask": (
         "Top-k fills, with probabilities, for each [MASK] of a text (BERT runs).",
