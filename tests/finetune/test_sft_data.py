@@ -81,8 +81,7 @@ def test_pieces_join_into_transformers_rendering(template, add_generation_prompt
 
 def test_trained_tokens_are_transformers_assistant_mask():
     ours, reference = chatml_tokenizers()
-    plain = CHATML_GENERATION.replace("{% generation %}", "").replace("{% endgeneration %}", "")
-    template = ChatTemplate(plain, {"eos": "<|endoftext|>"})
+    template = ChatTemplate(CHATML_GENERATION, {"eos": "<|endoftext|>"})  # the markers render as their body
     for messages in (CONVERSATION, CONVERSATION[1:3]):
         expected = reference.apply_chat_template(
             messages,
