@@ -56,14 +56,20 @@ COMMANDS: dict[str, tuple[str, str | dict[str, str]]] = {
         "lmforge.commands.attention:attention",
     ),
     "finetune": (
-        "Fine-tune a pretrained run for a task: label texts (classify).",
-        {"classify": "lmforge.commands.finetune:classify"},
+        "Fine-tune a pretrained run: label texts (classify), answer in a chat format (sft).",
+        {"classify": "lmforge.commands.finetune:classify", "sft": "lmforge.commands.finetune:sft"},
+    ),
+    "chat": ("Talk with a fine-tuned (sft) run in the terminal.", "lmforge.commands.chat:chat"),
+    "align": (
+        "Align a run: a reward model, DPO on preference pairs; PPO (RLHF) and GRPO against a reward.",
+        {
+            "reward": "lmforge.commands.align:reward",
+            "dpo": "lmforge.commands.align:dpo",
+            "ppo": "lmforge.commands.align_rl:ppo",
+            "grpo": "lmforge.commands.align_rl:grpo",
+        },
     ),
     "predict": ("Label texts with a fine-tuned classifier.", "lmforge.commands.predict:predict"),
-    "align": (
-        "Align a run to preferences: a reward model, DPO.",
-        {"reward": "lmforge.commands.align:reward", "dpo": "lmforge.commands.align:dpo"},
-    ),
     "reward": ("Score responses to a prompt with a trained reward model.", "lmforge.commands.reward:reward"),
     "fill-mask": (
         "Top-k fills, with probabilities, for each [MASK] of a text (BERT runs).",

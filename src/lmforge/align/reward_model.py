@@ -101,18 +101,20 @@ class RewardModel:
         return rewards
 
 
-def load_reward_model(checkpoint: str | Path, device: str = "cpu", weights: str = "auto") -> RewardModel:
-    """A run written by ``lmforge align reward``; one clear line for any other run."""
+def load_reward_model(
+    checkpoint: str | Path, device: str = "cpu", weights: str = "auto", flag: str = "--checkpoint"
+) -> RewardModel:
+    """A run written by ``lmforge align reward``; one clear line, naming ``flag``, for any other run."""
     from lmforge.finetune.batches import padding_id
     from lmforge.hardware import resolve_device
     from lmforge.run import Run
 
-    run = Run.open(checkpoint)
+    run = Run.open(checkpoint, flag=flag)
     config = run.read_config()
     if (config.get("task") or {}).get("kind") != REWARD_KIND:
         held = (config.get("task") or {}).get("kind") or "language"
         raise CheckpointError(
-            f"--checkpoint {checkpoint} is not a reward model (it holds a {config['family']} {held} model); "
+            f"{flag} {checkpoint} is not a reward model (it holds a {config['family']} {held} model); "
             "train one with `lmforge align reward --checkpoint RUN --data PAIRS --out RM`"
         )
     resolved = resolve_device(device)
@@ -124,7 +126,7 @@ def load_reward_model(checkpoint: str | Path, device: str = "cpu", weights: str 
 
 def reward_function_from_run(run_dir: str | Path, device: str = "cpu") -> RewardFunction:
     """A trained reward model as PPO's and GRPO's reward function: (prompts, completions) -> rewards."""
-    reward_model = load_reward_model(run_dir, device=device)
+    reward_model = load_reward_model(run_dir, device=device, flag="--reward")
 
     def reward(prompts: list[str], completions: list[str]) -> list[float]:
         return reward_model.score(prompts, completions)

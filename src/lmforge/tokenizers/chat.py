@@ -120,11 +120,30 @@ def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
 
 
+def _generation_extension():
+    """``{% generation %}...{% endgeneration %}``, Hugging Face's marker around what the assistant
+    writes (for ``return_assistant_tokens_mask``): rendered as its body. lmforge finds the assistant's
+    text by rendering prefixes of the conversation (finetune/chat_data.py), so the marker only has to
+    compile, or a template downloaded with it would be refused."""
+    from jinja2.ext import Extension
+
+    class GenerationMarker(Extension):
+        tags = {"generation"}
+
+        def parse(self, parser):
+            next(parser.stream)  # the "generation" name
+            return parser.parse_statements(("name:endgeneration",), drop_needle=True)
+
+    return GenerationMarker
+
+
 def _environment():
     from jinja2.ext import loopcontrols
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols, _generation_extension()]
+    )
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
