@@ -23,9 +23,19 @@ GOOD, BAD = "aeiou", "bcdfg"
 ALPHABET = string.ascii_letters + string.digits + " :\n.,?!'`()"
 
 
-def make_causal_run(path: Path, seed: int = 0, **model: object) -> Run:
+# A chat template with nothing around the turns but the ":" after the prompt: "abc:" + "aeiou" +
+# end-of-text, so a sampled completion is the response itself (the default template's " ...\n\n"
+# around it is the same for chosen and rejected, so DPO never learns to start with its space).
+BARE_TEMPLATE = (
+    "{% for message in messages %}{{ message['content'] }}"
+    "{% if message['role'] == 'user' %}:{% endif %}{% endfor %}"
+)
+
+
+def make_causal_run(path: Path, seed: int = 0, chat_template: str | None = None, **model: object) -> Run:
     """A char-tokenizer GPT run (every character the default chat template and the pairs use)
-    with random weights: n_layer 1, n_embd 32 unless ``model`` says otherwise."""
+    with random weights: n_layer 1, n_embd 32 unless ``model`` says otherwise; ``chat_template``
+    stored beside its tokenizer (Hugging Face's chat_template.jinja) when given."""
     tokenizer = train_tokenizer("char", ALPHABET)
     settings = {"block_size": 48, "n_layer": 1, "n_head": 2, "n_embd": 32, "dropout": 0.0, **model}
     config = GPTConfig(vocab_size=tokenizer.vocab_size, **settings)
@@ -33,6 +43,10 @@ def make_causal_run(path: Path, seed: int = 0, **model: object) -> Run:
     net = GPT(config)
     run = Run.create(path)
     run.save_tokenizer(tokenizer)
+    if chat_template is not None:
+        from lmforge.tokenizers.chat import TEMPLATE_FILE
+
+        (run.tokenizer_dir / TEMPLATE_FILE).write_text(chat_template, encoding="utf-8")
     run.write_config({"family": "gpt", "model": config.to_dict()})
     run.save_weights(net)
     return run
@@ -60,5 +74,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> str:
 
 
 def good_fraction(prompts: list[str], completions: list[str]) -> list[float]:
-    """A programmatic reward: the share of a completion's characters that are in GOOD (0 if empty)."""
-    return [sum(c in GOOD for c in text) / len(text) if text else 0.0 for text in completions]
+    """A programmatic reward: the share of a completion's characters that are in GOOD (0 if empty),
+    the template's spacing around it (" ... \n\n" with the default one) left out."""
+    stripped = [text.strip() for text in completions]
+    return [sum(c in GOOD for c in text) / len(text) if text else 0.0 for text in stripped]

@@ -13,11 +13,17 @@ import torch.nn.functional as F
 
 from lmforge.align.preference_settings import DPOConfig
 from lmforge.errors import CheckpointError
-from tests.align.pref_helpers import good_fraction, make_causal_run, separable_pairs, write_jsonl
+from tests.align.pref_helpers import (
+    BARE_TEMPLATE,
+    good_fraction,
+    make_causal_run,
+    separable_pairs,
+    write_jsonl,
+)
 
 STEPS, EVAL_EVERY, EVAL_BATCH = 40, 20, 32  # eval batch: max(2 * batch_size, 32)
 SAMPLES, NEW_TOKENS = 96, 8
-KL_BOUND = 12.0  # nats per completion of at most 8 tokens (1.5 per token); this run measures about 8.6
+KL_BOUND = 12.0  # nats per completion of at most 8 tokens (1.5 per token); this run measures about 8.8
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +31,7 @@ def dpo_run(tmp_path_factory):
     from lmforge.align.dpo import plan_dpo, run_dpo
 
     root = tmp_path_factory.mktemp("dpo")
-    base = make_causal_run(root / "base", seed=3)
+    base = make_causal_run(root / "base", seed=3, chat_template=BARE_TEMPLATE)
     train = write_jsonl(root / "train.jsonl", separable_pairs(64, seed=4))
     val = write_jsonl(root / "val.jsonl", separable_pairs(40, seed=5))
     settings = DPOConfig(max_steps=STEPS, batch_size=16, lr=5e-3, warmup_steps=3, eval_every=EVAL_EVERY,
@@ -80,11 +86,11 @@ def test_metrics_start_at_the_reference_and_log_margins_accuracy_and_rewards(dpo
     assert summary["margin"] == pytest.approx(summary["chosen_reward"] - summary["rejected_reward"], abs=1e-5)
 
 
-def _sample(model, tokenizer, prompts, seed):
+def _sample(model, tokenizer, tokenizer_dir, prompts, seed):
     from lmforge.align.preferences import PairEncoder
     from lmforge.generate import GenerationConfig, generate
 
-    encoder = PairEncoder(tokenizer, "no-template-here", limit=48)  # the default template
+    encoder = PairEncoder(tokenizer, tokenizer_dir, limit=48)  # the run's chat template
     ids = [encoder.prompt_ids(p) for p in prompts]
     config = GenerationConfig(
         strategy="sample", max_new_tokens=NEW_TOKENS, eos_id=tokenizer.document_separator_id
@@ -104,8 +110,9 @@ def test_dpo_raises_a_programmatic_reward_within_a_kl_bound(dpo_run):
     tokenizer = base.load_tokenizer()
     prompts = [p["prompt"] for p in separable_pairs(SAMPLES, seed=6)]
     reference, policy = base.load_model(), Run(summary["run"]).load_model()
-    _, before = _sample(reference, tokenizer, prompts, seed=7)
-    prompt_ids, after = _sample(policy, tokenizer, prompts, seed=7)
+    _, before = _sample(reference, tokenizer, base.tokenizer_dir, prompts, seed=7)
+    prompt_ids, after = _sample(policy, tokenizer, base.tokenizer_dir, prompts, seed=7)
+    assert prompt_ids[0] == tokenizer.encode(prompts[0] + ":")  # the bare template
     reward_before = sum(good_fraction(prompts, [c.text for c in before])) / SAMPLES
     reward_after = sum(good_fraction(prompts, [c.text for c in after])) / SAMPLES
     assert reward_after > reward_before + 0.3, (reward_before, reward_after)

@@ -45,10 +45,12 @@ def test_pairs_become_chosen_rows_then_rejected_rows_with_the_response_masked(ba
     # row 1 is pair 2's chosen, row 3 its rejected; each = prompt + response + end-of-text
     for row, response in ((1, "o"), (3, "dfgb")):
         length = int(batch["attention_mask"][row].sum())
-        expected = tokenizer.encode(prompt_text) + tokenizer.encode(response) + [eos]
+        # the assistant turn as the default template renders it (and SFT trains it), then end-of-text
+        rendered = f" {response}\n\n"
+        expected = tokenizer.encode(prompt_text) + tokenizer.encode(rendered) + [eos]
         assert batch["input_ids"][row, :length].tolist() == expected
         mask = batch["response_mask"][row].tolist()
-        assert mask == [0] * len(prompt_text) + [1] * (len(response) + 1) + [0] * (len(mask) - length)
+        assert mask == [0] * len(prompt_text) + [1] * (len(rendered) + 1) + [0] * (len(mask) - length)
 
 
 def test_a_long_response_is_cut_a_long_prompt_left_out_and_no_fitting_pair_refused(base):
@@ -94,17 +96,22 @@ def test_reward_model_separates_held_out_pairs(trained):
     job, summary, val = trained
     assert summary["accuracy"] >= 0.9, summary
     assert summary["margin"] > 0
-    # the saved run, loaded as PPO's reward function, agrees with the recipe's final evaluation
-    from lmforge.align.reward_model import reward_function_from_run
+    # the saved run, loaded back, agrees with the recipe's final evaluation
+    from lmforge.align.reward_model import load_reward_model, reward_function_from_run
 
-    reward = reward_function_from_run(summary["run"])
+    rm = load_reward_model(summary["run"])
     pairs = read_preferences(val)
-    chosen = reward([p.prompt for p in pairs], [p.chosen for p in pairs])
-    rejected = reward([p.prompt for p in pairs], [p.rejected for p in pairs])
+    prompts = [p.prompt for p in pairs]
+    chosen = rm.score(prompts, [p.chosen for p in pairs])
+    rejected = rm.score(prompts, [p.rejected for p in pairs])
     accuracy = sum(c > r for c, r in zip(chosen, rejected)) / len(pairs)
     assert accuracy == pytest.approx(summary["accuracy"])
     margin = sum(c - r for c, r in zip(chosen, rejected)) / len(pairs)
     assert margin == pytest.approx(summary["margin"], rel=1e-4)
+    # as PPO's reward function it scores a generated continuation, which an SFT model writes in the
+    # template's form (" text\n\n" with the default one): the same tokens, the same rewards
+    reward = reward_function_from_run(summary["run"])
+    assert reward(prompts, [f" {p.chosen}\n\n" for p in pairs]) == pytest.approx(chosen, abs=1e-5)
 
 
 def test_metrics_log_held_out_accuracy_and_margin_per_evaluation(trained):

@@ -58,9 +58,9 @@ def test_reward_scores_responses_best_first(reward_run, capsys):
     rewards = [entry["reward"] for entry in result["responses"]]
     assert rewards == sorted(rewards, reverse=True) and len(rewards) == 2
     assert result["responses"][0]["p_preferred_to_best"] == pytest.approx(0.5)
-    from lmforge.align.reward_model import reward_function_from_run
+    from lmforge.align.reward_model import load_reward_model
 
-    direct = reward_function_from_run(reward_run)(["abc", "abc"], ["aeiou", "bcdfg"])
+    direct = load_reward_model(reward_run).score(["abc", "abc"], ["aeiou", "bcdfg"])
     by_text = {entry["response"]: entry["reward"] for entry in result["responses"]}
     assert [by_text["aeiou"], by_text["bcdfg"]] == pytest.approx(direct, abs=1e-6)
     code, stdout, _ = cli(

@@ -3,16 +3,21 @@
     prefs.jsonl                  one object per line: {"prompt": "...", "chosen": "...", "rejected": "..."}
     builtin:stdlib-prefs         the built-in pairs (data/instruct.py); "@val" picks its held-out split
 
-Each pair becomes two rows that share the prompt (the run's chat template renders the prompt as a
-one-turn user message, so SFT, chat, the reward model and DPO all see the same text):
+Each pair becomes two rows that share the prompt, rendered exactly as ``finetune sft`` trains a
+one-turn chat (``finetune/chat_data.prompt_response_ids``: user = prompt, assistant = response, by
+the run's chat template), so SFT, chat, the reward model, DPO and PPO all see the same tokens:
 
     prompt "Explain what `len(obj)` does."   chosen "Return the number of items."   rejected "Sleep."
-    -> "User: Explain what `len(obj)` does.\\n\\nAssistant:" + "Return the number of items." + <|endoftext|>
-       "User: Explain what `len(obj)` does.\\n\\nAssistant:" + "Sleep." + <|endoftext|>
+    -> "User: Explain what `len(obj)` does.\\n\\nAssistant:" + " Return the number of items.\\n\\n" + <|endoftext|>
+       "User: Explain what `len(obj)` does.\\n\\nAssistant:" + " Sleep.\\n\\n" + <|endoftext|>
+       (the default template; the response ends with the template's end-of-turn token, else end-of-text)
 
-The prompt and the response are encoded apart (as TRL does), the response followed by
-end-of-text. A batch of B pairs holds 2B right-padded rows, **the B chosen rows first, then the B
-rejected ones** (TRL's layout: ``torch.chunk(x, 2)`` splits them), each with
+The prompt and the response are encoded apart, so no token straddles them (TRL does the same).
+A completion a policy generated (PPO's, GRPO's) is already in that form: ``completion_ids`` encodes
+its text as it is and adds end-of-text, which gives the same ids for the same response.
+
+A batch of B pairs holds 2B right-padded rows, **the B chosen rows first, then the B rejected
+ones** (TRL's layout: ``torch.chunk(x, 2)`` splits them), each with
 
     input_ids       (2B, T)  prompt ids + response ids + end-of-text, then padding
     attention_mask  (2B, T)  1 on real tokens
@@ -166,8 +171,20 @@ class PairEncoder:
         text = self.template.render([{"role": "user", "content": prompt}], add_generation_prompt=True)
         return encode_chat(self.tokenizer, text)
 
-    def response_ids(self, response: str) -> list[int]:
-        return self.tokenizer.encode(response) + self.end
+    def pair_ids(self, prompt: str, response: str) -> tuple[list[int], list[int]]:
+        """(prompt ids, response ids with its end token) of a one-turn chat, as SFT trains it."""
+        from lmforge.finetune.chat_data import prompt_response_ids
+
+        try:
+            return prompt_response_ids(self.tokenizer, self.template, prompt, response)
+        except ValueError:  # the template rendered the response as nothing at all
+            raise DataError(f"the chat template renders the response {response!r:.40} as no text") from None
+
+    def completion_ids(self, completion: str) -> list[int]:
+        """A generated continuation's ids as it stands after the prompt, then end-of-text."""
+        from lmforge.tokenizers.chat import encode_chat
+
+        return encode_chat(self.tokenizer, completion) + self.end
 
     def fit(self, prompt: list[int], response: list[int], at: str) -> tuple[list[int], bool]:
         """``response`` cut to the room the prompt leaves in the context; (ids, was it cut)."""
@@ -183,14 +200,14 @@ class PairEncoder:
         """The pairs whose prompts fit, their responses cut to the context where they must."""
         encoded, cut, dropped, first_dropped = [], 0, 0, ""
         for index, pair in enumerate(pairs, start=1):
-            prompt = self.prompt_ids(pair.prompt)
+            prompt, chosen_ids = self.pair_ids(pair.prompt, pair.chosen)
             if len(prompt) >= self.limit:
                 dropped += 1
                 first_dropped = first_dropped or f"pair {index}'s prompt is {len(prompt)} tokens"
                 continue
             at = f"{where} pair {index}"
-            chosen, cut_chosen = self.fit(prompt, self.response_ids(pair.chosen), at)
-            rejected, cut_rejected = self.fit(prompt, self.response_ids(pair.rejected), at)
+            chosen, cut_chosen = self.fit(prompt, chosen_ids, at)
+            rejected, cut_rejected = self.fit(prompt, self.pair_ids(pair.prompt, pair.rejected)[1], at)
             if not chosen or not rejected:
                 raise DataError(f"{at}: a response encodes to no tokens and the tokenizer has no end-of-text")
             encoded.append(EncodedPair(prompt, chosen, rejected))

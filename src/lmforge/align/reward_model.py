@@ -2,7 +2,8 @@
 
     rm = load_reward_model("runs/rm")
     rm.score(["Explain what `len(obj)` does."], ["Return the number of items."])   # [1.73]
-    reward = reward_function_from_run("runs/rm")          # (prompts, completions) -> list[float]
+    reward = reward_function_from_run("runs/rm")     # PPO's: (prompts, generated completions) -> rewards
+    reward(["Explain what `len(obj)` does."], [" Return the number of items.\\n\\n"])   # [1.73] too
 
 It is the GPT classifier of ``finetune/classify.py`` with one output (``num_labels`` 1, the head
 Hugging Face calls ``score``): the row is the chat-rendered prompt, the response and end-of-text
@@ -83,15 +84,22 @@ class RewardModel:
     device: torch.device
 
     @torch.no_grad()
-    def score(self, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 32) -> list[float]:
-        """The reward of each (prompt, completion), read as training read them; a completion too
-        long for the context is cut at its end (so is its end-of-text)."""
-        if len(prompts) != len(completions):
-            raise UserInputError(f"{len(prompts)} prompts but {len(completions)} completions; give one each")
+    def score(
+        self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 32, generated: bool = False
+    ) -> list[float]:
+        """The reward of each (prompt, response), read as training read them. A response is the
+        assistant's text, rendered by the chat template as the pairs were; with ``generated`` it is
+        a policy's continuation of the rendered prompt, taken as it stands (then end-of-text). A
+        response too long for the context is cut at its end (so is its end token)."""
+        if len(prompts) != len(responses):
+            raise UserInputError(f"{len(prompts)} prompts but {len(responses)} responses; give one each")
         rows = []
-        for index, (prompt, completion) in enumerate(zip(prompts, completions), start=1):
-            prompt_ids = self.encoder.prompt_ids(prompt)
-            reply, _ = self.encoder.fit(prompt_ids, self.encoder.response_ids(completion), f"prompt {index}")
+        for index, (prompt, response) in enumerate(zip(prompts, responses), start=1):
+            if generated:
+                prompt_ids, reply = self.encoder.prompt_ids(prompt), self.encoder.completion_ids(response)
+            else:
+                prompt_ids, reply = self.encoder.pair_ids(prompt, response)
+            reply, _ = self.encoder.fit(prompt_ids, reply, f"prompt {index}")
             rows.append((prompt_ids, reply))
         rewards: list[float] = []
         for start in range(0, len(rows), batch_size):
@@ -129,7 +137,7 @@ def reward_function_from_run(run_dir: str | Path, device: str = "cpu") -> Reward
     reward_model = load_reward_model(run_dir, device=device, flag="--reward")
 
     def reward(prompts: list[str], completions: list[str]) -> list[float]:
-        return reward_model.score(prompts, completions)
+        return reward_model.score(prompts, completions, generated=True)
 
     reward.reward_model = reward_model  # type: ignore[attr-defined] - for callers that want its tokenizer
     return reward

@@ -34,9 +34,9 @@ def reward(
 ) -> dict:
     """Train a reward model on preference pairs: the run's Transformer with a scalar head.
 
-    Each pair (prompt, chosen, rejected) becomes two rows, the prompt rendered by the run's chat
-    template as a user turn and the response after it, ended by end-of-text; the head reads the
-    state of that last token. The loss is Bradley-Terry, -log sigmoid(r_chosen - r_rejected). Each
+    Each pair (prompt, chosen, rejected) becomes two rows, each a one-turn chat rendered by the run's
+    chat template as `lmforge finetune sft` trains one (user = prompt, assistant = response, then
+    its end token); the head reads the state of that last token. The loss is Bradley-Terry, -log sigmoid(r_chosen - r_rejected). Each
     evaluation logs the held-out loss, pairwise accuracy and mean margin r_chosen - r_rejected
     (metrics.jsonl: val_loss, val_accuracy, val_margin; loss.png), and the weights with the lowest
     held-out loss are kept. `lmforge reward --checkpoint OUT` then scores responses, and PPO's

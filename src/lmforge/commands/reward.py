@@ -19,8 +19,8 @@ def reward(
 ) -> dict:
     """The reward a trained reward model gives each response to a prompt, best first.
 
-    The prompt is rendered by the run's chat template as a user turn and each response follows it,
-    ended by end-of-text, as `lmforge align reward` trained it. Only differences between rewards of
+    The prompt and each response are rendered by the run's chat template as a one-turn chat (user,
+    then assistant), as `lmforge align reward` trained on them. Only differences between rewards of
     the same model mean anything: P(a preferred to b) = sigmoid(r_a - r_b), which is printed for
     each response against the best one.
 
