@@ -105,6 +105,7 @@ def plan_rl(
 ) -> RLJob:
     """Check the inputs, load the policy, its reference, the prompts and the reward; writes nothing."""
     from lmforge.fileio import check_output_dir
+    from lmforge.finetune.chat_session import response_end_id
     from lmforge.hardware import resolve_device
     from lmforge.run import RUN_OUTPUT
     from lmforge.tokenizers.chat import ChatTemplate
@@ -124,6 +125,9 @@ def plan_rl(
     device = resolve_device(settings.device)
     reward_function = resolve_reward(reward, device=device)  # a reward model runs beside the policy
     template = ChatTemplate.for_tokenizer(run.tokenizer_dir, tokenizer)
+    # a response ends where SFT taught it to: the template's end-of-turn token (<|im_end|>, <|eot_id|>)
+    # when it writes one, else end-of-text
+    eos_id = response_end_id(tokenizer, template)
     context = model.context_limit
     count = len(train_prompts)
     train_prompts, prompt_ids = encode_prompts(

@@ -36,7 +36,12 @@ from pathlib import Path
 
 from lmforge.errors import DataError
 from lmforge.models.loss import IGNORE_INDEX
-from lmforge.tokenizers.chat import ROLES, ChatTemplate, encode_chat, stop_token_ids
+from lmforge.tokenizers.chat import (  # chat_segments and encode_segments live beside the template: serve uses them too
+    ROLES,
+    ChatTemplate,
+    chat_segments,
+    encode_segments,
+)
 
 Messages = list[dict[str, str]]
 INSTRUCT = "builtin:stdlib-instruct"
@@ -71,58 +76,6 @@ def as_messages(example: Mapping[str, object]) -> Messages:
         {"role": "user", "content": str(example["prompt"])},
         {"role": "assistant", "content": str(example["completion"])},
     ]
-
-
-def chat_segments(
-    template: ChatTemplate, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = False
-) -> list[tuple[str, bool]]:
-    """The rendered conversation as (text, is it an assistant response) pieces, in order; joined
-    they are ``template.render(messages, add_generation_prompt=...)``."""
-    segments: list[tuple[str, bool]] = []
-    done = ""
-    for index, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        before = template.render(messages[:index], add_generation_prompt=True)
-        after = template.render(messages[: index + 1], add_generation_prompt=False)
-        if not before.startswith(done) or not after.startswith(before):
-            raise DataError(
-                "the chat template renders a turn differently once later turns follow (message "
-                f"{index + 1}, {message['role']}), so the assistant's text cannot be told apart; "
-                "SFT needs a template whose earlier turns stay as they are"
-            )
-        segments += [(before[len(done) :], False), (after[len(before) :], True)]
-        done = after
-    full = template.render(messages, add_generation_prompt=add_generation_prompt)
-    if not full.startswith(done):
-        raise DataError("the chat template renders the whole conversation differently from its turns")
-    segments.append((full[len(done) :], False))
-    return [(text, trained) for text, trained in segments if text]
-
-
-def end_token_ids(tokenizer) -> tuple[int, ...]:
-    """The ids that may end a response: end-of-text and the end-of-turn tokens the vocabulary has."""
-    ends = stop_token_ids(tokenizer)
-    if not ends:
-        raise DataError(
-            "this tokenizer has no end-of-text token, so a response cannot be taught to end; "
-            "SFT needs a GPT-style tokenizer (every lmforge char, word and BPE tokenizer has one)"
-        )
-    return ends
-
-
-def encode_segments(tokenizer, segments: Sequence[tuple[str, bool]]) -> tuple[list[int], list[bool]]:
-    """(ids, trained mask) of the pieces; a response whose ids hold no end token gets end-of-text."""
-    ends = end_token_ids(tokenizer)
-    ids: list[int] = []
-    trained: list[bool] = []
-    for text, is_response in segments:
-        piece = encode_chat(tokenizer, text)
-        if is_response and not any(i in ends for i in piece):
-            piece = [*piece, tokenizer.document_separator_id]
-        ids += piece
-        trained += [is_response] * len(piece)
-    return ids, trained
 
 
 def build_row(tokenizer, template: ChatTemplate, example: Mapping[str, object], context: int) -> ChatRow:

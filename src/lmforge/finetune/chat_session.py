@@ -25,9 +25,14 @@ from dataclasses import dataclass
 
 import torch
 
-from lmforge.finetune.chat_data import chat_segments, encode_segments, end_token_ids
 from lmforge.generate.config import GenerationConfig
-from lmforge.tokenizers.chat import DEFAULT_TEMPLATE, ChatTemplate
+from lmforge.tokenizers.chat import (
+    DEFAULT_TEMPLATE,
+    ChatTemplate,
+    chat_segments,
+    encode_segments,
+    end_token_ids,
+)
 
 
 @dataclass
