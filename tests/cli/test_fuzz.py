@@ -23,6 +23,7 @@ import io
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,41 @@ BASELINES: dict[str, dict[str, object]] = {
         "--no-progress": None,
     },
     "reward": {"--checkpoint": "rm", "--prompt": "First", "--response": ["Speak"]},
+    "finetune sft": {
+        "--checkpoint": "long_run",
+        "--data": "chats.jsonl",
+        "--val": "chats.jsonl",
+        "--out": "new_sft",
+        "--max-steps": "1",
+        "--batch-size": "2",
+        "--no-progress": None,
+    },
+    "chat": {"--checkpoint": "run", "--max-new-tokens": "2"},  # stdin is empty: it ends at once
+    "align ppo": {
+        "--policy": "long_run",
+        "--reward": "rewards.py:length",
+        "--prompts": "prompts.jsonl",
+        "--out": "new_ppo",
+        "--iterations": "1",
+        "--batch-size": "2",
+        "--minibatch-size": "2",
+        "--max-new-tokens": "2",
+        "--eval-size": "2",
+        "--no-progress": None,
+    },
+    "align grpo": {
+        "--policy": "long_run",
+        "--reward": "rewards.py:length",
+        "--prompts": "prompts.jsonl",
+        "--out": "new_grpo",
+        "--iterations": "1",
+        "--batch-size": "2",
+        "--group-size": "2",
+        "--minibatch-size": "4",
+        "--max-new-tokens": "2",
+        "--eval-size": "2",
+        "--no-progress": None,
+    },
     "estimate": {"--model": "gpt2", "--tokens": "1e9", "--gpus": "8"},
     "inspect": {"--model": "gpt-nano", "--depth": "2"},
 }
@@ -119,6 +155,9 @@ INPUTS = {  # the directories each baseline reads: an --out equal to one must ne
     "finetune classify": ["run"],
     "align reward": ["long_run"],
     "align dpo": ["long_run"],
+    "finetune sft": ["long_run"],
+    "align ppo": ["long_run"],
+    "align grpo": ["long_run"],
 }
 NOT_UTF8 = "Fi\udcffrst"  # how Python hands a command line byte 0xFF over (surrogateescape)
 
@@ -236,6 +275,14 @@ def workspace(tmp_path_factory) -> Path:
     lines = [line for line in TEXT.splitlines() if line]
     pairs = [{"prompt": a, "chosen": b, "rejected": a} for a, b in zip(lines, lines[1:])]
     (ws / "prefs.jsonl").write_text("".join(json.dumps(row) + "\n" for row in pairs), encoding="utf-8")
+    chats = [{"prompt": a, "completion": b} for a, b in zip(lines, lines[1:])]
+    (ws / "chats.jsonl").write_text("".join(json.dumps(row) + "\n" for row in chats), encoding="utf-8")
+    (ws / "prompts.jsonl").write_text(
+        "".join(json.dumps({"prompt": a[:12]}) + "\n" for a in lines), encoding="utf-8"
+    )
+    (ws / "rewards.py").write_text(
+        "def length(prompts, completions):\n    return [float(len(c)) for c in completions]\n"
+    )
     with working_directory(ws):
         for argv in (
             ["tokenizer", "train", "--kind", "char", "--data", A_FILE, "--out", "tok"],
@@ -281,8 +328,12 @@ def working_directory(path: Path):
 
 def invoke(argv: list[str]) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
+    stdin, sys.stdin = sys.stdin, io.StringIO("")  # `chat` reads its messages from stdin: none
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(argv)
+    finally:
+        sys.stdin = stdin
     return code, out.getvalue(), err.getvalue()
 
 
