@@ -10,12 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmforge.errors import CheckpointError
+from lmforge.errors import CheckpointError, LMForgeError
 from lmforge.generate.step import GPTStepModel
 from lmforge.interop import gpt2, llama
 from lmforge.models.gpt import GPT, GPTConfig
 from lmforge.models.layers import MLP, SelfAttention, make_mlp
-from lmforge.models.registry import preset_config
+from lmforge.models.registry import check_settings, preset_config
 
 IDS = torch.randint(0, 40, (2, 12), generator=torch.Generator().manual_seed(3))
 
@@ -149,7 +149,11 @@ def test_cached_decoding_agrees_with_recomputation_with_every_lever_on(rope):
 
 
 def test_levers_are_model_flags_of_the_gpt_presets():
-    _, config = preset_config("gpt-nano", qk_norm=True, mlp="relu2", zero_init_proj=True, logit_softcap=30.0)
+    levers = dict(qk_norm=True, mlp="relu2", zero_init_proj=True, logit_softcap=30.0)
+    check_settings("gpt-nano", levers)  # what pretrain asks before building: accepted for gpt
+    with pytest.raises(LMForgeError, match="--qk-norm does not apply to --model lstm"):
+        check_settings("lstm", {"qk_norm": True})
+    _, config = preset_config("gpt-nano", **levers)
     model = GPT(GPTConfig(vocab_size=40, **config))
     assert model.config.qk_norm and model.config.logit_softcap == 30.0
     assert isinstance(model.h[0].mlp, MLP) and model.h[0].mlp.activation == "relu2"

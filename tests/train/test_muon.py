@@ -161,3 +161,14 @@ def test_plain_adamw_state_is_refused_by_muon():
 
     with pytest.raises(UserInputError, match="--optimizer"):
         optimizer.load_state_dict(build_optimizer(tiny_gpt(), lr=1e-3).state_dict())
+
+
+def test_sharded_parameters_are_refused_with_one_line():
+    """FSDP and tensor parallelism hand the optimizer DTensors (they carry ``device_mesh``): Muon's
+    Newton-Schulz needs each whole matrix, so the combination is refused before any step."""
+    from lmforge.errors import UserInputError
+
+    model = tiny_gpt()
+    model.h[0].attn.c_attn.weight.device_mesh = object()  # what a DTensor parameter looks like here
+    with pytest.raises(UserInputError, match="--optimizer muon .* --parallel fsdp or tp"):
+        build_optimizer(model, name="muon", lr=1e-3)
