@@ -174,7 +174,7 @@ def training_estimate(
     parameters, buffers, width, layers = _model_shape(net)
     tokens = batch_size * block_size
     number = 2 if half_precision else 4  # autocast keeps activations in bf16/fp16
-    per_parameter = sum(ADAMW_BYTES.values()) if optimizer == "adamw" else 12
+    per_parameter = sum(ADAMW_BYTES.values()) if optimizer in ("adamw", "muon") else 12
     kept = layers + ACTIVATION_FLOATS if checkpointing else layers * ACTIVATION_FLOATS
     return (
         Estimate()

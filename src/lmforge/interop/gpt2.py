@@ -105,6 +105,9 @@ def hf_config(
             "GPT-2 biases every projection alike",
         ),
         "sliding_window": (config.get("sliding_window") is not None, "GPT-2 attends to the whole context"),
+        # the speed-run levers (models/gpt.py); zero_init_proj is only a starting point, not a shape
+        "qk_norm": (bool(config.get("qk_norm")), "GPT-2 has no query/key norm"),
+        "logit_softcap": (config.get("logit_softcap") is not None, "GPT-2 does not cap its logits"),
     }
     wrong += [f"{name}={config.get(name)!r} ({why})" for name, (refused, why) in extras.items() if refused]
     if wrong:

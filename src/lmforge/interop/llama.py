@@ -172,6 +172,10 @@ def export_type(config: dict[str, Any], source: str, preferred: str | None = Non
         )
         if config.get(name, 0) != value
     ]
+    if config.get("qk_norm"):
+        wrong.append("qk_norm=True (they have no query/key norm)")
+    if config.get("logit_softcap") is not None:
+        wrong.append(f"logit_softcap={config['logit_softcap']!r} (they do not cap their logits)")
     if wrong:
         raise CheckpointError(f"{source} cannot be exported as Llama, Qwen2 or Mistral: {'; '.join(wrong)}")
     bias, qkv_bias = config["bias"], config.get("qkv_bias")

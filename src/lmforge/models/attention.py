@@ -246,6 +246,9 @@ class SelfAttention(nn.Module):
     Mistral, Qwen2): the fused c_attn's rows are n_head query heads, then n_kv_head key heads, then
     n_kv_head value heads, (n_head + 2 n_kv_head) x hs in all, and a KV cache holds n_kv_head heads.
     ``qkv_bias`` (None: ``bias``) puts a bias on c_attn alone, as Qwen2 does.
+    ``qk_norm`` RMS-normalises each head's query and key (one learned gain of hs for all the
+    heads, as Qwen3 and OLMo 2) before rotary positions: the attention logits stay bounded
+    however large the projections grow (Dehghani et al. 2023; the modded-nanogpt speed-runs).
     """
 
     def __init__(
@@ -257,6 +260,8 @@ class SelfAttention(nn.Module):
         is_causal: bool = True,
         n_kv_head: int | None = None,
         qkv_bias: bool | None = None,
+        qk_norm: bool = False,
+        norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         if n_embd % n_head:
@@ -273,6 +278,10 @@ class SelfAttention(nn.Module):
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.dropout = dropout
         self.resid_dropout = nn.Dropout(dropout)
+        self.qk_norm = qk_norm
+        if qk_norm:
+            self.q_norm = nn.RMSNorm(self.head_dim, eps=norm_eps)
+            self.k_norm = nn.RMSNorm(self.head_dim, eps=norm_eps)
 
     def score_flops_per_token(self, context: int) -> float:
         """Forward FLOPs per query of q k^T and of the weighted sum of v over ``context`` positions:
@@ -313,6 +322,9 @@ class SelfAttention(nn.Module):
         # heads from the projection's width, not n_head: under tensor parallelism
         # (parallel/tensor.py) a rank's c_attn gives its own heads' queries, keys and values only
         qkv = self.c_attn(x).view(B, T, 3, -1, self.head_dim)
+        if self.qk_norm:
+            q, k, v = qkv.unbind(2)
+            qkv = torch.stack([self.q_norm(q), self.k_norm(k), v], dim=2)
         if rotary is not None:
             q, k = apply_rotary(qkv[:, :, :2], *rotary).unbind(2)  # queries and keys in one pass
             v = qkv[:, :, 2]
@@ -327,6 +339,8 @@ class SelfAttention(nn.Module):
         B, T, _ = x.shape
         heads = self.c_attn(x).view(B, T, -1, self.head_dim)  # (B, T, nh + 2 n_kv, hs)
         q, k, v = heads.split([self.n_head, self.n_kv_head, self.n_kv_head], dim=2)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
         if rotary is not None:
             cos, sin = (t[:, :, 0] for t in rotary)  # (B|1, T, 1, hs): broadcast over the heads
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
@@ -351,6 +365,9 @@ class SelfAttention(nn.Module):
         q = F.linear(picked, weight[:q_width], None if bias is None else bias[:q_width]).view(
             B, self.n_head, 1, self.head_dim
         )
+        if self.qk_norm:
+            q = self.q_norm(q)
+            kv = torch.stack([self.k_norm(kv[:, :, 0]), kv[:, :, 1]], dim=2)
         k, v = (repeat_kv(t.transpose(1, 2), self.n_head) for t in kv.unbind(2))  # (B, nh, T, hs) each
         dropout_p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)  # (B, nh, 1, hs)

@@ -20,6 +20,15 @@ The Llama family is this model with rotary positions, RMSNorm, a SwiGLU MLP and 
     sliding_window   Mistral: query t sees keys t - window < s <= t only (training, prefill and
                      cached decoding alike); a window that covers the sequence changes nothing
     tie_embeddings   Llama 3.2 1B/3B and small Qwen2 share the head with the token table
+
+and the levers of the training speed-runs (modded-nanogpt), each off by default:
+
+    qk_norm          RMSNorm of each head's query and key before attention (Qwen3, OLMo 2)
+    mlp="relu2"      ReLU squared in the MLP (So et al. 2021, Primer)
+    zero_init_proj   the output projections of attention and MLP start at zero, so a fresh
+                     model's blocks are identities and the residual stream starts as the embeddings
+    logit_softcap    logits = c * tanh(logits / c) (Gemma 2): no logit beyond +-c, in training
+                     and decoding alike
 """
 
 from __future__ import annotations
@@ -48,7 +57,7 @@ class GPTConfig:
     bias: bool = True
     pos_encoding: Literal["learned", "sinusoidal", "rope"] = "learned"
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
-    mlp: Literal["gelu", "gelu_exact", "swiglu"] = "gelu"  # gelu: GPT-2's tanh form; gelu_exact: erf
+    mlp: Literal["gelu", "gelu_exact", "swiglu", "relu2"] = "gelu"  # gelu: GPT-2's tanh form; gelu_exact: erf
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
     tie_embeddings: bool = True
@@ -57,12 +66,17 @@ class GPTConfig:
     rope_scaling: dict | None = None  # Hugging Face's rope_scaling: {"rope_type": "llama3" | "linear", ...}
     qkv_bias: bool | None = None  # a bias on the q/k/v projection (Qwen2); None: as ``bias``
     sliding_window: int | None = None  # Mistral: each query sees this many keys at most, itself included
+    qk_norm: bool = False  # RMSNorm of queries and keys per head
+    zero_init_proj: bool = False  # attention's and the MLP's output projections start at zero
+    logit_softcap: float | None = None  # c: logits = c * tanh(logits / c)
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
         if self.n_kv_head is not None and (self.n_kv_head < 1 or self.n_head % self.n_kv_head):
             raise ValueError(f"n_kv_head={self.n_kv_head} must divide n_head={self.n_head}")
+        if self.logit_softcap is not None and not self.logit_softcap > 0:
+            raise ValueError(f"logit_softcap={self.logit_softcap} must be positive")
         if self.sliding_window is not None and self.sliding_window < 1:
             raise ValueError(f"sliding_window={self.sliding_window} must be at least 1")
         rope_type(self.rope_scaling)  # refuses a kind RotaryEmbedding cannot compute
@@ -123,6 +137,7 @@ class GPT(NeuralLM):
                 norm_eps=config.norm_eps,
                 n_kv_head=config.n_kv_head,
                 qkv_bias=config.qkv_bias,
+                qk_norm=config.qk_norm,
             )
             for _ in range(config.n_layer)
         )
@@ -138,6 +153,8 @@ class GPT(NeuralLM):
         for name, param in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+                if config.zero_init_proj:  # modded-nanogpt: every block starts as the identity
+                    nn.init.zeros_(param)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -201,6 +218,9 @@ class GPT(NeuralLM):
             x = x[:, -1:]
         hidden = self.ln_f(x)  # the last hidden states (what Hugging Face's GPT2Model returns)
         logits = self.lm_head(hidden)  # (B, T, vocab)
+        if self.config.logit_softcap is not None:
+            cap = self.config.logit_softcap
+            logits = cap * torch.tanh(logits / cap)  # Gemma 2: |logit| < cap
 
         loss = None
         if labels is not None:

@@ -34,7 +34,7 @@ from lmforge.models.attention import (  # noqa: F401  (re-exported)
 )
 
 NormKind = Literal["layernorm", "rmsnorm"]
-MLPKind = Literal["gelu", "gelu_exact", "swiglu", "relu", "silu"]  # gelu: GPT-2's tanh approximation
+MLPKind = Literal["gelu", "gelu_exact", "swiglu", "relu", "silu", "relu2"]  # gelu: GPT-2's tanh approximation
 
 
 def make_norm(kind: NormKind, dim: int, eps: float = 1e-5, bias: bool = True) -> nn.Module:
@@ -156,8 +156,9 @@ class MLP(nn.Module):
     """Position-wise feed-forward: Linear -> GELU (or ReLU, SiLU) -> Linear.
 
     ``approximate="tanh"`` is GPT-2's GELU (HF's ``gelu_new``); ``"none"`` is the exact erf form
-    of BERT and nanoGPT, and about 3x cheaper on a CPU. ``activation`` "relu" (Vaswani et al.) or
-    "silu" (Marian's "swish") replaces the GELU.
+    of BERT and nanoGPT, and about 3x cheaper on a CPU. ``activation`` "relu" (Vaswani et al.),
+    "silu" (Marian's "swish") or "relu2" (ReLU squared: So et al. 2021, Primer; the modded-nanogpt
+    speed-runs) replaces the GELU.
     """
 
     def __init__(
@@ -167,7 +168,7 @@ class MLP(nn.Module):
         bias: bool = True,
         dropout: float = 0.0,
         approximate: Literal["tanh", "none"] = "tanh",
-        activation: Literal["gelu", "relu", "silu"] = "gelu",
+        activation: Literal["gelu", "relu", "silu", "relu2"] = "gelu",
     ) -> None:
         super().__init__()
         self.c_fc = nn.Linear(n_embd, hidden, bias=bias)
@@ -180,6 +181,8 @@ class MLP(nn.Module):
         h = self.c_fc(x)
         if self.activation == "relu":
             h = F.relu(h)
+        elif self.activation == "relu2":
+            h = F.relu(h).square()
         elif self.activation == "silu":
             h = F.silu(h)
         else:
@@ -206,9 +209,9 @@ def make_mlp(kind: MLPKind, n_embd: int, hidden: int, bias: bool = True, dropout
         return SwiGLU(n_embd, hidden, bias, dropout)
     if kind in ("gelu", "gelu_exact"):
         return MLP(n_embd, hidden, bias, dropout, approximate="tanh" if kind == "gelu" else "none")
-    if kind in ("relu", "silu"):
+    if kind in ("relu", "silu", "relu2"):
         return MLP(n_embd, hidden, bias, dropout, activation=kind)
-    raise ValueError(f"unknown mlp {kind!r}; choose gelu, gelu_exact, swiglu, relu or silu")
+    raise ValueError(f"unknown mlp {kind!r}; choose gelu, gelu_exact, swiglu, relu, silu or relu2")
 
 
 class Block(nn.Module):
@@ -243,12 +246,21 @@ class Block(nn.Module):
         is_causal: bool = True,
         n_kv_head: int | None = None,
         qkv_bias: bool | None = None,
+        qk_norm: bool = False,
     ) -> None:
         super().__init__()
         self.prenorm = prenorm
         self.ln_1 = make_norm(norm, n_embd, norm_eps, bias)
         self.attn = SelfAttention(
-            n_embd, n_head, bias, dropout, is_causal=is_causal, n_kv_head=n_kv_head, qkv_bias=qkv_bias
+            n_embd,
+            n_head,
+            bias,
+            dropout,
+            is_causal=is_causal,
+            n_kv_head=n_kv_head,
+            qkv_bias=qkv_bias,
+            qk_norm=qk_norm,
+            norm_eps=norm_eps,
         )
         self.ln_2 = make_norm(norm, n_embd, norm_eps, bias)
         self.mlp = make_mlp(mlp, n_embd, mlp_hidden, bias, dropout)

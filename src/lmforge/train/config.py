@@ -84,7 +84,7 @@ class TrainConfig:
     grad_accum: int = setting(1, "micro-batches per optimizer step", positive=True)
     lr: float = setting(3e-3, "peak learning rate", positive=True)
     min_lr: float | None = setting(
-        None, "final learning rate of the cosine decay (default lr / 10)", non_negative=True
+        None, "final learning rate of the schedule's decay (default lr / 10)", non_negative=True
     )
     warmup_steps: int = setting(50, "optimizer steps of linear warm-up", non_negative=True)
     weight_decay: float = setting(0.1, "AdamW weight decay, applied to matrices only", non_negative=True)
@@ -93,7 +93,28 @@ class TrainConfig:
     grad_clip: float = setting(
         1.0, "clip the gradient norm to this value (0: no clipping)", non_negative=True
     )
-    optimizer: Literal["adamw", "sgd"] = setting("adamw", "adamw or sgd")
+    optimizer: Literal["adamw", "sgd", "muon"] = setting(
+        "adamw",
+        "adamw, sgd or muon (Muon on the hidden matrices of the blocks, AdamW with --lr and "
+        "--weight-decay on embeddings, head, norm gains and biases)",
+    )
+    muon_lr: float = setting(
+        0.02, "peak learning rate of Muon's matrices (--optimizer muon); follows the schedule", positive=True
+    )
+    muon_weight_decay: float = setting(
+        0.0, "decoupled weight decay of Muon's matrices (--optimizer muon)", non_negative=True
+    )
+    schedule: Literal["cosine", "wsd", "linear"] = setting(
+        "cosine",
+        "after warm-up: cosine (half a cosine down to --min-lr), wsd (stable at --lr, then linear "
+        "down to --min-lr over the last --decay-fraction of the budget) or linear (straight down)",
+    )
+    decay_fraction: float = setting(
+        0.2,
+        "the share of the budget wsd's final decay takes (--schedule wsd)",
+        non_negative=True,
+        at_most=1.0,
+    )
     eval_every: int = setting(250, "evaluate on validation batches every this many steps", positive=True)
     eval_batches: int = setting(
         20, "validation batches per periodic evaluation (the same ones every time)", positive=True

@@ -52,10 +52,20 @@ class ModelSettings:
         "[gpt, seq2seq] position encoding: learned (GPT-2), sinusoidal (Vaswani et al.), rope (rotary; gpt only)",
     )
     norm: Literal["layernorm", "rmsnorm"] | None = setting(None, "[gpt] layernorm or rmsnorm")
-    mlp: Literal["gelu", "gelu_exact", "swiglu", "relu", "silu"] | None = setting(
+    mlp: Literal["gelu", "gelu_exact", "swiglu", "relu", "silu", "relu2"] | None = setting(
         None,
         "[gpt, seq2seq] gelu (GPT-2's tanh approximation), gelu_exact (the erf form of BERT, "
-        "nanoGPT and BART), swiglu (Llama; gpt only), relu (Vaswani et al.) or silu (Marian's swish)",
+        "nanoGPT and BART), swiglu (Llama; gpt only), relu (Vaswani et al.), silu (Marian's swish) "
+        "or relu2 (ReLU squared, Primer; gpt only)",
+    )
+    qk_norm: bool | None = setting(
+        None, "[gpt] RMSNorm of each head's queries and keys before attention (Qwen3, OLMo 2)"
+    )
+    zero_init_proj: bool | None = setting(
+        None, "[gpt] start the attention and MLP output projections at zero (each block an identity)"
+    )
+    logit_softcap: float | None = setting(
+        None, "[gpt] cap the logits smoothly: c * tanh(logits / c) (Gemma 2)", positive=True
     )
     hidden_size: int | None = setting(
         None,

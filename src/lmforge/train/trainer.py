@@ -35,7 +35,7 @@ from lmforge.models.loss import perplexity
 from lmforge.train import distributed
 from lmforge.train.config import TrainConfig
 from lmforge.train.objectives import Objective, language_model_loss
-from lmforge.train.optim import CosineSchedule, build_optimizer, set_lr
+from lmforge.train.optim import build_optimizer, make_schedule, set_lr
 
 __all__ = ["BatchSource", "TrainConfig", "TrainResult", "Trainer", "TrainingDiverged", "resolve_device"]
 
@@ -96,8 +96,12 @@ class Trainer:
             weight_decay=config.weight_decay,
             betas=(config.beta1, config.beta2),
             device_type=self.device.type,
+            muon_lr=config.muon_lr,
+            muon_weight_decay=config.muon_weight_decay,
         )
-        self.schedule = CosineSchedule(config.lr, config.min_lr, config.warmup_steps)
+        self.schedule = make_schedule(
+            config.schedule, config.lr, config.min_lr, config.warmup_steps, config.decay_fraction
+        )
         self.precision = resolve_precision(config.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         if self.precision == "fp16" and self.device.type != "cuda":
@@ -141,7 +145,10 @@ class Trainer:
         self.first_val_loss = state["first_val_loss"]
         self.last_val_loss = state["last_val_loss"]
         if state["optimizer"] is not None:  # None: sharded, loaded by the recipe (parallel/checkpoint.py)
+            peaks = [group["base_lr"] for group in self.optimizer.param_groups]
             self.optimizer.load_state_dict(state["optimizer"])
+            for group, peak in zip(self.optimizer.param_groups, peaks):  # this run's --lr, not the saved one
+                group["base_lr"] = peak
         self.scaler.load_state_dict(state["scaler"])
         self.train_batches.load_state_dict(state["data"])
         if hasattr(self.objective, "load_state_dict"):
@@ -296,7 +303,7 @@ class Trainer:
         try:
             while not self._budget_spent() and not self._stop_requested:
                 lr = self.schedule.lr(self.step, self._progress())
-                set_lr(self.optimizer, lr)
+                set_lr(self.optimizer, lr, self.config.lr)
                 step_start = time.perf_counter()
                 loss, tokens = self.train_step()
                 step_time = time.perf_counter() - step_start
