@@ -176,4 +176,8 @@ if __name__ == "__main__":  # a smoke run: python benchmarks/rlhf_trl.py HF_DIR
     hf = sys.argv[1]
     rows = [{"prompt": "User: a\n\nAssistant:", "chosen": " yes", "rejected": " no"}] * 4
     print(json.dumps(trl_dpo(hf, rows, DPOSettings(steps=3, batch_size=4))))
-    print(json.dumps(trl_ppo(hf, ["User: a\n\nAssistant:"] * 4, PPOSettings(steps=2, batch_size=4, minibatch_size=2))))
+    print(
+        json.dumps(
+            trl_ppo(hf, ["User: a\n\nAssistant:"] * 4, PPOSettings(steps=2, batch_size=4, minibatch_size=2))
+        )
+    )

@@ -107,8 +107,11 @@ def main() -> None:
     logs = [log for log in timer.logs if "loss/policy_avg" in log]
     result = {
         "trainer": "trl.experimental.ppo.PPOTrainer",
-        "versions": {"trl": __import__("trl").__version__, "torch": torch.__version__,
-                     "transformers": __import__("transformers").__version__},  # fmt: skip
+        "versions": {
+            "trl": __import__("trl").__version__,
+            "torch": torch.__version__,
+            "transformers": __import__("transformers").__version__,
+        },  # fmt: skip
         "setup_s": round(setup_s, 3),
         "step_times": [round(t, 4) for t in timer.times],
         "policy_loss": [log["loss/policy_avg"] for log in logs],
