@@ -290,7 +290,7 @@ def print_tables(results: dict) -> None:
     if "speed" in results:
         sp = results["speed"]
         print(table([[m.upper(), sp[m]["lmforge_steps_per_s"], sp[m]["trl_steps_per_s"], f"{sp[m]['ratio']}x"]
-                     for m in ("dpo", "ppo")], ["step", "lmforge steps/s", "TRL steps/s", "ratio"]))  # fmt: skip
+                     for m in ("dpo", "ppo") if m in sp], ["step", "lmforge steps/s", "TRL steps/s", "ratio"]))  # fmt: skip
 
 
 def _f(value: Any) -> str:

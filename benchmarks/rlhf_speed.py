@@ -26,7 +26,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from rlhf_trl import DPOSettings, PPOSettings, trl_dpo, trl_ppo
+from rlhf_trl import TRL_PPO_PYTHON, DPOSettings, PPOSettings, trl_dpo, trl_ppo
 
 
 def median_step(step_times: list[float]) -> float:
@@ -164,11 +164,16 @@ def race(
     pairs_file.write_text("".join(json.dumps(p) + "\n" for p in lm_pairs))
     prompts_file.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in lm_prompts))
     sides: dict[str, list[dict]] = {"lmforge_dpo": [], "trl_dpo": [], "lmforge_ppo": [], "trl_ppo": []}
+    with_ppo = TRL_PPO_PYTHON.exists()  # the side venv with TRL 1.12 (rlhf_trl.py); absent: no PPO race
+    if not with_ppo:
+        log(f"no {TRL_PPO_PYTHON}: the PPO race is left out (set TRL_PPO_PYTHON to a venv with trl 1.12)")
+        del sides["lmforge_ppo"], sides["trl_ppo"]
     for r in range(rounds):
         sides["lmforge_dpo"].append(lmforge_dpo(policy, pairs_file, work / "dpo", dpo))
         sides["trl_dpo"].append(trl_dpo(hf_dir, trl_pairs, dpo))
-        sides["lmforge_ppo"].append(lmforge_ppo(policy, reward, prompts_file, work / "ppo", ppo))
-        sides["trl_ppo"].append(trl_ppo(hf_dir, trl_prompts, ppo))
+        if with_ppo:
+            sides["lmforge_ppo"].append(lmforge_ppo(policy, reward, prompts_file, work / "ppo", ppo))
+            sides["trl_ppo"].append(trl_ppo(hf_dir, trl_prompts, ppo))
         medians = {name: median_step(runs[-1]["step_times"]) for name, runs in sides.items()}
         log(f"round {r + 1}/{rounds}: " + ", ".join(f"{k} {v:.3f} s/step" for k, v in medians.items()))
     return summarize(sides, dpo, ppo)
@@ -180,7 +185,7 @@ def summarize(sides: dict[str, list[dict]], dpo: DPOSettings, ppo: PPOSettings) 
         "dpo_settings": vars(dpo),
         "ppo_settings": vars(ppo),
     }
-    for method in ("dpo", "ppo"):
+    for method in [m for m in ("dpo", "ppo") if f"trl_{m}" in sides]:
         ours, theirs = sides[f"lmforge_{method}"], sides[f"trl_{method}"]
         ratios = [median_step(t["step_times"]) / median_step(o["step_times"]) for o, t in zip(ours, theirs)]
         out[method] = {
@@ -198,6 +203,8 @@ def summarize(sides: dict[str, list[dict]], dpo: DPOSettings, ppo: PPOSettings) 
     out["dpo"]["lmforge_losses"] = [round(x, 5) for x in lm_losses]
     out["dpo"]["trl_losses"] = [round(x, 5) for x in trl_losses]
     out["dpo"]["max_loss_difference"] = round(max(abs(a - b) for a, b in zip(lm_losses, trl_losses)), 6)
+    if "trl_ppo" not in sides:
+        return out
     last_ours, last_theirs = sides["lmforge_ppo"][-1], sides["trl_ppo"][-1]
     out["ppo"]["lmforge_policy_loss"] = last_ours["policy_loss"]
     out["ppo"]["trl_policy_loss"] = last_theirs["policy_loss"]

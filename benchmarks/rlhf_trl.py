@@ -124,7 +124,6 @@ def trl_dpo(hf_dir: str | Path, pairs: list[dict[str, str]], settings: DPOSettin
             use_cpu=True,
             bf16=False,
             fp16=False,
-            gradient_checkpointing=False,
             dataloader_num_workers=0,
             disable_tqdm=True,
             seed=settings.seed,

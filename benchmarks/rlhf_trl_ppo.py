@@ -86,7 +86,6 @@ def main() -> None:
             use_cpu=True,
             bf16=False,
             fp16=False,
-            gradient_checkpointing=False,
             dataloader_num_workers=0,
             disable_tqdm=True,
             seed=settings["seed"],
