@@ -97,6 +97,9 @@ def test_trl_dpo_starts_at_ln2_and_times_every_step(bench, tmp_path):
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
+    for recipe in ("lmforge.finetune.sft", "lmforge.align.reward", "lmforge.align.dpo", "lmforge.align.ppo"):
+        pytest.importorskip(recipe, reason="the post-training recipes have not landed on this branch")
+    pytest.importorskip("trl")
     sys.path.insert(0, str(BENCHMARKS))
     try:
         rlhf = importlib.import_module("rlhf")
