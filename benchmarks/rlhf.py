@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, table, write_result  # noqa: E402
+from common import RESULTS, machine, table, write_result  # noqa: E402
 from rlhf_trl import DPOSettings, PPOSettings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,6 +216,10 @@ def main(argv: list[str] | None = None) -> dict:
         "--work", type=Path, default=None, help="where the runs go (default: a temporary directory)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "rlhf.json")
+    parser.add_argument(
+        "--reuse", action="store_true",
+        help="keep the base, sft and rm runs already in --work and the other stages' figures in --out",
+    )  # fmt: skip
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "rlhf_rewards.png")
     args = parser.parse_args(argv)
     import tempfile
@@ -230,13 +234,19 @@ def main(argv: list[str] | None = None) -> dict:
 
 def run_stages(stages: list[str], preset: dict, work: Path, args, log) -> dict:
     started = time.perf_counter()
-    base = pretrain_base(work, preset, log)
     sft, rm, results = work / "sft", work / "rm", {}
-    if {"sft", "rm", "ppo", "dpo", "speed"} & set(stages):
+    reused = args.reuse and (work / "base").exists()
+    if args.reuse and args.out.exists():
+        previous = json.loads(args.out.read_text())
+        results = {k: previous[k] for k in STAGES if k in previous and k not in stages}
+    base = work / "base" if reused else pretrain_base(work, preset, log)
+    if (not reused or "sft" in stages) and {"sft", "rm", "ppo", "dpo", "speed"} & set(stages):
         s = finetune_sft(base, "builtin:stdlib-instruct", sft, preset["sft"])
         results["sft"] = pick(s, "steps", "val_loss", "elapsed_s")
         log(f"sft: {results['sft']}")
-    if {"rm", "ppo", "dpo", "speed"} & set(stages):  # the race's PPO reward is this reward model
+    if (not reused or "rm" in stages) and {"rm", "ppo", "dpo", "speed"} & set(
+        stages
+    ):  # the race's PPO reward
         s = train_reward(sft, rm, preset["rm"])
         results["rm"] = pick(s, "steps", "accuracy", "val_loss", "elapsed_s")
         log(f"rm: {results['rm']}")
@@ -273,7 +283,8 @@ def run_stages(stages: list[str], preset: dict, work: Path, args, log) -> dict:
         write_result("rlhf", payload)
     else:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        stamped = {"machine": machine(), "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), **payload}
+        args.out.write_text(json.dumps(stamped, indent=2, default=str) + "\n")
     return payload
 
 

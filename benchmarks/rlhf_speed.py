@@ -52,23 +52,33 @@ def race_rows(
     pairs: list[dict], prompts: list[str], template, tokenizer, block: int, dpo_batch: int, ppo: PPOSettings
 ):
     """The DPO pairs and PPO prompts both sides train on: the first that fit the context whole, so
-    neither side truncates (TRL keeps the start, lmforge cuts responses: not the same rows)."""
+    neither side truncates (TRL keeps the start, lmforge cuts responses: not the same rows). lmforge
+    encodes a pair as ids(rendered prompt) + ids(answer) + end-of-text; TRL tokenizes prompt + answer
+    as one text and appends end-of-text, so only pairs whose text tokenizes the same either way
+    (no token across the prompt/answer boundary) are kept: both sides then see the same ids."""
     from lmforge.tokenizers.chat import encode_chat
 
     def rendered(prompt: str) -> str:
         return template.render([{"role": "user", "content": prompt}], add_generation_prompt=True)
 
+    def same_ids(head: list[int], text: str, answer: str) -> bool:
+        return encode_chat(tokenizer, text + answer) == head + tokenizer.encode(answer)
+
     chosen = []
     for pair in pairs:
-        head = len(encode_chat(tokenizer, rendered(pair["prompt"])))
-        longest = max(len(tokenizer.encode(" " + pair[k])) for k in ("chosen", "rejected"))
-        if head + longest + 2 <= block:
+        text = rendered(pair["prompt"])
+        head = encode_chat(tokenizer, text)
+        answers = (pair["chosen"], pair["rejected"])
+        longest = max(len(tokenizer.encode(a)) for a in answers)
+        if len(head) + longest + 1 <= block and all(same_ids(head, text, a) for a in answers):
             chosen.append(pair)
         if len(chosen) == dpo_batch:
             break
     room = block - ppo.response_length
     kept = [p for p in prompts if len(encode_chat(tokenizer, rendered(p))) <= room][: ppo.batch_size]
-    trl_pairs = [{"prompt": rendered(p["prompt"]), "chosen": " " + p["chosen"], "rejected": " " + p["rejected"]} for p in chosen]  # fmt: skip
+    trl_pairs = [
+        {"prompt": rendered(p["prompt"]), "chosen": p["chosen"], "rejected": p["rejected"]} for p in chosen
+    ]
     return chosen, trl_pairs, kept, [rendered(p) for p in kept]
 
 
