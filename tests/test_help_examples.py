@@ -17,7 +17,6 @@ import contextlib
 import io
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 
@@ -26,7 +25,9 @@ from lmforge.bounds import split_weight
 from lmforge.commands._args import PATH_RULES, build_parser, parse_docstring, parse_with_config
 from lmforge.data.catalog import CATALOG
 
-INPUT_FLAGS = ("--data", "--checkpoint", "--resume", "--tokenizer", "--prompt-file", "--to-hf", "--from-hf")
+INPUT_FLAGS = (
+    "--data", "--checkpoint", "--resume", "--tokenizer", "--prompt-file", "--to-hf", "--from-hf", "--policy",
+)  # fmt: skip
 TOKENIZER_KINDS = ("char", "word", "bpe", "wordpiece", "unigram")
 PLACEHOLDERS = ("my_", "path/to/", "$(")  # $(...): a path a command prints, e.g. an installed model
 # As written, the runs take minutes on a 2-core CPU: the test appends a cap of the command's own
@@ -38,6 +39,11 @@ STEP_CAPS = {
     "finetune classify": ["--max-steps", "2"],
 }
 RESUME_CAP = ["--max-steps", "4", "--eval-batches", "1"]  # a resumed run goes past the first 2 steps
+
+
+def step_cap_of(argv: list[str]) -> str | None:
+    """The STEP_CAPS key whose words start ``argv`` ("finetune classify" for a subcommand), or None."""
+    return next((key for key in STEP_CAPS if argv[: len(key.split())] == key.split()), None)
 
 
 def help_examples() -> list[tuple[str, str]]:
@@ -169,25 +175,80 @@ def test_the_checks_catch_broken_examples():
     assert shell_problem('lmforge score --text "unclosed')
     assert shell_problem("lmforge tokenizer encode --json 'x' | jq .ids") is None
     assert plan([("evaluate", "lmforge evaluate --checkpoint notes --data x")])[0][2].endswith("placeholder")
+    assert step_cap_of(["finetune", "classify", "--epochs", "2"]) == "finetune classify"
+    assert step_cap_of(["pretrain", "--data", "d"]) == "pretrain" and step_cap_of(["generate"]) is None
 
 
-def test_help_examples_that_need_no_data_run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    runnable = [(command, line) for command, line, why in plan(EXAMPLES) if why is None]
-    ran = {command for command, _ in runnable}
+def chains(planned: list[tuple[str, str, str | None]]) -> list[list[tuple[str, str]]]:
+    """The runnable examples grouped so that no group reads what another writes (connected by the
+    paths they share), each in menu order: the groups run apart, on as many workers as there are."""
+    runnable = [(command, line) for command, line, why in planned if why is None]
+    group_of_path: dict[str, int] = {}
+    groups: list[list[int]] = []
+    for index, (_, line) in enumerate(runnable):
+        words = argv_of(line)
+        paths = {
+            split_weight(value)[0].rstrip("/")
+            for i, word in enumerate(words)
+            if word in (*INPUT_FLAGS, "--out")
+            for value in _values(words, i)
+        }
+        joined = sorted({group_of_path[p] for p in paths if p in group_of_path})
+        merged = [index] + [member for g in joined for member in groups[g]]
+        for g in joined:
+            groups[g] = []
+        groups.append(sorted(merged))
+        for member in merged:
+            for path in _paths_of(runnable[member][1]):
+                group_of_path[path] = len(groups) - 1
+    return [[runnable[i] for i in group] for group in groups if group]
+
+
+def _paths_of(line: str) -> set[str]:
+    words = argv_of(line)
+    return {
+        split_weight(value)[0].rstrip("/")
+        for i, word in enumerate(words)
+        if word in (*INPUT_FLAGS, "--out")
+        for value in _values(words, i)
+        if not value.startswith("builtin:") and value not in TOKENIZER_KINDS
+    }
+
+
+CHAINS = chains(plan(EXAMPLES))
+
+
+def test_the_runnable_examples_cover_the_main_commands():
+    ran = {command for chain in CHAINS for command, _ in chain}
     assert {"tokenizer train", "tokenizer encode", "tokenizer decode", "prepare", "pretrain"} <= ran
     assert {"evaluate", "generate", "score", "attention", "convert", "corpora"} <= ran
-    for _, line in runnable:
+    # a chain holds every example that reads what one of its examples writes
+    for chain in CHAINS:
+        others = set().union(*(_paths_of(line) for c in CHAINS if c is not chain for _, line in c))
+        assert not others & set().union(*(_paths_of(line) for _, line in chain))
+
+
+@pytest.fixture(scope="session")
+def builtin_cache(tmp_path_factory) -> str:
+    """One cache for the chains of a worker: each would otherwise extract the standard library's
+    docstrings again (what is cached depends only on the Python version)."""
+    return str(tmp_path_factory.mktemp("lmforge-cache"))
+
+
+@pytest.mark.parametrize("chain", CHAINS, ids=[chain[0][1][8:60] for chain in CHAINS])
+def test_help_examples_that_need_no_data_run(chain, tmp_path, monkeypatch, builtin_cache):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LMFORGE_CACHE", builtin_cache)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for _, line in chain:
         argv = argv_of(line)
-        if argv[0] in STEP_CAPS:  # the line's own command (pretrain's help shows a prepare too)
-            argv += RESUME_CAP if "--resume" in argv else STEP_CAPS[argv[0]]
+        capped = step_cap_of(argv)  # the line's own command (pretrain's help shows a prepare too)
+        if capped is not None:
+            argv += RESUME_CAP if "--resume" in argv else STEP_CAPS[capped]
         stderr = io.StringIO()
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
             status = cli.main(argv)
         assert status == 0, f"$ {line}\n{stderr.getvalue()}"
-    assert Path("tok/bpe").is_dir()
 
 
 def test_every_command_the_help_texts_name_exists():

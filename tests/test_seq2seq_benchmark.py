@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the quick run trains 9 models: ~30 s on 2 cores
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 

@@ -56,8 +56,13 @@ COMMANDS: dict[str, tuple[str, str | dict[str, str]]] = {
         "lmforge.commands.attention:attention",
     ),
     "finetune": (
-        "Fine-tune a pretrained run for a task: label texts (classify).",
-        {"classify": "lmforge.commands.finetune:classify"},
+        "Fine-tune a pretrained run: label texts (classify), answer in a chat format (sft).",
+        {"classify": "lmforge.commands.finetune:classify", "sft": "lmforge.commands.finetune:sft"},
+    ),
+    "chat": ("Talk with a fine-tuned (sft) run in the terminal.", "lmforge.commands.chat:chat"),
+    "align": (
+        "Align a run to a reward: PPO (RLHF) and GRPO.",
+        {"ppo": "lmforge.commands.align_rl:ppo", "grpo": "lmforge.commands.align_rl:grpo"},
     ),
     "predict": ("Label texts with a fine-tuned classifier.", "lmforge.commands.predict:predict"),
     "fill-mask": (

@@ -253,8 +253,12 @@ def test_stdlib_docs_are_one_document_per_module_in_path_order_and_sized_as_docu
     assert 1.0 < megabytes < 3.0  # ~1.66 MB on CPython 3.11
 
 
-def test_stdlib_docs_extraction_is_deterministic_and_cached(stdlib_docs, stdlib_cache, monkeypatch):
+@pytest.mark.slow
+def test_stdlib_docs_extraction_is_deterministic(stdlib_docs):
     assert builtin.extract_stdlib_docs() == stdlib_docs  # a second, uncached extraction
+
+
+def test_stdlib_docs_extraction_is_cached(stdlib_docs, stdlib_cache, monkeypatch):
     (cache_file,) = stdlib_cache.iterdir()
     assert builtin.python_version().replace(" ", "-") in cache_file.name
     monkeypatch.setenv("LMFORGE_CACHE", str(stdlib_cache))

@@ -85,6 +85,7 @@ def peak_python_memory(tmp_path, name: str, documents: int) -> int:
     return peak
 
 
+@pytest.mark.slow  # prepares two corpora big enough for the memory to show
 def test_peak_memory_does_not_grow_with_the_number_of_documents(tmp_path, monkeypatch):
     """10,000 and 80,000 short documents (the pipeline's batches of 16 K characters hold about 400):
     the peak of Python's allocations stays within 1 MB, the noise of how many batches the encoding

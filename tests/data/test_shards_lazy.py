@@ -32,6 +32,7 @@ print(len(train), (after[0] - before[0]) // 1024, (after[1] - before[1]) // 1024
 """
 
 
+@pytest.mark.slow  # writes and reads a split larger than the memory limit it sets
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads RssAnon/RssFile from /proc")
 def test_a_split_twice_the_size_of_memory_is_read_lazily(tmp_path):
     (tmp_path / "text.txt").write_text("a tiny corpus, to be blown up. " * 200, encoding="utf-8")

@@ -158,7 +158,12 @@ def test_clip_grad_norm_of_plain_tensors_is_torchs():
 
 
 # --- torchrun jobs -------------------------------------------------------------------------------
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp", "tp=2"])
+# ddp in the default run; fsdp and tp=2 are slow (tensor parallelism stays covered by the
+# logits test below, FSDP by the sharded-checkpoint test in the slow run)
+@pytest.mark.parametrize(
+    "parallel",
+    ["ddp", pytest.param("fsdp", marks=pytest.mark.slow), pytest.param("tp=2", marks=pytest.mark.slow)],
+)
 def test_two_processes_train_as_one(single, spread_run, parallel):
     run, summary = spread_run(parallel)
     assert summary["processes"] == 2 and summary["tokens"] == 5 * 8 * 16
@@ -168,7 +173,14 @@ def test_two_processes_train_as_one(single, spread_run, parallel):
     )
 
 
-@pytest.mark.parametrize("family, mlp", [("gpt", "gelu"), ("gpt", "swiglu"), ("bert", "gelu")])
+@pytest.mark.parametrize(
+    "family, mlp",
+    [
+        ("gpt", "gelu"),
+        pytest.param("gpt", "swiglu", marks=pytest.mark.slow),
+        pytest.param("bert", "gelu", marks=pytest.mark.slow),
+    ],
+)
 def test_tensor_parallel_logits_and_gradients_equal_the_unsplit_model(tmp_path, family, mlp):
     result = torchrun(2, str(WORKER), str(tmp_path), "tp=2", family, mlp)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -180,6 +192,7 @@ def test_tensor_parallel_logits_and_gradients_equal_the_unsplit_model(tmp_path, 
         assert kinds["h.0.attn.c_attn.weight"] == "DTensor" and kinds["h.0.mlp.c_proj.weight"] == "DTensor"
 
 
+@pytest.mark.slow
 def test_tensor_parallel_by_fsdp_on_four_processes_matches(tmp_path):
     result = torchrun(4, str(WORKER), str(tmp_path), "tp=2,fsdp,sp", "gpt", "gelu")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -188,6 +201,7 @@ def test_tensor_parallel_by_fsdp_on_four_processes_matches(tmp_path):
         assert seen["logits"] < 1e-5 and seen["grads"] < 1e-5
 
 
+@pytest.mark.slow
 def test_sharded_checkpoints_load_in_one_process_and_resume_at_another_world_size(data, single, spread_run):
     from lmforge.run import Run
 

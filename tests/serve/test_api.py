@@ -113,6 +113,28 @@ def test_chat_renders_the_default_template(client):
     assert chat.object == "chat.completion"
 
 
+def test_a_multi_turn_chat_is_encoded_as_sft_trained_it(client, run_dir):
+    """Each earlier answer ends with end-of-text, as `finetune sft` trained it, and the pieces are
+    encoded apart: the server continues the ids the chat command and SFT use, not the one-piece text."""
+    from lmforge.run import Run
+    from lmforge.tokenizers.chat import ChatTemplate, chat_segments, encode_chat, encode_segments
+
+    messages = [
+        {"role": "user", "content": "Speak"},
+        {"role": "assistant", "content": "Yes."},
+        {"role": "user", "content": "Go"},
+    ]
+    tokenizer = Run(run_dir).load_tokenizer()
+    template = ChatTemplate.for_tokenizer(run_dir / "tokenizer", tokenizer)
+    ids, _ = encode_segments(tokenizer, chat_segments(template, messages, True))
+    one_piece = encode_chat(tokenizer, template.render(messages, add_generation_prompt=True))
+    assert len(ids) == len(one_piece) + 1 and tokenizer.document_separator_id in ids
+    chat = client.chat.completions.create(model="tiny", messages=messages, max_tokens=4, temperature=0)
+    completion = greedy(client, prompt=ids, max_tokens=4)
+    assert chat.usage.prompt_tokens == len(ids)
+    assert chat.choices[0].message.content == completion.choices[0].text
+
+
 def test_chat_logprobs_shape(client):
     chat = client.chat.completions.create(
         model="tiny", messages=[{"role": "user", "content": "Speak"}], max_completion_tokens=6,

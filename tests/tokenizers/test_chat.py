@@ -79,6 +79,19 @@ def test_renders_as_transformers_apply_chat_template(template, add_generation_pr
     assert ours == transformers_render(template, messages, add_generation_prompt)
 
 
+@pytest.mark.parametrize("add_generation_prompt", [True, False])
+def test_generation_markers_compile_and_render_as_transformers(add_generation_prompt):
+    marked = (
+        "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' }}"
+        "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] + '<|im_end|>' }}"
+        "{% endgeneration %}{% else %}{{ message['content'] + '<|im_end|>' }}{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+    ours = ChatTemplate(marked, SPECIAL).render(CONVERSATION, add_generation_prompt=add_generation_prompt)
+    assert ours == transformers_render(marked, CONVERSATION, add_generation_prompt)
+    assert "<|im_start|>assistant\n" in ours and "generation" not in ours
+
+
 def test_mistral_template_and_its_raise_exception():
     messages = [m for m in CONVERSATION if m["role"] != "system"]
     assert ChatTemplate(MISTRAL, SPECIAL).render(messages) == transformers_render(MISTRAL, messages)

@@ -161,6 +161,7 @@ def peak_growth(mode: str) -> int:
     return measured["peak"] - measured["before"]
 
 
+@pytest.mark.slow  # about 20 s of training steps at a size where the memory shows
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
 def test_checkpointing_lowers_the_measured_peak_memory_of_a_training_step():
     # 16 layers of 16 x 256 tokens x 64 wide: about 20 MiB of activations per layer kept without

@@ -1,7 +1,7 @@
-"""``lmforge finetune classify``: adapt a pretrained run to label texts.
+"""``lmforge finetune classify`` (label texts) and ``lmforge finetune sft`` (answer in a chat format).
 
-Parsing and printing only: the recipe is ``finetune/classify.py``, its training flags the fields
-of ``finetune/settings.py``'s ``ClassifyConfig``.
+Parsing and printing only: the recipes are ``finetune/classify.py`` and ``finetune/sft.py``, their
+training flags the fields of ``finetune/settings.py``'s ``ClassifyConfig`` and ``SFTConfig``.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from typing import Annotated, Any
 from lmforge.bounds import OUT_DIR, RUN_DIR, Text
 from lmforge.commands._json import print_json
 from lmforge.finetune.lora import LoRASettings
-from lmforge.finetune.settings import ClassifyConfig
+from lmforge.finetune.settings import ClassifyConfig, SFTConfig
 
 EXAMPLES = Text(what="labelled examples: a .jsonl or .csv file, hf:NAME[@SPLIT] or builtin:stdlib-topics")
 FIELD = Text(what="a field name")
+CHATS = Text(what="chat examples: a .jsonl file or builtin:stdlib-instruct")
 
 
 def classify(
@@ -113,3 +114,88 @@ def print_summary(summary: dict) -> None:
         f"run directory: {summary['run']}   curves: {summary['plot']}   confusion: {summary['confusion_plot']}"
     )
     print(f'next: lmforge predict --checkpoint {summary["run"]} --text "..."')
+
+
+def sft(
+    *,
+    checkpoint: Annotated[Path, RUN_DIR],
+    data: Annotated[str, CHATS],
+    out: Annotated[Path, OUT_DIR],
+    val: Annotated[str | None, CHATS] = None,
+    no_packing: bool = False,
+    settings: Annotated[dict[str, Any] | None, SFTConfig] = None,
+    lora: Annotated[dict[str, Any] | None, LoRASettings] = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    as_json: bool = False,
+) -> dict:
+    """Supervised fine-tuning: teach a pretrained GPT-like run to answer in a chat format.
+
+    Each example is rendered with the run's chat template (RUN/tokenizer/chat_template.jinja, as
+    Hugging Face tokenizers keep it; without one the default "User: ...\\n\\nAssistant: ..." format)
+    and the loss is on the assistant's tokens only: the prompt, system and user turns are context,
+    never targets. Every response ends with an end token that is trained too (the template's
+    end-of-turn token, else end-of-text), so the model learns where to stop. Short examples are
+    packed several to a block, each seeing only itself (block-diagonal attention, positions from 0);
+    --no-packing pads each example instead. A conversation longer than the context loses its
+    oldest tokens; one whose last answer alone does not fit is skipped (counted in the header).
+
+    Every weight trains, or with --lora-rank R only rank-R adapters (merged into the saved weights).
+    The new run is a plain causal run that keeps the tokenizer and the chat template it was trained
+    with: `lmforge chat --checkpoint OUT` talks to it, and generate, score and serve read it too.
+
+    Examples are one JSON object per line: {"prompt": "...", "completion": "..."} (one turn) or
+    {"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": "..."}, ...]} (any turns;
+    every assistant turn is trained). builtin:stdlib-instruct asks "Explain what `json.dumps(obj,
+    ...)` does." and answers with the docstring's first paragraph; its own validation split (other
+    modules) is used when --val is not given. A file without --val has a tenth held out.
+
+    Args:
+        checkpoint: a causal Transformer run (GPT or Llama: lmforge pretrain, or convert --from-hf).
+        data: the training examples.
+        out: the run directory to create.
+        val: the validation examples (default: the built-in data's validation split, or a held-out
+            tenth of --data).
+        no_packing: one example per batch row, right-padded, instead of packing short examples.
+        overwrite: replace an existing --out run directory.
+        progress: show a progress bar.
+        as_json: print the summary as one JSON object.
+
+    Examples:
+        lmforge finetune sft --checkpoint my_gpt_run --data builtin:stdlib-instruct --out runs/sft --max-steps 300
+        lmforge finetune sft --checkpoint my_gpt_run --data my_chats.jsonl --val my_val.jsonl --out runs/sft-mine --epochs 3 --lora-rank 8
+    """
+    from lmforge.finetune.sft import finetune_sft
+
+    config = SFTConfig(**(settings or {}))
+    config.validate()
+    say = (lambda line: None) if as_json else print
+    summary = finetune_sft(
+        checkpoint=checkpoint,
+        data=data,
+        val=val,
+        out=out,
+        settings=config,
+        packing=not no_packing,
+        overwrite=overwrite,
+        progress=progress,
+        lora=LoRASettings(**(lora or {})),
+        say=say,
+    )
+    if as_json:
+        print_json(summary)
+    else:
+        if summary["interrupted"]:
+            print(f"interrupted at step {summary['steps']}; the best weights so far are saved")
+        print(
+            f"trained {summary['steps']} steps on {summary['examples']:,} examples in {summary['elapsed_s']:.1f} s, "
+            f"{summary['s_per_step']:.3f} s/step"
+        )
+        first = summary["first_val_loss"]
+        before = f"{first:.4f} -> " if first is not None else ""
+        print(f"validation loss on the assistant's tokens: {before}{summary['val_loss']:.4f} (best weights)")
+        print(f"run directory: {summary['run']}   curves: {summary['plot']}")
+        print(f"next: lmforge chat --checkpoint {summary['run']}")
+    if summary["interrupted"]:
+        raise KeyboardInterrupt
+    return summary

@@ -50,3 +50,21 @@ class ClassifyConfig(TrainConfig):
         check_bounds(self)
         if self.max_steps is None and self.max_time is None and self.epochs is None:
             raise UserInputError("give a budget: --epochs N, --max-steps N or --max-time SECONDS")
+
+
+@dataclass
+class SFTConfig(ClassifyConfig):
+    """training (budget, batches, optimizer and schedule, evaluation, device)"""
+
+    batch_size: int = setting(
+        8,
+        "rows per micro-batch: blocks of packed examples, or single examples with --no-packing",
+        positive=True,
+    )
+    lr: float = setting(
+        5e-4,
+        "peak learning rate (for the small models trained here; larger pretrained models are usually "
+        "fine-tuned at 1e-5 to 1e-4, and LoRA adapters at about 1e-4 to 1e-3)",
+        positive=True,
+    )
+    eval_every: int = setting(50, "measure the validation loss every this many steps", positive=True)

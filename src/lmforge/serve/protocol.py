@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lmforge.tokenizers.chat import encode_chat
+from lmforge.tokenizers.chat import encode_conversation
 
 MAX_N = 16  # choices per prompt (and at most the batch size)
 MAX_BEAMS = 16
@@ -245,7 +245,7 @@ def parse_chat(raw: object, limits: Limits, served_model: str, tokenizer, templa
     check_beams(body, logprobs)
     messages = [{**m.model_dump(exclude_none=True), "content": _text_of(m.content)} for m in body.messages]
     text = template.render(messages, add_generation_prompt=True)
-    ids = [encode_chat(tokenizer, text)]
+    ids = [encode_conversation(tokenizer, template, messages)]  # as `finetune sft` encoded its chats
     if not ids[0]:
         raise APIError(400, "the chat template rendered these messages as no tokens", param="messages")
     asked, param = body.max_completion_tokens, "max_completion_tokens"

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from lmforge.errors import CheckpointError, UserInputError
+from lmforge.errors import CheckpointError, DataError, UserInputError
 
 TEMPLATE_FILE = "chat_template.jinja"
 DEFAULT_TEMPLATE = (
@@ -107,6 +107,74 @@ def encode_chat(tokenizer, text: str) -> list[int]:
     return tokenizer.encode(text)
 
 
+def chat_segments(
+    template: ChatTemplate, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = False
+) -> list[tuple[str, bool]]:
+    """The rendered conversation as (text, is it an assistant response) pieces, in order; joined
+    they are ``template.render(messages, add_generation_prompt=...)``."""
+    segments: list[tuple[str, bool]] = []
+    done = ""
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = template.render(messages[:index], add_generation_prompt=True)
+        after = template.render(messages[: index + 1], add_generation_prompt=False)
+        if not before.startswith(done) or not after.startswith(before):
+            raise DataError(
+                "the chat template renders a turn differently once later turns follow (message "
+                f"{index + 1}, {message['role']}), so the assistant's text cannot be told apart; "
+                "SFT needs a template whose earlier turns stay as they are"
+            )
+        segments += [(before[len(done) :], False), (after[len(before) :], True)]
+        done = after
+    full = template.render(messages, add_generation_prompt=add_generation_prompt)
+    if not full.startswith(done):
+        raise DataError("the chat template renders the whole conversation differently from its turns")
+    segments.append((full[len(done) :], False))
+    return [(text, trained) for text, trained in segments if text]
+
+
+def end_token_ids(tokenizer) -> tuple[int, ...]:
+    """The ids that may end a response: end-of-text and the end-of-turn tokens the vocabulary has."""
+    ends = stop_token_ids(tokenizer)
+    if not ends:
+        raise DataError(
+            "this tokenizer has no end-of-text token, so a response cannot be taught to end; "
+            "SFT needs a GPT-style tokenizer (every lmforge char, word and BPE tokenizer has one)"
+        )
+    return ends
+
+
+def encode_segments(tokenizer, segments: Sequence[tuple[str, bool]]) -> tuple[list[int], list[bool]]:
+    """(ids, trained mask) of the pieces; a response whose ids hold no end token gets end-of-text."""
+    ends = end_token_ids(tokenizer)
+    ids: list[int] = []
+    trained: list[bool] = []
+    for text, is_response in segments:
+        piece = encode_chat(tokenizer, text)
+        if is_response and not any(i in ends for i in piece):
+            piece = [*piece, tokenizer.document_separator_id]
+        ids += piece
+        trained += [is_response] * len(piece)
+    return ids, trained
+
+
+def encode_conversation(
+    tokenizer,
+    template: ChatTemplate,
+    messages: Sequence[Mapping[str, str]],
+    add_generation_prompt: bool = True,
+) -> list[int]:
+    """The ids a model continues for ``messages``, exactly as SFT encoded such a conversation
+    (each piece on its own, an end token after each earlier answer), so a fine-tuned model sees at
+    inference what it was trained on. A template that rewrites earlier turns (SFT refuses it) is
+    encoded as one rendered text instead."""
+    try:
+        return encode_segments(tokenizer, chat_segments(template, messages, add_generation_prompt))[0]
+    except DataError:
+        return encode_chat(tokenizer, template.render(messages, add_generation_prompt=add_generation_prompt))
+
+
 def _raise_exception(message: str) -> None:
     raise TemplateError(f"the chat template refused these messages: {message}")
 
@@ -120,11 +188,30 @@ def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
 
 
+def _generation_extension():
+    """``{% generation %}...{% endgeneration %}``, Hugging Face's marker around what the assistant
+    writes (for ``return_assistant_tokens_mask``): rendered as its body. lmforge finds the assistant's
+    text by rendering prefixes of the conversation (finetune/chat_data.py), so the marker only has to
+    compile, or a template downloaded with it would be refused."""
+    from jinja2.ext import Extension
+
+    class GenerationMarker(Extension):
+        tags = {"generation"}
+
+        def parse(self, parser):
+            next(parser.stream)  # the "generation" name
+            return parser.parse_statements(("name:endgeneration",), drop_needle=True)
+
+    return GenerationMarker
+
+
 def _environment():
     from jinja2.ext import loopcontrols
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols, _generation_extension()]
+    )
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
