@@ -83,9 +83,8 @@ def pretrain_base(work: Path, preset: dict, log) -> Path:
 
 
 def finetune_sft(base: Path, data: str, out: Path, budget: dict, seed: int = 0) -> dict:
-    from lmforge.finetune.sft import plan_sft, run_sft
-
     from lmforge.finetune.settings import SFTConfig
+    from lmforge.finetune.sft import plan_sft, run_sft
 
     settings = SFTConfig(seed=seed, device="cpu", eval_every=10**6, **budget)
     return run_sft(
@@ -107,7 +106,6 @@ def train_reward(sft: Path, out: Path, budget: dict) -> dict:
 def align_ppo(sft: Path, reward: str, out: Path, settings: dict) -> dict:
     from lmforge.align.ppo import plan_ppo, run_ppo
     from lmforge.align.rl_settings import PPOConfig
-
     from lmforge.data.instruct import INSTRUCT
 
     job = plan_ppo(policy=sft, reward=reward, prompts=INSTRUCT, out=out, settings=PPOConfig(device="cpu", **settings),
@@ -132,7 +130,6 @@ def judge(policy: Path, reference: Path, reward: str, settings: dict, work: Path
     from lmforge.align.ppo import plan_ppo
     from lmforge.align.rl_job import evaluate_policy
     from lmforge.align.rl_settings import PPOConfig
-
     from lmforge.data.instruct import INSTRUCT
     from lmforge.run import Run
 
@@ -146,7 +143,6 @@ def arith_grpo(base: Path, work: Path, preset: dict) -> dict:
     """SFT on builtin:arith answers (a start GRPO can improve on), then GRPO with arith_reward."""
     from lmforge.align.grpo import plan_grpo, run_grpo
     from lmforge.align.rl_settings import GRPOConfig
-
     from lmforge.data.instruct import ARITH, arith_examples
 
     digits = preset["arith"]["digits"]
