@@ -40,7 +40,8 @@ INPUT_FLAGS = (
     "--from-hf",
 )
 TOKENIZER_KINDS = ("char", "word", "bpe", "wordpiece", "unigram")
-_NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?")
+# a number with its sign: a margin or reward near zero may print as -0.001 on one machine, 0.002 on another
+_NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?")
 _VOLATILE_WORDS = re.compile(r"\b(?:bf16|fp16|fp32|cpu|cuda|mps)\b")
 
 

@@ -61,10 +61,16 @@ COMMANDS: dict[str, tuple[str, str | dict[str, str]]] = {
     ),
     "chat": ("Talk with a fine-tuned (sft) run in the terminal.", "lmforge.commands.chat:chat"),
     "align": (
-        "Align a run to a reward: PPO (RLHF) and GRPO.",
-        {"ppo": "lmforge.commands.align_rl:ppo", "grpo": "lmforge.commands.align_rl:grpo"},
+        "Align a run: a reward model, DPO on preference pairs; PPO (RLHF) and GRPO against a reward.",
+        {
+            "reward": "lmforge.commands.align:reward",
+            "dpo": "lmforge.commands.align:dpo",
+            "ppo": "lmforge.commands.align_rl:ppo",
+            "grpo": "lmforge.commands.align_rl:grpo",
+        },
     ),
     "predict": ("Label texts with a fine-tuned classifier.", "lmforge.commands.predict:predict"),
+    "reward": ("Score responses to a prompt with a trained reward model.", "lmforge.commands.reward:reward"),
     "fill-mask": (
         "Top-k fills, with probabilities, for each [MASK] of a text (BERT runs).",
         "lmforge.commands.fill_mask:fill_mask",

@@ -82,6 +82,25 @@ BASELINES: dict[str, dict[str, object]] = {
         "--no-progress": None,
     },
     "predict": {"--checkpoint": "classifier", "--text": ["First"]},
+    "align reward": {
+        "--checkpoint": "long_run",
+        "--data": "prefs.jsonl",
+        "--val": "prefs.jsonl",
+        "--out": "new_rm",
+        "--max-steps": "1",
+        "--batch-size": "2",
+        "--no-progress": None,
+    },
+    "align dpo": {
+        "--checkpoint": "long_run",
+        "--data": "prefs.jsonl",
+        "--val": "prefs.jsonl",
+        "--out": "new_dpo",
+        "--max-steps": "1",
+        "--batch-size": "2",
+        "--no-progress": None,
+    },
+    "reward": {"--checkpoint": "rm", "--prompt": "First", "--response": ["Speak"]},
     "estimate": {"--model": "gpt2", "--tokens": "1e9", "--gpus": "8"},
     "inspect": {"--model": "gpt-nano", "--depth": "2"},
 }
@@ -98,6 +117,8 @@ INPUTS = {  # the directories each baseline reads: an --out equal to one must ne
     "convert": ["hf"],
     "demo": [],
     "finetune classify": ["run"],
+    "align reward": ["long_run"],
+    "align dpo": ["long_run"],
 }
 NOT_UTF8 = "Fi\udcffrst"  # how Python hands a command line byte 0xFF over (surrogateescape)
 
@@ -211,6 +232,10 @@ def workspace(tmp_path_factory) -> Path:
     (ws / "labelled.jsonl").write_text("".join(json.dumps(row) + "\n" for row in labelled), encoding="utf-8")
     make_run(ws / "run")
     make_bert_run(ws / "bert")
+    make_run(ws / "long_run", block_size=48)  # room for a chat-rendered prompt and a response
+    lines = [line for line in TEXT.splitlines() if line]
+    pairs = [{"prompt": a, "chosen": b, "rejected": a} for a, b in zip(lines, lines[1:])]
+    (ws / "prefs.jsonl").write_text("".join(json.dumps(row) + "\n" for row in pairs), encoding="utf-8")
     with working_directory(ws):
         for argv in (
             ["tokenizer", "train", "--kind", "char", "--data", A_FILE, "--out", "tok"],
@@ -231,6 +256,8 @@ def workspace(tmp_path_factory) -> Path:
                 "1",
                 "--no-progress",
             ],
+            ["align", "reward", "--checkpoint", "long_run", "--data", "prefs.jsonl", "--val", "prefs.jsonl"]
+            + ["--out", "rm", "--max-steps", "1", "--no-progress"],
         ):
             code, _, err = invoke(argv)
             assert code == 0, err
