@@ -53,31 +53,37 @@ def race_rows(
 ):
     """The DPO pairs and PPO prompts both sides train on: the first that fit the context whole, so
     neither side truncates (TRL keeps the start, lmforge cuts responses: not the same rows). lmforge
-    encodes a pair as ids(rendered prompt) + ids(answer) + end-of-text; TRL tokenizes prompt + answer
-    as one text and appends end-of-text, so only pairs whose text tokenizes the same either way
-    (no token across the prompt/answer boundary) are kept: both sides then see the same ids."""
-    from lmforge.tokenizers.chat import encode_chat
+    encodes a pair as SFT trains a one-turn chat (``prompt_response_ids``: the rendered prompt, then
+    the assistant's text as the template writes it, e.g. " answer\n\n", then end-of-text); TRL gets
+    that same text and tokenizes prompt + answer as one string before appending end-of-text, so only
+    pairs that tokenize the same either way (no token across the boundary) are kept."""
+    from lmforge.finetune.chat_data import as_messages, prompt_response_ids
+    from lmforge.tokenizers.chat import chat_segments, encode_chat
 
     def rendered(prompt: str) -> str:
         return template.render([{"role": "user", "content": prompt}], add_generation_prompt=True)
 
-    def same_ids(head: list[int], text: str, answer: str) -> bool:
-        return encode_chat(tokenizer, text + answer) == head + tokenizer.encode(answer)
+    def answer_text(prompt: str, answer: str) -> str:
+        segments = chat_segments(template, as_messages({"prompt": prompt, "completion": answer}))
+        return next(text for text, is_response in segments if is_response)
 
-    chosen = []
-    for pair in pairs:
-        text = rendered(pair["prompt"])
-        head = encode_chat(tokenizer, text)
-        answers = (pair["chosen"], pair["rejected"])
-        longest = max(len(tokenizer.encode(a)) for a in answers)
-        if len(head) + longest + 1 <= block and all(same_ids(head, text, a) for a in answers):
-            chosen.append(pair)
-        if len(chosen) == dpo_batch:
-            break
+    def same_ids(prompt: str, answer: str) -> bool:
+        head, reply = prompt_response_ids(tokenizer, template, prompt, answer)
+        text = rendered(prompt) + answer_text(prompt, answer)
+        fits = len(head) + len(reply) <= block
+        return fits and encode_chat(tokenizer, text) + [tokenizer.document_separator_id] == head + reply
+
+    chosen = [p for p in pairs if same_ids(p["prompt"], p["chosen"]) and same_ids(p["prompt"], p["rejected"])]
+    chosen = chosen[:dpo_batch]
     room = block - ppo.response_length
     kept = [p for p in prompts if len(encode_chat(tokenizer, rendered(p))) <= room][: ppo.batch_size]
     trl_pairs = [
-        {"prompt": rendered(p["prompt"]), "chosen": p["chosen"], "rejected": p["rejected"]} for p in chosen
+        {
+            "prompt": rendered(p["prompt"]),
+            "chosen": answer_text(p["prompt"], p["chosen"]),
+            "rejected": answer_text(p["prompt"], p["rejected"]),
+        }
+        for p in chosen
     ]
     return chosen, trl_pairs, kept, [rendered(p) for p in kept]
 

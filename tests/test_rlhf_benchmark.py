@@ -68,8 +68,8 @@ def test_race_rows_keep_only_rows_that_fit_the_context(bench, tmp_path):
     assert lm_pairs == pairs[1:]
     assert trl_pairs[0] == {
         "prompt": "User: speak\n\nAssistant:",
-        "chosen": "Speak, speak.",
-        "rejected": "resolved",
+        "chosen": " Speak, speak.\n\n",  # the assistant's turn as the default template writes it
+        "rejected": " resolved\n\n",
     }
     assert lm_prompts == ["all"] and trl_prompts == ["User: all\n\nAssistant:"]
     assert len(encode_chat(tokenizer, trl_prompts[0])) + ppo.response_length <= 64
