@@ -14,7 +14,7 @@ DEV_STAMP := $(VENV)/.lmforge-dev
 PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all lint format bench clean-venv
+.PHONY: demo test test-all lint format bench clean-venv trl-ppo-venv
 
 # The demo needs the runtime and matplotlib; the tests also need the reference libraries
 # (transformers, nltk) and the test tools.
@@ -48,6 +48,13 @@ format: $(DEV_STAMP)
 
 bench: $(DEV_STAMP)
 	$(BIN)/python benchmarks/prepare.py
+
+# benchmarks/rlhf.py's PPO baseline: TRL removed PPOTrainer in 1.13, so it runs TRL 1.12 from its own
+# venv (the same pinned CPU torch first, then TRL's versions).
+trl-ppo-venv:
+	@test -x .venv-trl-ppo/bin/python || $(PYTHON) -m venv .venv-trl-ppo
+	.venv-trl-ppo/bin/python -m pip install -q --disable-pip-version-check $(TORCH_SPEC)
+	.venv-trl-ppo/bin/python -m pip install -q --disable-pip-version-check "trl==1.12.0" "transformers==5.24.0" "accelerate==1.15.0" "datasets==5.2.0"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -95,7 +95,6 @@ def finetune_sft(base: Path, data: str, out: Path, budget: dict, seed: int = 0) 
 def train_reward(sft: Path, out: Path, budget: dict) -> dict:
     from lmforge.align.preference_settings import RewardConfig
     from lmforge.align.reward import plan_reward, run_reward
-
     from lmforge.data.instruct import PREFS
 
     settings = RewardConfig(device="cpu", eval_every=10**6, **budget)
@@ -116,7 +115,6 @@ def align_ppo(sft: Path, reward: str, out: Path, settings: dict) -> dict:
 def align_dpo(sft: Path, out: Path, budget: dict) -> dict:
     from lmforge.align.dpo import plan_dpo, run_dpo
     from lmforge.align.preference_settings import DPOConfig
-
     from lmforge.data.instruct import PREFS
 
     settings = DPOConfig(device="cpu", eval_every=10**6, **budget)

@@ -33,7 +33,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-TRL_PPO_PYTHON = Path(os.environ.get("TRL_PPO_PYTHON", "/work/wt/trl-ppo-venv/bin/python"))
+# `make trl-ppo-venv` builds it beside the project venv
+TRL_PPO_PYTHON = Path(
+    os.environ.get("TRL_PPO_PYTHON", Path(__file__).resolve().parents[1] / ".venv-trl-ppo/bin/python")
+)
 PPO_SCRIPT = Path(__file__).with_name("rlhf_trl_ppo.py")
 
 
