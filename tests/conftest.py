@@ -8,9 +8,31 @@ their cache into a temporary directory, never into the developer's ~/.cache.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from lmforge.hardware import CACHE_ENV, CAPABILITY_ENV
+
+
+def _threads_per_worker() -> int | None:
+    """Under pytest-xdist, the cores shared out among the workers: each worker's torch (and the
+    commands a test starts) would otherwise take every core, and N workers x N threads on N cores
+    spin against each other (a small recurrent model's training ran 10x slower that way)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers <= 1:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // workers)
+
+
+_THREADS = _threads_per_worker()
+if _THREADS is not None:
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_name, str(_THREADS))  # subprocesses (torchrun, the CLI) inherit it
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(autouse=True, scope="session")
