@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from lmforge.data.batching import EpochOrder
 from lmforge.errors import CheckpointError, DataError
 
 BUILTIN_PREFS = "builtin:stdlib-prefs"
@@ -304,22 +305,10 @@ class PairBatches:
     ) -> None:
         self.pairs, self.batch_size, self.pad_id, self.seed = list(pairs), batch_size, pad_id, seed
         self.extras = dict(extras or {})
-        self.epoch, self.position = 0, 0
-        self._order = self._permutation()
-
-    def _permutation(self) -> list[int]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return torch.randperm(len(self.pairs), generator=generator).tolist()
+        self.order = EpochOrder(len(self.pairs), seed)
 
     def next_batch(self) -> dict[str, torch.Tensor]:
-        chosen: list[int] = []
-        while len(chosen) < self.batch_size:
-            if self.position == len(self._order):
-                self.epoch, self.position = self.epoch + 1, 0
-                self._order = self._permutation()
-            take = self._order[self.position : self.position + self.batch_size - len(chosen)]
-            chosen += take
-            self.position += len(take)
+        chosen = self.order.take(self.batch_size)
         batch = collate_pairs([self.pairs[i] for i in chosen], self.pad_id)
         index = torch.tensor(chosen)
         for name, values in self.extras.items():
@@ -327,11 +316,10 @@ class PairBatches:
         return batch
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "position": self.position}
+        return self.order.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self._order = self._permutation()
+        self.order.load_state_dict(state)
 
 
 def in_batches(pairs: Sequence[EncodedPair], batch_size: int):

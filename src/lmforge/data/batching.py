@@ -257,3 +257,36 @@ def evenly_spread(items: Sequence, limit: int) -> list:
     if len(items) <= limit:
         return list(items)
     return [items[i * len(items) // limit] for i in range(limit)]
+
+
+class EpochOrder:
+    """Indices 0..size-1 in a fresh seeded permutation per epoch, handed out ``take(n)`` at a time
+    across epoch boundaries. The state (epoch, position) resumes the order exactly: each epoch's
+    permutation is drawn from (seed, epoch), so no generator state needs saving."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed = size, seed
+        self.epoch, self.position = 0, 0
+        self._order = self._permutation()
+
+    def _permutation(self) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.size, generator=generator).tolist()
+
+    def take(self, count: int) -> list[int]:
+        chosen: list[int] = []
+        while len(chosen) < count:
+            if self.position == len(self._order):
+                self.epoch, self.position = self.epoch + 1, 0
+                self._order = self._permutation()
+            part = self._order[self.position : self.position + count - len(chosen)]
+            chosen += part
+            self.position += len(part)
+        return chosen
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._order = self._permutation()

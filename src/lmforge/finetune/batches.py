@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from lmforge.data.batching import EpochOrder
 from lmforge.errors import DataError
 from lmforge.finetune.examples import Example
 
@@ -118,30 +119,17 @@ class ShuffledBatches:
     ) -> None:
         self.rows, self.labels = list(rows), list(labels)
         self.batch_size, self.pad_id, self.seed = batch_size, pad_id, seed
-        self.epoch, self.position = 0, 0
-        self._order = self._permutation()
-
-    def _permutation(self) -> list[int]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return torch.randperm(len(self.rows), generator=generator).tolist()
+        self.order = EpochOrder(len(self.rows), seed)
 
     def next_batch(self) -> dict[str, torch.Tensor]:
-        chosen: list[int] = []
-        while len(chosen) < self.batch_size:
-            if self.position == len(self._order):
-                self.epoch, self.position = self.epoch + 1, 0
-                self._order = self._permutation()
-            take = self._order[self.position : self.position + self.batch_size - len(chosen)]
-            chosen += take
-            self.position += len(take)
+        chosen = self.order.take(self.batch_size)
         return collate([self.rows[i] for i in chosen], [self.labels[i] for i in chosen], self.pad_id)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "position": self.position}
+        return self.order.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self._order = self._permutation()
+        self.order.load_state_dict(state)
 
 
 def padding_id(tokenizer) -> int:

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from lmforge.data.batching import EpochOrder
 from lmforge.data.packing import PAD_DOCUMENT, document_causal_mask
 from lmforge.finetune.chat_data import ChatRow
 from lmforge.models.loss import IGNORE_INDEX
@@ -90,30 +91,17 @@ class SFTBatches:
     ) -> None:
         self.rows, self.groups = list(rows), [list(g) for g in groups]
         self.batch_size, self.pad_id, self.seed, self.packed = batch_size, pad_id, seed, packed
-        self.epoch, self.position = 0, 0
-        self._order = self._permutation()
-
-    def _permutation(self) -> list[int]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return torch.randperm(len(self.groups), generator=generator).tolist()
+        self.order = EpochOrder(len(self.groups), seed)
 
     def next_batch(self) -> dict[str, torch.Tensor]:
-        chosen: list[int] = []
-        while len(chosen) < self.batch_size:
-            if self.position == len(self._order):
-                self.epoch, self.position = self.epoch + 1, 0
-                self._order = self._permutation()
-            take = self._order[self.position : self.position + self.batch_size - len(chosen)]
-            chosen += take
-            self.position += len(take)
+        chosen = self.order.take(self.batch_size)
         return collate(self.rows, [self.groups[i] for i in chosen], self.pad_id, self.packed)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "position": self.position}
+        return self.order.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self._order = self._permutation()
+        self.order.load_state_dict(state)
 
 
 @torch.no_grad()
