@@ -34,6 +34,7 @@ SMALL = [
     "--n-layer", "2", "--n-head", "4", "--n-embd", "32", "--block-size", "16", "--batch-size", "8",
     "--max-steps", "5", "--eval-every", "100", "--eval-batches", "2", "--warmup-steps", "1",
     "--lr", "1e-2", "--dist-timeout", "60",
+    "--precision", "fp32",  # the equalities below are fp32's; "auto" trains in bf16 on AVX-512 BF16 CPUs
 ]  # fmt: skip
 
 

@@ -20,6 +20,7 @@ pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
 
 from lmforge.cli import main  # noqa: E402
+from lmforge.hardware import cpu_has_native_bf16  # noqa: E402
 from tests.serve.api_server import tiny_serving_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,7 +107,9 @@ def test_check_loads_and_exits(tmp_path):
     run = tiny_serving_run(tmp_path / "run", block_size=16)
     code, out, err = invoke(["serve", "--checkpoint", str(run), "--check", "--model-name", "mine"])
     assert code == 0, err
-    assert out.startswith("mine: context 16 tokens, float32 on cpu") and "not serving" in out
+    # --dtype auto: bf16 where the CPU computes it natively (AVX-512 BF16, AMX), else fp32
+    dtype = "bfloat16" if cpu_has_native_bf16() else "float32"
+    assert out.startswith(f"mine: context 16 tokens, {dtype} on cpu") and "not serving" in out
 
 
 class CreatesAFile:
