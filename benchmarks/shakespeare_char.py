@@ -1,19 +1,26 @@
-"""Character-level tiny Shakespeare: nanoGPT's CPU recipe, then lmforge's faster defaults.
+"""Character-level tiny Shakespeare: nanoGPT's CPU recipe against lmforge's defaults (issue 17).
 
 nanoGPT's published CPU run (README, "I only have a macbook"): 4 layers, 4 heads, 128 wide,
 block 64, batch 12, 2000 steps, AdamW lr 1e-3 (100 warm-up steps, cosine to 1e-4), betas
 (0.9, 0.99), weight decay 0.1, clip 1.0, dropout 0, no biases; it reports validation loss 1.88.
 
-    python benchmarks/shakespeare_char.py                  # everything, 3 seeds each (about 7 minutes)
-    python benchmarks/shakespeare_char.py --only budget --budgets 38 25 --seeds 1
+    python benchmarks/shakespeare_char.py --race --nanogpt ~/nanoGPT   # the race (README's table)
+    python benchmarks/shakespeare_char.py --ablation                   # each lever removed in turn
+    python benchmarks/shakespeare_char.py --generalisation             # builtin:stdlib-docs, BPE 4096
+    python benchmarks/shakespeare_char.py --race --seeds 1 --fractions 0.25   # a quick look
 
-The recipe runs in fp32 (as nanoGPT does on a CPU) and again in bf16 autocast, to show that
-bf16's loss curve matches fp32's at equal steps; the budget runs use every lmforge default
-(precision "auto": bf16 on a CPU with AVX-512 BF16).
+The race times nanoGPT's own ``train.py`` (``--nanogpt``: a checkout, run from a scratch copy;
+without it, nanoGPT's recipe as lmforge implements it sets the time), then trains with every
+lmforge default for 1/2, 1/4 and 1/5 of that wall-clock time, in fp32 and, where the CPU computes
+bf16 natively, in bf16. Every training run is a process of its own, timed from start to exit
+(imports, data, model, training, the final evaluation), the way nanoGPT's is; lmforge's
+``--max-time`` is the share minus the start-up and wind-down its recipe runs measured.
 
-Each result is the loss over the *whole* validation split (the last 10% of the text, 111,540
-predictions), measured after training with `lmforge evaluate`, rather than nanoGPT's estimate
-from 200 random batches. Skips (exit 0) without ../shared/data/tinyshakespeare.txt.
+Each lmforge result is the loss over the *whole* validation split (the last 10% of the text,
+111,540 predictions) measured afterwards with ``lmforge evaluate``, not an estimate from 20
+random batches. ``--ablation`` and ``--generalisation`` use a quarter of the race's reference
+time (from the results file, or ``--budget``). Skips (exit 0) without
+../shared/data/tinyshakespeare.txt.
 """
 
 from __future__ import annotations
@@ -21,17 +28,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import SHARED_DATA, bf16_runs_natively, table, write_result  # noqa: E402
-from lmforge.commands.evaluate import evaluate  # noqa: E402
-from lmforge.commands.prepare import prepare  # noqa: E402
-from lmforge.commands.pretrain import pretrain_with as pretrain  # noqa: E402
+from common import RESULTS, SHARED_DATA, bf16_runs_natively, table, write_result  # noqa: E402
+from nanogpt_reference import run_nanogpt  # noqa: E402
 
 CORPUS = SHARED_DATA / "tinyshakespeare.txt"
 NANOGPT_RECIPE = dict(
@@ -54,103 +61,253 @@ NANOGPT_RECIPE = dict(
     pos_encoding="learned",
     norm="layernorm",
     mlp="gelu_exact",  # nanoGPT's nn.GELU() is the exact erf form
+    optimizer="adamw",
+    schedule="cosine",
     eval_every=250,
     eval_batches=20,
     precision="fp32",
 )
+# gpt-nano's defaults before issue 17 (rotary, SwiGLU, AdamW 3e-3, cosine): the generalisation
+# check's baseline
+PREVIOUS_DEFAULTS = dict(
+    optimizer="adamw", lr=3e-3, schedule="cosine", warmup_steps=50, batch_size=12, block_size=64,
+    mlp="swiglu", qk_norm=False,
+)  # fmt: skip
+# each lever of the defaults set back to what it was before (PREVIOUS_DEFAULTS), one at a time,
+# then the levers that were tried and left out, each added alone
+ABLATIONS: dict[str, dict] = {
+    "every default": {},
+    "AdamW (lr 3e-3) instead of Muon": {"optimizer": "adamw"},
+    "no QK-norm": {"qk_norm": False},
+    "batch 12 (nanoGPT's) instead of 24": {"batch_size": 12},
+    "Muon lr 0.02 (Keller Jordan's) instead of 0.03": {"muon_lr": 0.02},
+    "+ wsd schedule (instead of cosine)": {"schedule": "wsd"},
+    "+ ReLU squared (instead of SwiGLU)": {"mlp": "relu2"},
+    "+ logit soft-cap 30": {"logit_softcap": 30.0},
+    "+ zero-initialised projections": {"zero_init_proj": True},
+}
 TARGET = 1.88
+FRACTIONS = (0.5, 0.25, 0.2)
 
 
-def run(name: str, data: Path, root: Path, settings: dict) -> dict:
-    out = root / "run"
+def train_process(data: Path, out: Path, settings: dict) -> dict:
+    """``pretrain`` in a process of its own (this script's ``--child``), timed from start to exit."""
     start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps({"data": str(data), "out": str(out), **settings})],
+        capture_output=True,
+        text=True,
+    )
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"pretrain {settings} failed:\n{done.stderr[-2000:]}")
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"wall_s": wall, **summary}
+
+
+def child(spec: str) -> None:
+    from lmforge.commands.pretrain import pretrain_with
+
+    flags = json.loads(spec)
+    data, out = Path(flags.pop("data")), Path(flags.pop("out"))
     with contextlib.redirect_stdout(io.StringIO()):
-        summary = pretrain(data=data, out=out, progress=False, as_json=True, **settings)
-        seconds = time.perf_counter() - start
-        result = evaluate(checkpoint=out, data=[str(data)], weights="last", as_json=True)
-    return {
-        "name": name,
-        "wall_s": seconds,
-        "train_s": summary["elapsed_s"],
-        "steps": summary["steps"],
-        "tokens_per_s": summary["tokens_per_s"],
-        "val_loss": result["loss"],
-        "settings": settings,
-    }
+        summary = pretrain_with(data=data, out=out, progress=False, as_json=True, overwrite=True, **flags)
+    print(json.dumps({k: summary.get(k) for k in ("steps", "elapsed_s", "tokens_per_s", "precision")}))
+
+
+def whole_split_loss(run: Path, data: Path) -> float:
+    from lmforge.commands.evaluate import evaluate
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return evaluate(checkpoint=run, data=[str(data)], weights="last", as_json=True)["loss"]
+
+
+def train_and_score(name: str, data: Path, root: Path, settings: dict, seed: int) -> dict:
+    out = root / "run"
+    result = train_process(data, out, {**settings, "seed": seed})
+    result.update(name=name, seed=seed, val_loss=whole_split_loss(out, data), settings=settings)
+    return result
+
+
+def prepare(root: Path, source: str, tokenizer: str, vocab_size: int | None = None) -> Path:
+    from lmforge.commands.prepare import prepare as prepare_command
+
+    data = root / "data"
+    with contextlib.redirect_stdout(io.StringIO()):
+        prepare_command(data=[source], tokenizer=tokenizer, out=data, vocab_size=vocab_size, as_json=True)
+    return data
+
+
+def precisions(requested: str) -> list[str]:
+    if requested != "both":
+        return [requested]
+    if bf16_runs_natively():
+        return ["fp32", "bf16"]
+    print("bf16 rows skipped: this CPU has no bf16 hardware (emulated, about 8x slower than fp32)")
+    return ["fp32"]
+
+
+def race(args, root: Path) -> dict:
+    data = prepare(root, str(CORPUS), "char")
+    seeds = [1337 + i for i in range(args.seeds)]
+    reference = []
+    if args.nanogpt:
+        for _ in range(args.seeds):  # nanoGPT seeds itself (1337): repeats measure only its time
+            reference.append(run_nanogpt(args.nanogpt, CORPUS, root / "nanogpt"))
+            print(f"nanoGPT train.py: {reference[-1]['wall_s']:.1f} s, val estimate "
+                  f"{reference[-1]['val_loss_estimate']:.4f}", flush=True)  # fmt: skip
+    recipe = []
+    for seed in seeds:
+        recipe.append(train_and_score("nanoGPT recipe in lmforge", data, root, NANOGPT_RECIPE, seed))
+        print(f"recipe in lmforge, seed {seed}: {recipe[-1]['wall_s']:.1f} s, {recipe[-1]['val_loss']:.4f}", flush=True)  # fmt: skip
+    overhead = statistics.median(r["wall_s"] - r["elapsed_s"] for r in recipe)
+    if reference:
+        seconds, against = statistics.median(r["wall_s"] for r in reference), "nanoGPT train.py"
+    else:
+        seconds, against = statistics.median(r["wall_s"] for r in recipe), "nanoGPT recipe in lmforge"
+    runs = []
+    for precision in precisions(args.precision):
+        for fraction in args.fractions:
+            budget = round(fraction * seconds - overhead, 1)
+            for seed in seeds:
+                name = f"defaults, {precision}, 1/{1 / fraction:g} of the time"
+                r = train_and_score(name, data, root, {"model": "gpt-nano", "max_time": budget, "precision": precision}, seed)  # fmt: skip
+                r.update(fraction=fraction, precision=precision, share=r["wall_s"] / seconds)
+                runs.append(r)
+                print(f"{name}, seed {seed}: {r['wall_s']:.1f} s ({r['share']:.3f} of {seconds:.1f} s), "
+                      f"{r['steps']} steps, val {r['val_loss']:.4f}", flush=True)  # fmt: skip
+    return {"reference": against, "reference_s": seconds, "overhead_s": overhead, "nanogpt": reference,
+            "recipe": recipe, "runs": runs}  # fmt: skip
+
+
+def print_race(result: dict) -> None:
+    rows = []
+    for r in result["nanogpt"][:1]:
+        walls = [x["wall_s"] for x in result["nanogpt"]]
+        rows.append(["nanoGPT train.py (its CPU recipe)", "fp32", f"{min(walls):.1f}-{max(walls):.1f}", "1",
+                     f"{r['val_loss_estimate']:.4f} (its 20-batch estimate)", ""])  # fmt: skip
+    recipe = result["recipe"]
+    rows.append(["nanoGPT's recipe in lmforge", "fp32", _span(r["wall_s"] for r in recipe),
+                 f"{statistics.median(r['wall_s'] for r in recipe) / result['reference_s']:.2f}",
+                 _losses(recipe), _met(recipe)])  # fmt: skip
+    names = dict.fromkeys(r["name"] for r in result["runs"])
+    for name in names:
+        group = [r for r in result["runs"] if r["name"] == name]
+        rows.append([f"lmforge defaults, 1/{1 / group[0]['fraction']:g} of the time", group[0]["precision"],
+                     _span(r["wall_s"] for r in group), f"{max(r['share'] for r in group):.3f}",
+                     _losses(group), _met(group)])  # fmt: skip
+    print(f"reference: {result['reference']}, {result['reference_s']:.1f} s")
+    print(table(rows, ["run", "precision", "wall s", "share of reference", "val loss (whole split)", f"mean <= {TARGET}"]))  # fmt: skip
+
+
+def _span(values) -> str:
+    values = list(values)
+    return f"{min(values):.1f}-{max(values):.1f}"
+
+
+def _losses(group: list[dict]) -> str:
+    losses = [r["val_loss"] for r in group]
+    return ", ".join(f"{x:.4f}" for x in losses) + (f" (mean {statistics.mean(losses):.4f})" if len(losses) > 1 else "")  # fmt: skip
+
+
+def _met(group: list[dict]) -> str:
+    return "yes" if statistics.mean(r["val_loss"] for r in group) <= TARGET else "no"
+
+
+def compare(args, root: Path, data: Path, configurations: dict[str, dict], budget: float) -> list[dict]:
+    runs = []
+    for name, settings in configurations.items():
+        for seed in [1337 + i for i in range(args.seeds)]:
+            r = train_and_score(name, data, root, {"model": "gpt-nano", "max_time": budget, **settings}, seed)
+            runs.append(r)
+            print(f"{name}, seed {seed}: {r['steps']} steps, val {r['val_loss']:.4f}", flush=True)
+    return runs
+
+
+def print_groups(runs: list[dict], baseline: str) -> None:
+    names = dict.fromkeys(r["name"] for r in runs)
+    base = statistics.mean(r["val_loss"] for r in runs if r["name"] == baseline)
+    rows = []
+    for name in names:
+        group = [r for r in runs if r["name"] == name]
+        mean = statistics.mean(r["val_loss"] for r in group)
+        rows.append(
+            [name, _span(r["steps"] for r in group).replace(".0", ""), _losses(group), f"{mean - base:+.4f}"]
+        )
+    print(table(rows, ["configuration", "steps", "val loss (whole split)", f"vs {baseline}"]))
+
+
+def reference_budget(args, previous: dict) -> float:
+    if args.budget:
+        return args.budget
+    if "race" in previous:
+        return round(previous["race"]["reference_s"] / 4 - previous["race"]["overhead_s"], 1)
+    raise SystemExit(
+        "no race in the results file to take a quarter of: run --race first or give --budget SECONDS"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--only", choices=["recipe", "recipe-bf16", "budget"], default=None)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument(
-        "--budgets", type=float, nargs="+", default=[38.0, 25.0], help="seconds for the budget runs"
+        "--race", action="store_true", help="nanoGPT against lmforge's defaults at shares of its time"
     )
     parser.add_argument(
-        "--seeds", type=int, default=3, help="runs per configuration, seeds 1337, 1338, ... (default 3)"
+        "--ablation", action="store_true", help="the defaults with each lever set back in turn"
     )
+    parser.add_argument("--generalisation", action="store_true",
+                        help="the defaults against the previous ones on builtin:stdlib-docs with a 4,096-id BPE")  # fmt: skip
+    parser.add_argument(
+        "--nanogpt", type=Path, help="a nanoGPT checkout, whose train.py sets the race's time"
+    )
+    parser.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS),
+                        help="shares of the reference time the defaults get (default 0.5 0.25 0.2)")  # fmt: skip
+    parser.add_argument("--precision", choices=["fp32", "bf16", "both"], default="both",
+                        help="the race's lmforge precision (both: bf16 too where the CPU has it)")  # fmt: skip
+    parser.add_argument("--budget", type=float, help="training seconds for --ablation/--generalisation")
+    parser.add_argument("--seeds", type=int, default=3, help="runs per configuration, seeds 1337, 1338, ... (default 3)")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=RESULTS / "shakespeare_char.json")
     args = parser.parse_args()
+    if args.child:
+        return child(args.child)
+    if not (args.race or args.ablation or args.generalisation):
+        parser.error("choose --race, --ablation and/or --generalisation")
     if not CORPUS.exists():
         print(f"skipped: {CORPUS} is not there")
         return
-    configurations = []
-    if args.only in (None, "recipe"):
-        configurations.append(("nanoGPT recipe, 2000 steps, fp32", NANOGPT_RECIPE))
-    if args.only in (None, "recipe-bf16") and not bf16_runs_natively():
-        print("bf16 recipe skipped: this CPU has no bf16 hardware (emulated, about 8x slower than fp32)")
-    elif args.only in (None, "recipe-bf16"):
-        configurations.append(("nanoGPT recipe, 2000 steps, bf16", {**NANOGPT_RECIPE, "precision": "bf16"}))
-    if args.only in (None, "budget"):
-        # everything at lmforge's defaults for gpt-nano, only the time budget given
-        for budget in args.budgets:
-            configurations.append(
-                (f"gpt-nano defaults, --max-time {budget:g}", {"model": "gpt-nano", "max_time": budget})
-            )
-    seeds = [1337 + i for i in range(args.seeds)]
+    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results = {k: previous[k] for k in ("race", "ablation", "generalisation") if k in previous}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        data = root / "shakespeare-char"
-        with contextlib.redirect_stdout(io.StringIO()):
-            prepare(data=[str(CORPUS)], tokenizer="char", out=data, as_json=True)
-        results = []
-        for index, (name, settings) in enumerate(configurations):
-            for seed in seeds:
-                results.append(run(name, data, root / f"{index}-{seed}", {**settings, "seed": seed}))
-                results[-1]["seed"] = seed
-    rows = [
-        [
-            r["name"],
-            r["seed"],
-            r["steps"],
-            f"{r['train_s']:.1f}",
-            f"{r['tokens_per_s']:,.0f}",
-            f"{r['val_loss']:.4f}",
-            "yes" if r["val_loss"] <= TARGET else "no",
-        ]
-        for r in results
-    ]
-    summary = {}
-    for name, _ in configurations:
-        losses = [r["val_loss"] for r in results if r["name"] == name]
-        summary[name] = {"mean_val_loss": statistics.mean(losses), "min": min(losses), "max": max(losses)}
-        rows.append(
-            [
-                name,
-                "mean",
-                "",
-                "",
-                "",
-                f"{summary[name]['mean_val_loss']:.4f}",
-                "yes" if summary[name]["mean_val_loss"] <= TARGET else "no",
-            ]
-        )
-    headers = ["run", "seed", "steps", "train s", "tokens/s", "val loss (whole split)", f"<= {TARGET}"]
-    print(table(rows, headers))
-    path = write_result(
-        "shakespeare_char", {"target_val_loss": TARGET, "summary": summary, "results": results}
-    )
-    print(f"wrote {path}")
+        if args.race:
+            results["race"] = race(args, root / "race")
+            print_race(results["race"])
+        if args.ablation:
+            budget = reference_budget(args, results)
+            data = prepare(root / "ablation", str(CORPUS), "char")
+            runs = compare(args, root / "ablation", data, ABLATIONS, budget)
+            results["ablation"] = {"budget_s": budget, "runs": runs}
+            print_groups(runs, "every default")
+        if args.generalisation:
+            budget = reference_budget(args, results)
+            data = prepare(root / "general", "builtin:stdlib-docs", "bpe", 4096)
+            configurations = {"every default": {}, "previous defaults": PREVIOUS_DEFAULTS}
+            runs = compare(args, root / "general", data, configurations, budget)
+            results["generalisation"] = {
+                "budget_s": budget,
+                "data": "builtin:stdlib-docs, bpe 4096",
+                "runs": runs,
+            }
+            print_groups(runs, "previous defaults")
+    payload = {"target_val_loss": TARGET, **results}
+    if args.out.resolve() == (RESULTS / "shakespeare_char.json").resolve():
+        print(f"wrote {write_result('shakespeare_char', payload)}")
+    else:
+        args.out.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

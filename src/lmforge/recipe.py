@@ -148,7 +148,7 @@ def plan_pretraining(
     a prepared directory, or several as ``DIR:WEIGHT`` (a mixture, ``data/mixture.py``)."""
     from lmforge.data.mixture import check_one_tokenizer, parse_mixture
     from lmforge.data.shards import load_prepared
-    from lmforge.models.registry import PRESETS, check_settings, preset_config
+    from lmforge.models.registry import PRESETS, check_settings, preset_config, preset_training
     from lmforge.run import Run, directory_fingerprint
 
     shape, train = dict(shape or {}), dict(train or {})
@@ -184,8 +184,8 @@ def plan_pretraining(
     else:
         if data is None or out is None:
             raise UserInputError("give --data DIR (from `lmforge prepare`) and --out RUN, or --resume RUN")
-        config = TrainConfig(**train)
         model = model or "gpt-nano"
+        config = TrainConfig(**{**preset_training(model, str(train.get("parallel", "none"))), **train})
         preset, run_path, label = model, Path(out), model
     config.validate()
 
@@ -601,6 +601,7 @@ def _train(job: PretrainJob, run, mesh, progress: bool) -> dict[str, Any]:
         "interrupted": result.interrupted,
         "transforms": [t.name for t in transforms],
         "optimizer": describe_optimizer(trainer.optimizer),
+        "precision": trainer.precision,
         "processes": distributed.world_size(),
         "plot": str(run.plot_path),
     }

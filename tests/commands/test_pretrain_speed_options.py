@@ -33,7 +33,8 @@ def test_checkpointing_is_applied_reported_and_saved(data, tmp_path, capsys):
     assert main([*args, *SMALL, "--activation-checkpointing", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["transforms"][0] == "activation-checkpointing"
-    assert summary["optimizer"] == describe_optimizer(build_optimizer(torch.nn.Linear(2, 2), lr=1e-3))
+    adamw = describe_optimizer(build_optimizer(torch.nn.Linear(2, 2), lr=1e-3))
+    assert summary["optimizer"] == "muon + " + adamw  # gpt-nano's default (registry.PRESET_TRAINING)
     assert json.loads((out / "config.json").read_text())["train"]["activation_checkpointing"] is True
     assert summary["steps"] == 2
 
@@ -121,3 +122,33 @@ def test_the_memory_check_lets_through_a_step_only_checkpointing_makes_fit(monke
     with pytest.raises(UserInputError, match="needs about"):
         check_memory(sketch, TrainConfig(**settings))
     check_memory(sketch, TrainConfig(**settings, activation_checkpointing=True))
+
+
+def test_gpt_nano_brings_its_speed_run_defaults_and_flags_go_over_them(data, tmp_path):
+    from lmforge.models.registry import preset_training
+
+    base = ["pretrain", "--data", str(data), "--max-steps", "1", "--n-layer", "1", "--n-embd", "16", "--n-head", "2",
+            "--block-size", "16", "--precision", "fp32"]  # fmt: skip
+    assert main([*base, "--out", str(tmp_path / "defaults")]) == 0
+    saved = json.loads((tmp_path / "defaults" / "config.json").read_text())
+    assert saved["model"]["qk_norm"] is True
+    assert (saved["train"]["optimizer"], saved["train"]["muon_lr"], saved["train"]["batch_size"]) == (
+        "muon",
+        0.03,
+        24,
+    )
+    flags = ["--optimizer", "adamw", "--batch-size", "8", "--no-qk-norm"]
+    assert main([*base, "--out", str(tmp_path / "mine"), *flags]) == 0
+    saved = json.loads((tmp_path / "mine" / "config.json").read_text())
+    assert saved["model"]["qk_norm"] is False
+    assert (saved["train"]["optimizer"], saved["train"]["muon_lr"], saved["train"]["batch_size"]) == (
+        "adamw",
+        0.03,
+        8,
+    )
+    # another preset keeps the dataclass defaults; sharded parallelism takes the preset's Muon away
+    assert preset_training("gpt-mini") == {}
+    assert "optimizer" not in preset_training("gpt-nano", "fsdp") and "optimizer" not in preset_training(
+        "gpt-nano", "tp=2"
+    )
+    assert preset_training("gpt-nano", "ddp")["optimizer"] == "muon"

@@ -35,6 +35,7 @@ SMALL = [
     "--max-steps", "5", "--eval-every", "100", "--eval-batches", "2", "--warmup-steps", "1",
     "--lr", "1e-2", "--dist-timeout", "60",
     "--precision", "fp32",  # the equalities below are fp32's; "auto" trains in bf16 on AVX-512 BF16 CPUs
+    "--optimizer", "adamw",  # the same in every mode (fsdp and tp take gpt-nano's Muon away); Muon below
 ]  # fmt: skip
 
 
@@ -172,6 +173,22 @@ def test_two_processes_train_as_one(single, spread_run, parallel):
     assert summary["val_loss"] == pytest.approx(
         json.loads((single / "metrics.jsonl").read_text().splitlines()[-1])["val_loss"], abs=1e-5
     )
+
+
+def test_muon_under_ddp_trains_as_one_process(data):
+    """gpt-nano's default optimizer under torchrun: gradients are all-reduced before Muon's step,
+    so two processes train as one, up to the rounding of Newton-Schulz in bf16 (where the CPU has
+    bf16 units); without the all-reduce each rank would follow its own half-batch."""
+    muon = [*SMALL, "--optimizer", "muon"]  # the later flag wins
+    single = data / "single-muon"
+    assert main(["pretrain", "--data", str(data / "data"), "--out", str(single), *muon]) == 0
+    run = data / "run-ddp-muon"
+    result = torchrun(2, "-m", "lmforge", "pretrain", "--data", str(data / "data"), "--out", str(run), *muon,
+                      "--parallel", "ddp", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)["optimizer"].startswith("muon + adamw")
+    assert losses(run) == pytest.approx(losses(single), abs=1e-3)
+    assert losses(run)[-1] < losses(run)[0] - 0.2
 
 
 @pytest.mark.parametrize(

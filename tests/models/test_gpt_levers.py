@@ -174,3 +174,19 @@ def test_hf_export_refuses_a_lever_gpt2_and_llama_lack(option):
 def test_zero_init_proj_exports_as_plain_gpt2():
     """Only the starting point differs: the trained architecture is GPT-2's."""
     assert gpt2.hf_config({**tiny(zero_init_proj=True).config.to_dict()}, "runs/x")["model_type"] == "gpt2"
+
+
+def test_qk_norm_under_bf16_autocast_runs_torchs_fused_norm_without_a_warning():
+    """The projection hands the norm bf16 under autocast; a gain left in fp32 makes torch warn
+    ("Mismatch dtype between input and weight") and take its slow path."""
+    import warnings
+
+    attention = SelfAttention(16, 2, qk_norm=True)
+    x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(0))
+    expected = attention(x)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = attention(x)[0]
+    assert got.dtype == torch.bfloat16
+    assert torch.allclose(got.float(), expected, atol=0.05)

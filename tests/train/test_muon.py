@@ -172,3 +172,60 @@ def test_sharded_parameters_are_refused_with_one_line():
     model.h[0].attn.c_attn.weight.device_mesh = object()  # what a DTensor parameter looks like here
     with pytest.raises(UserInputError, match="--optimizer muon .* --parallel fsdp or tp"):
         build_optimizer(model, name="muon", lr=1e-3)
+
+
+# --- the batched step (train/muon.py) against torch.optim.Muon -----------------------------------
+def newton_schulz_one_by_one(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """Keller Jordan's quintic iteration written out for one matrix, in float64."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.double()
+    tall = x.shape[0] > x.shape[1]
+    x = (x.T if tall else x) / x.norm().clamp(min=1e-7)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if tall else x
+
+
+@pytest.mark.parametrize("shape", [(24, 24), (24, 72), (72, 24)])
+def test_batched_newton_schulz_is_the_iteration_of_each_matrix(shape):
+    from lmforge.train.muon import newton_schulz
+
+    stacked = torch.randn(5, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    stacked[2] *= 1000  # each matrix is scaled by its own norm
+    batched = newton_schulz(stacked, (3.4445, -4.7750, 2.0315), 5, 1e-7, torch.float64)
+    for got, g in zip(batched, stacked):
+        assert torch.allclose(got, newton_schulz_one_by_one(g), atol=1e-12)
+
+
+def test_batched_step_matches_torchs_muon_and_shares_its_state(monkeypatch):
+    """In bf16 (torch's arithmetic) three steps land where torch.optim.Muon's do, to bf16's
+    rounding; the state dicts are interchangeable, so a run resumes across the two."""
+    from lmforge.train import muon
+
+    monkeypatch.setattr(muon, "ns_dtype", lambda device: torch.bfloat16)
+    ours, theirs = tiny_gpt(), tiny_gpt()
+    hidden = [p for n, p in ours.named_parameters() if n.endswith(HIDDEN)]
+    reference = [p for n, p in theirs.named_parameters() if n.endswith(HIDDEN)]
+    settings = dict(lr=0.02, weight_decay=0.1, adjust_lr_fn="original")
+    a, b = muon.BatchedMuon(hidden, **settings), torch.optim.Muon(reference, **settings)
+    generator = torch.Generator().manual_seed(0)
+    starts = [p.detach().clone() for p in hidden]
+    for _ in range(3):
+        for p, q in zip(hidden, reference):
+            p.grad = torch.randn(p.shape, generator=generator)
+            q.grad = p.grad.clone()
+        a.step()
+        b.step()
+    for p, q, start in zip(hidden, reference, starts):
+        moved = (q.detach() - start).norm()
+        assert (p.detach() - q.detach()).norm() < 0.02 * moved  # bf16 rounds to 3 significant digits
+    b.load_state_dict(a.state_dict())
+    assert set(a.state_dict()["state"][0]) == {"momentum_buffer"} == set(b.state_dict()["state"][0])
+
+
+def test_newton_schulz_runs_in_fp32_where_bf16_is_emulated(monkeypatch):
+    from lmforge.train.muon import ns_dtype
+
+    monkeypatch.setenv("LMFORGE_CPU_CAPABILITY", "avx2")  # acts as a Zen 3: no bf16 units
+    assert ns_dtype(torch.device("cpu")) == torch.float32

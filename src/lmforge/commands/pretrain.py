@@ -62,7 +62,9 @@ def pretrain(
             the sizes; the summary reports the tokens and epochs of each source.
         out: the run directory to create.
         model: a preset (default gpt-nano). Transformers (family gpt): gpt-nano, gpt-mini, gpt2,
-            gpt2-medium, gpt2-large, gpt2-xl. BERT encoders, trained as masked LMs on [CLS] ... [SEP]
+            gpt2-medium, gpt2-large, gpt2-xl. gpt-nano brings the CPU speed-run recipe as its
+            defaults (--qk-norm, --optimizer muon --muon-lr 0.03, --batch-size 24); any flag given
+            goes over them. BERT encoders, trained as masked LMs on [CLS] ... [SEP]
             windows, 15 percent masked (data prepared with --tokenizer wordpiece): bert-nano, bert-mini,
             bert-base. Classic models, one preset per family: window
             (fixed-window neural LM, Bengio et al. 2003), rnn (Elman RNN), lstm, gru, and ngram
@@ -84,7 +86,7 @@ def pretrain(
         lmforge pretrain --data data/stdlib-char --out runs/window --model window --context 12 --max-time 60
         lmforge prepare --task seq2seq --data 'builtin:copy?length=3-8,size=3000' --tokenizer char --out data/copy
         lmforge pretrain --data data/copy --out runs/copy --model rnn-attn --batch-size 64 --max-steps 300
-        lmforge pretrain --data data/stdlib-char --out runs/gpt2-shaped --pos-encoding learned --norm layernorm --mlp gelu --bias --max-time 60
+        lmforge pretrain --data data/stdlib-char --out runs/gpt2-shaped --pos-encoding learned --norm layernorm --mlp gelu --bias --no-qk-norm --max-time 60
     """
     from lmforge.models.registry import is_counted
 

@@ -236,6 +236,15 @@ def attend(
 # --- modules ---------------------------------------------------------------------------------
 
 
+class HeadNorm(nn.RMSNorm):
+    """RMSNorm of queries or keys, its gain in the activations' dtype: under bf16 autocast the
+    projection hands it bf16, and torch's fused kernel takes input and gain of one dtype only
+    (else it warns and runs the slow composite)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, self.normalized_shape, self.weight.to(x.dtype), self.eps)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with one fused QKV projection.
 
@@ -280,8 +289,8 @@ class SelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(dropout)
         self.qk_norm = qk_norm
         if qk_norm:
-            self.q_norm = nn.RMSNorm(self.head_dim, eps=norm_eps)
-            self.k_norm = nn.RMSNorm(self.head_dim, eps=norm_eps)
+            self.q_norm = HeadNorm(self.head_dim, eps=norm_eps)
+            self.k_norm = HeadNorm(self.head_dim, eps=norm_eps)
 
     def score_flops_per_token(self, context: int) -> float:
         """Forward FLOPs per query of q k^T and of the weighted sum of v over ``context`` positions:

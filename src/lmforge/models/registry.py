@@ -137,11 +137,35 @@ RNN_SEQ2SEQ = {
     "block_size": 64,
 }
 
+# Training defaults a preset brings with it (TrainConfig field names), under whatever the user
+# gives (recipe.plan_pretraining). gpt-nano's are the CPU speed-run recipe that
+# benchmarks/shakespeare_char.py chose by measurement (README, "Speed-run").
+PRESET_TRAINING: dict[str, dict[str, Any]] = {
+    "gpt-nano": {"optimizer": "muon", "muon_lr": 0.03, "batch_size": 24},
+}
+
+
+def preset_training(preset: str, parallel: str = "none") -> dict[str, Any]:
+    """The training defaults ``preset`` carries ({} for most): the user's flags go over them.
+    Muon orthogonalises whole matrices, so under ``--parallel fsdp`` or ``tp`` (sharded ones) a
+    preset's Muon gives way to AdamW, as if the preset had not asked for it."""
+    defaults = dict(PRESET_TRAINING.get(preset, {}))
+    if parallel not in ("none", "ddp"):
+        for name in ("optimizer", "muon_lr", "muon_weight_decay"):
+            defaults.pop(name, None)
+    return defaults
+
+
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     # The small presets use what trains fastest on a CPU (benchmarks/shakespeare_char.py): rotary
     # positions and SwiGLU learn more per step than learned positions and GELU, LayerNorm is one
     # fused kernel where RMSNorm is several, and biases buy nothing.
-    "gpt-nano": ("gpt", {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, **MODERN}),
+    # gpt-nano adds the speed-run levers that paid off on a CPU (README, "Speed-run"): QK-norm here,
+    # Muon and a larger batch in PRESET_TRAINING
+    "gpt-nano": (
+        "gpt",
+        {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, **MODERN, "qk_norm": True},
+    ),
     "gpt-mini": ("gpt", {"n_layer": 6, "n_head": 6, "n_embd": 192, "block_size": 256, **MODERN}),
     "gpt2": ("gpt", {"n_layer": 12, "n_head": 12, "n_embd": 768, "block_size": 1024}),
     "gpt2-medium": ("gpt", {"n_layer": 24, "n_head": 16, "n_embd": 1024, "block_size": 1024}),

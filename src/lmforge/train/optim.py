@@ -3,7 +3,7 @@
 Weight decay goes only on matrices (linear and embedding weights): decaying biases and norm
 gains towards zero only hurts (Loshchilov & Hutter; GPT-2/nanoGPT practice).
 
-``--optimizer muon`` (Jordan et al. 2024, ``torch.optim.Muon``) orthogonalises the momentum of
+``--optimizer muon`` (Jordan et al. 2024; ``torch.optim.Muon``, batched in ``train/muon.py``) orthogonalises the momentum of
 each hidden matrix (the attention and MLP linears) by Newton-Schulz iterations, so every
 direction of the update moves alike; it is defined for 2-D hidden weights only, so the
 embeddings, the output head (tied or not), norm gains and biases stay with AdamW. The two
@@ -126,7 +126,9 @@ def _muon_with_adamw(
             "--parallel fsdp or tp; use --optimizer adamw there, or muon with ddp (or one process)"
         )
     hidden, rest = muon_split(model)
-    muon = torch.optim.Muon(
+    from lmforge.train.muon import BatchedMuon
+
+    muon = BatchedMuon(
         [{"params": hidden, "base_lr": muon_lr}],
         lr=muon_lr,
         weight_decay=muon_weight_decay,
