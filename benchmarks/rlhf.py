@@ -161,7 +161,10 @@ def arith_grpo(base: Path, work: Path, preset: dict) -> dict:
     )
     prompts = work / "arith_grpo_prompts.jsonl"  # prompts only: GRPO never sees an answer
     prompts.write_text(
-        "".join(json.dumps({"prompt": r["prompt"]}) + "\n" for r in arith_examples("val", size=size, digits=digits))
+        "".join(
+            json.dumps({"prompt": r["prompt"]}) + "\n"
+            for r in arith_examples("val", size=size, digits=digits)
+        )
     )
     budget = {"max_time": preset["arith"]["sft_time"]} if "sft_time" in preset["arith"] else {"max_steps": preset["arith"]["sft_steps"]}  # fmt: skip
     finetune_sft(base, str(data), work / "arith_sft", budget)

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from lmforge.align.grpo import GRPOUpdate, plan_grpo, run_grpo
-from lmforge.align.rl_loop import run_iterations
 from lmforge.align.rl_job import generation_config
+from lmforge.align.rl_loop import run_iterations
 from lmforge.align.rl_settings import GRPOConfig
 from lmforge.align.rollout import sample_rollouts
 from lmforge.errors import UserInputError
