@@ -6,7 +6,8 @@ against TRL's (issue 16's benchmark).
     rm     align reward on builtin:stdlib-prefs                    (held-out pairwise accuracy)
     ppo    align ppo from sft with rm as the reward                (reward and KL before/after, samples)
     dpo    align dpo from sft on builtin:stdlib-prefs              (accuracy; rm reward and KL to sft)
-    grpo   finetune sft on builtin:arith answers, then align grpo  (arith_reward before/after)
+    grpo   finetune sft on builtin:arith answers, then align grpo  (arith_reward before/after on the
+           on the prompts of the val split                        val sums, whose answers SFT never saw)
     speed  DPO and PPO steps/s, lmforge over TRL, interleaved      (rlhf_speed.py, rlhf_trl.py)
 
 Every stage calls the library recipes (plan_X / run_X), as the commands do. Writes
@@ -41,10 +42,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pretrain": {"max_time": 300, "batch_size": 16},
         "sft": {"max_time": 240},
         "rm": {"max_time": 120},
-        "ppo": {"iterations": 40, "batch_size": 8, "minibatch_size": 8, "epochs": 2, "max_new_tokens": 48},
+        "ppo": {"iterations": 100, "batch_size": 16, "minibatch_size": 8, "epochs": 2, "max_new_tokens": 48,
+                "lr": 1e-4, "beta": 0.2},
         "dpo": {"max_time": 120},
-        "arith": {"digits": 1, "size": 80, "sft_time": 120},
-        "grpo": {"iterations": 40, "batch_size": 4, "group_size": 8, "minibatch_size": 32, "max_new_tokens": 4},
+        "arith": {"digits": 1, "size": 80, "sft_steps": 190},
+        "grpo": {"iterations": 150, "batch_size": 8, "group_size": 16, "minibatch_size": 64, "epochs": 1,
+                 "lr": 3e-4, "max_new_tokens": 4, "eval_size": 20},
         "speed": {"rounds": 3, "dpo": DPOSettings(steps=10, batch_size=8),
                   "ppo": PPOSettings(steps=4, batch_size=8, minibatch_size=4, ppo_epochs=2, response_length=32)},
     },
@@ -138,24 +141,37 @@ def judge(policy: Path, reference: Path, reward: str, settings: dict, work: Path
 
 
 def arith_grpo(base: Path, work: Path, preset: dict) -> dict:
-    """SFT on builtin:arith answers (a start GRPO can improve on), then GRPO with arith_reward."""
+    """SFT on the answers of builtin:arith's train split, then GRPO with arith_reward on the prompts of
+    its val split: sums whose answers SFT never showed, which GRPO learns from the checker alone.
+
+    Its before/after figures are on those same prompts (one sample each, the rollouts' temperature):
+    they measure what reinforcement from a verifier teaches, not generalization to unseen sums (a
+    model this small, fine-tuned on 80 one-digit sums, memorizes them; GRPO on the memorized ones
+    had no signal left and the held-out ones did not move). SFT stops early (``sft_steps``), so the
+    start is uncertain enough for a group of samples to disagree."""
     from lmforge.align.grpo import plan_grpo, run_grpo
     from lmforge.align.rl_settings import GRPOConfig
     from lmforge.data.instruct import ARITH, arith_examples
 
     digits = preset["arith"]["digits"]
-    size = preset["arith"]["size"]  # of 10**(2 * digits) sums: the rest are the held-out prompts
+    size = preset["arith"]["size"]  # of 10**(2 * digits) sums: the rest are the val prompts
     rows = arith_examples("train", size=size, digits=digits)
     data = work / "arith_sft.jsonl"
     data.write_text(
         "".join(json.dumps({"prompt": r["prompt"], "completion": r["answer"]}) + "\n" for r in rows)
     )
+    prompts = work / "arith_grpo_prompts.jsonl"  # prompts only: GRPO never sees an answer
+    prompts.write_text(
+        "".join(
+            json.dumps({"prompt": r["prompt"]}) + "\n"
+            for r in arith_examples("val", size=size, digits=digits)
+        )
+    )
     budget = {"max_time": preset["arith"]["sft_time"]} if "sft_time" in preset["arith"] else {"max_steps": preset["arith"]["sft_steps"]}  # fmt: skip
     finetune_sft(base, str(data), work / "arith_sft", budget)
-    spec = f"{ARITH}?digits={digits},size={size}"
     settings = GRPOConfig(device="cpu", **preset["grpo"])
-    job = plan_grpo(policy=work / "arith_sft", reward=ARITH, prompts=spec, out=work / "grpo", settings=settings,
-                    overwrite=True)  # fmt: skip
+    job = plan_grpo(policy=work / "arith_sft", reward=ARITH, prompts=str(prompts), out=work / "grpo",
+                    settings=settings, overwrite=True)  # fmt: skip
     return run_grpo(job, progress=False)
 
 

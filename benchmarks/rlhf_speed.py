@@ -9,7 +9,7 @@ sides then train on the same rows with the same batch sizes and optimizer settin
   per-step losses of the two must then agree (the first is ln 2 on both: policy = reference).
 - PPO: ``batch_size`` prompts from builtin:stdlib-instruct per update, ``ppo_epochs`` passes of
   ``batch_size / minibatch_size`` minibatch steps, ``response_length`` sampled tokens per prompt on
-  both sides (TRL: no stop token; lmforge: end-of-text forbidden until then, ``pinned_length``).
+  both sides (TRL: no stop token; lmforge: ``min_new_tokens`` = ``response_length``, end-of-text forbidden).
   Rewards come from a reward model of the policy's size on both sides. Sampled responses differ,
   so the losses compare as magnitudes, not step by step.
 
@@ -20,7 +20,6 @@ ratio is TRL's median step time over lmforge's, per round, and its median over r
 
 from __future__ import annotations
 
-import contextlib
 import json
 import statistics
 from pathlib import Path
@@ -88,29 +87,6 @@ def race_rows(
     return chosen, trl_pairs, kept, [rendered(p) for p in kept]
 
 
-@contextlib.contextmanager
-def pinned_length():
-    """lmforge's PPO rollouts with end-of-text forbidden until ``max_new_tokens`` (``min_new_tokens``
-    of the decoding suite), as TRL samples without a stop token: both sides then generate and train
-    on the same number of tokens. Patches the rollout settings of ``lmforge.align.ppo`` for the race
-    only (its RLConfig has no min_new_tokens setting)."""
-    import dataclasses
-
-    from lmforge.align import ppo
-
-    original = ppo.generation_config
-
-    def fixed(settings, eos_id, samples=1):
-        config = original(settings, eos_id, samples)
-        return dataclasses.replace(config, min_new_tokens=config.max_new_tokens)
-
-    ppo.generation_config = fixed
-    try:
-        yield
-    finally:
-        ppo.generation_config = original
-
-
 def lmforge_dpo(policy: Path, pairs_file: Path, out: Path, s: DPOSettings) -> dict[str, Any]:
     from lmforge.align.dpo import plan_dpo, run_dpo
     from lmforge.align.preference_settings import DPOConfig
@@ -139,14 +115,13 @@ def lmforge_ppo(policy: Path, reward: str, prompts_file: Path, out: Path, s: PPO
 
     config = PPOConfig(
         iterations=s.steps, batch_size=s.batch_size, minibatch_size=s.minibatch_size, epochs=s.ppo_epochs,
-        max_new_tokens=s.response_length, temperature=s.temperature, lr=s.lr, beta=s.kl_coef, eval_size=1,
-        seed=s.seed, device="cpu",
+        max_new_tokens=s.response_length, min_new_tokens=s.response_length, temperature=s.temperature,
+        lr=s.lr, beta=s.kl_coef, eval_size=1, seed=s.seed, device="cpu",
     )  # fmt: skip
     job = plan_ppo(
         policy=policy, reward=reward, prompts=str(prompts_file), out=out, settings=config, overwrite=True
     )
-    with pinned_length():
-        run_ppo(job, progress=False)
+    run_ppo(job, progress=False)  # end-of-text forbidden throughout: as many tokens as TRL's (no stop token)
     times, policy_loss = step_times_from_metrics(out / "metrics.jsonl", "policy_loss")
     _, value_loss = step_times_from_metrics(out / "metrics.jsonl", "value_loss")
     _, lengths = step_times_from_metrics(out / "metrics.jsonl", "response_length")

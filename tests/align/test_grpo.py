@@ -4,13 +4,17 @@ to the reference under a stated bound; Ctrl-C saves the policy and marks the sum
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
+import torch
 
 from lmforge.align.grpo import GRPOUpdate, plan_grpo, run_grpo
+from lmforge.align.rl_job import generation_config
 from lmforge.align.rl_loop import run_iterations
 from lmforge.align.rl_settings import GRPOConfig
+from lmforge.align.rollout import sample_rollouts
 from lmforge.errors import UserInputError
 from tests.align.rl_fixtures import prompts_file, tiny_policy
 
@@ -67,3 +71,21 @@ def test_ctrl_c_saves_the_policy_and_says_so(inputs):
 def test_a_group_of_one_is_refused(inputs):
     with pytest.raises(UserInputError, match="--group-size must be at least 2"):
         plan(inputs, "one", group_size=1)
+
+
+def test_min_new_tokens_keeps_end_of_text_away_until_then(inputs):
+    """The same seeded rollouts without the floor end some responses sooner (so the check can fail)."""
+    job = plan(inputs, "min", max_new_tokens=12, min_new_tokens=8, temperature=3.0, eval_size=0)
+
+    def lengths(floor: int) -> list[int]:
+        config = generation_config(dataclasses.replace(job.settings, min_new_tokens=floor), job.eos_id, 16)
+        batch = sample_rollouts(
+            job.policy, job.prompt_ids, config, eos_id=job.eos_id,
+            generator=torch.Generator().manual_seed(0), tokenizer=job.tokenizer,
+        )  # fmt: skip
+        # a response's tokens before its end-of-text (response_mask counts the end-of-text too)
+        return (batch.response_lengths - batch.finished.long()).tolist()
+
+    assert generation_config(job.settings, job.eos_id).min_new_tokens == 8
+    assert min(lengths(0)) < 8
+    assert min(lengths(8)) >= 8

@@ -67,6 +67,7 @@ def test_ppo_on_builtin_arith_prints_a_summary(inputs, capsys):
         ({"--reward": "tests.align.rl_fixtures:nothing"}, "has no function 'nothing'"),
         ({"--max-new-tokens": "46"}, "past the model's context of 48 tokens"),
         ({"--clip-range": "1.5"}, "--clip-range must be"),
+        ({"--min-new-tokens": "5"}, "--min-new-tokens 5 is more than --max-new-tokens 4"),
     ],
 )
 def test_bad_input_is_one_line(inputs, capsys, monkeypatch, change, message):

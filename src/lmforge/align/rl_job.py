@@ -203,6 +203,7 @@ def generation_config(settings: RLConfig, eos_id: int, samples: int = 1):
     return GenerationConfig(
         strategy="sample",
         max_new_tokens=settings.max_new_tokens,
+        min_new_tokens=settings.min_new_tokens,
         temperature=settings.temperature,
         top_k=settings.top_k,
         top_p=settings.top_p,

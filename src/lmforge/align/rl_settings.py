@@ -23,6 +23,9 @@ class RLConfig:
     max_new_tokens: int = setting(
         32, "the longest response, in tokens (end-of-text ends one sooner)", positive=True
     )
+    min_new_tokens: int = setting(
+        0, "the shortest response, in tokens: end-of-text cannot be sampled before it", non_negative=True
+    )
     temperature: float = setting(
         1.0, "sampling temperature of the rollouts (log-probs use the same)", positive=True
     )
@@ -50,6 +53,17 @@ class RLConfig:
 
     def validate(self) -> None:
         check_bounds(self)
+        _check_lengths(self)
+
+
+def _check_lengths(settings: RLConfig) -> None:
+    if settings.min_new_tokens > settings.max_new_tokens:
+        from lmforge.errors import UserInputError
+
+        raise UserInputError(
+            f"--min-new-tokens {settings.min_new_tokens} is more than --max-new-tokens "
+            f"{settings.max_new_tokens}; no response could be that long"
+        )
 
 
 @dataclass
@@ -81,6 +95,7 @@ class GRPOConfig(RLConfig):
 
     def validate(self) -> None:
         check_bounds(self)
+        _check_lengths(self)
         if self.group_size < 2:
             from lmforge.errors import UserInputError
 
