@@ -1,6 +1,6 @@
 """Time to a target validation loss on one GPU: gpt2 (124M) in bf16, compiled, trained with the
-speed-run recipe that gpt-nano's defaults carry (``models/registry.py: PRESET_TRAINING``), the
-GPU leg of issue 17 (modded-nanogpt's race, on lmforge's trainer).
+speed-run recipe that gpt-nano's defaults carry (QK-norm, and Muon from ``models/registry.py:
+PRESET_TRAINING``): the GPU leg of issue 17 (modded-nanogpt's race, on lmforge's trainer).
 
     lmforge prepare --data fineweb.txt --tokenizer bpe --vocab-size 50304 --out data/fw
     python benchmarks/gpu_speedrun.py --data data/fw --target 3.28 --max-time 1800
@@ -82,7 +82,7 @@ def time_to_target(metrics: Path, target: float | None) -> tuple[float | None, i
 
 
 def speedrun(args: argparse.Namespace, root: Path) -> dict:
-    from lmforge.models.registry import PRESET_TRAINING
+    from lmforge.models.registry import PRESET_TRAINING, PRESETS
     from lmforge.recipe import plan_pretraining, run_pretraining
     from lmforge.run import Run
 
@@ -100,8 +100,10 @@ def speedrun(args: argparse.Namespace, root: Path) -> dict:
     }
     if args.device == "cpu":
         train["precision"] = "auto"
-    job = plan_pretraining(data=data, out=root / "run", model=args.model, shape={"block_size": args.block_size},
-                           train=train, overwrite=True)  # fmt: skip
+    shape = {"block_size": args.block_size, "qk_norm": PRESETS["gpt-nano"][1]["qk_norm"]}  # gpt-nano's lever
+    job = plan_pretraining(
+        data=data, out=root / "run", model=args.model, shape=shape, train=train, overwrite=True
+    )
     summary = run_pretraining(job, progress=True)
     seconds, step, best = time_to_target(root / "run" / "metrics.jsonl", args.target)
     net = Run.open(root / "run").load_model()
@@ -110,7 +112,7 @@ def speedrun(args: argparse.Namespace, root: Path) -> dict:
         "model": args.model,
         "parameters": sum(p.numel() for p in net.parameters()),
         "data": str(data),
-        "recipe": recipe,
+        "recipe": {**recipe, "qk_norm": shape["qk_norm"]},
         "batch_size": args.batch_size,
         "block_size": args.block_size,
         "compile": not args.no_compile,

@@ -34,7 +34,8 @@ from rlhf_trl import DPOSettings, PPOSettings  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("sft", "rm", "ppo", "dpo", "grpo", "speed")
 GOAL = 1.5  # lmforge steps/s over TRL's the issue asks for
-GPT2_SHAPE = {"pos_encoding": "learned", "norm": "layernorm", "mlp": "gelu", "bias": True, "dropout": 0.0}
+GPT2_SHAPE = {"pos_encoding": "learned", "norm": "layernorm", "mlp": "gelu", "bias": True, "dropout": 0.0,
+              "qk_norm": False}  # fmt: skip
 PRESETS: dict[str, dict[str, Any]] = {
     "full": {
         "tokenizer": ("bpe", 1024),
@@ -78,7 +79,7 @@ def pretrain_base(work: Path, preset: dict, log) -> Path:
         prepare_dataset(["builtin:stdlib-docs"], kind, data, vocab_size=vocab, overwrite=True, progress=False)
     job = plan_pretraining(
         data=data, out=work / "base", model="gpt-nano", shape={**preset["shape"], **GPT2_SHAPE},
-        train={"eval_every": 10**6, "warmup_steps": 0, **preset["pretrain"]}, overwrite=True,
+        train={"eval_every": 10**6, "warmup_steps": 0, "optimizer": "adamw", **preset["pretrain"]}, overwrite=True,
     )  # fmt: skip
     summary = run_pretraining(job, progress=False)
     log(f"base: {summary.get('steps')} steps, val loss {summary.get('val_loss')}")

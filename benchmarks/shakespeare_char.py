@@ -61,6 +61,7 @@ NANOGPT_RECIPE = dict(
     pos_encoding="learned",
     norm="layernorm",
     mlp="gelu_exact",  # nanoGPT's nn.GELU() is the exact erf form
+    qk_norm=False,
     optimizer="adamw",
     schedule="cosine",
     eval_every=250,
@@ -79,7 +80,7 @@ ABLATIONS: dict[str, dict] = {
     "every default": {},
     "AdamW (lr 3e-3) instead of Muon": {"optimizer": "adamw"},
     "no QK-norm": {"qk_norm": False},
-    "batch 12 (nanoGPT's) instead of 24": {"batch_size": 12},
+    "+ batch 24 (instead of nanoGPT's 12)": {"batch_size": 24},
     "Muon lr 0.02 (Keller Jordan's) instead of 0.03": {"muon_lr": 0.02},
     "+ wsd schedule (instead of cosine)": {"schedule": "wsd"},
     "+ ReLU squared (instead of SwiGLU)": {"mlp": "relu2"},

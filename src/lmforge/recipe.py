@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,9 @@ from lmforge.train.objectives import (
     language_model_loss,
     masked_language_model_loss,
 )
+
+# seconds between redraws of loss.png during training (recipe._train); the last is always drawn
+PLOT_INTERVAL_S = 30.0
 
 
 @dataclass
@@ -555,6 +559,15 @@ def _train(job: PretrainJob, run, mesh, progress: bool) -> dict[str, Any]:
         if main:
             title = f"{run.path.name}: {job.family}, {net.num_parameters():,} parameters"
             plot_losses(run.metrics_path, run.plot_path, title=title)
+            drawn[0] = time.monotonic()
+
+    drawn = [time.monotonic()]  # the first in-training redraw after PLOT_INTERVAL_S, not at step 0
+
+    def redraw_now_and_then() -> None:
+        """A redraw costs about half a second (the first, with matplotlib's import, two), taken from
+        a --max-time budget: at most one per PLOT_INTERVAL_S (none at step 0), and one at the end."""
+        if time.monotonic() - drawn[0] >= PLOT_INTERVAL_S:
+            redraw()
 
     trainer = Trainer(
         train_model,
@@ -563,7 +576,7 @@ def _train(job: PretrainJob, run, mesh, progress: bool) -> dict[str, Any]:
         evaluate=evaluate,
         save=save,
         log=metrics.write if metrics else None,
-        on_eval=redraw,
+        on_eval=redraw_now_and_then,
         progress=progress and sys.stderr.isatty(),
         objective=objective,
     )

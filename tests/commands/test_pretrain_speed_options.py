@@ -135,7 +135,7 @@ def test_gpt_nano_brings_its_speed_run_defaults_and_flags_go_over_them(data, tmp
     assert (saved["train"]["optimizer"], saved["train"]["muon_lr"], saved["train"]["batch_size"]) == (
         "muon",
         0.03,
-        24,
+        12,
     )
     flags = ["--optimizer", "adamw", "--batch-size", "8", "--no-qk-norm"]
     assert main([*base, "--out", str(tmp_path / "mine"), *flags]) == 0

@@ -141,7 +141,7 @@ RNN_SEQ2SEQ = {
 # gives (recipe.plan_pretraining). gpt-nano's are the CPU speed-run recipe that
 # benchmarks/shakespeare_char.py chose by measurement (README, "Speed-run").
 PRESET_TRAINING: dict[str, dict[str, Any]] = {
-    "gpt-nano": {"optimizer": "muon", "muon_lr": 0.03, "batch_size": 24},
+    "gpt-nano": {"optimizer": "muon", "muon_lr": 0.03},
 }
 
 
@@ -161,7 +161,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     # positions and SwiGLU learn more per step than learned positions and GELU, LayerNorm is one
     # fused kernel where RMSNorm is several, and biases buy nothing.
     # gpt-nano adds the speed-run levers that paid off on a CPU (README, "Speed-run"): QK-norm here,
-    # Muon and a larger batch in PRESET_TRAINING
+    # Muon in PRESET_TRAINING
     "gpt-nano": (
         "gpt",
         {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, **MODERN, "qk_norm": True},

@@ -260,6 +260,7 @@ class Trainer:
         if self.first_val_loss is None:
             self.first_val_loss = val_loss
         self.last_val_loss = val_loss
+        self._evaluated_step = self.step
         record = {
             "step": self.step,
             "val_loss": round(val_loss, 6),
@@ -334,7 +335,10 @@ class Trainer:
                 if self.step % config.eval_every == 0 and not self._budget_spent():
                     self._run_eval()
                     self.save("last", self.model, self.state_dict())
-            if not self._stop_requested or self.last_val_loss is None:
+            evaluated_here = (
+                getattr(self, "_evaluated_step", None) == self.step
+            )  # a budget ending at an evaluation
+            if (not self._stop_requested or self.last_val_loss is None) and not evaluated_here:
                 self._run_eval()
             self.save("last", self.model, self.state_dict())
         finally:
