@@ -139,7 +139,7 @@ RNN_SEQ2SEQ = {
 
 # Training defaults a preset brings with it (TrainConfig field names), under whatever the user
 # gives (recipe.plan_pretraining). gpt-nano's are the CPU speed-run recipe that
-# benchmarks/shakespeare_char.py chose by measurement (README, "Speed-run").
+# benchmarks/shakespeare_char.py chose by measurement (README, Benchmarks: the race against nanoGPT).
 PRESET_TRAINING: dict[str, dict[str, Any]] = {
     "gpt-nano": {"optimizer": "muon", "muon_lr": 0.03},
 }
@@ -160,7 +160,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     # The small presets use what trains fastest on a CPU (benchmarks/shakespeare_char.py): rotary
     # positions and SwiGLU learn more per step than learned positions and GELU, LayerNorm is one
     # fused kernel where RMSNorm is several, and biases buy nothing.
-    # gpt-nano adds the speed-run levers that paid off on a CPU (README, "Speed-run"): QK-norm here,
+    # gpt-nano adds the speed-run levers that paid off on a CPU (README, Benchmarks): QK-norm here,
     # Muon in PRESET_TRAINING
     "gpt-nano": (
         "gpt",
