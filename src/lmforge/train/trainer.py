@@ -113,6 +113,7 @@ class Trainer:
         self.best_val_loss: float | None = None
         self.last_val_loss: float | None = None
         self._stop_requested = False
+        self._evaluated_step: int | None = None  # the step of the last evaluation, if this process ran one
         self._start: float | None = None
         torch.manual_seed(config.seed)
 
@@ -335,9 +336,7 @@ class Trainer:
                 if self.step % config.eval_every == 0 and not self._budget_spent():
                     self._run_eval()
                     self.save("last", self.model, self.state_dict())
-            evaluated_here = (
-                getattr(self, "_evaluated_step", None) == self.step
-            )  # a budget ending at an evaluation
+            evaluated_here = self._evaluated_step == self.step  # a budget ending at an evaluation
             if (not self._stop_requested or self.last_val_loss is None) and not evaluated_here:
                 self._run_eval()
             self.save("last", self.model, self.state_dict())
