@@ -86,6 +86,23 @@ def test_metrics_start_at_the_reference_and_log_margins_accuracy_and_rewards(dpo
     assert summary["margin"] == pytest.approx(summary["chosen_reward"] - summary["rejected_reward"], abs=1e-5)
 
 
+def test_best_is_the_most_accurate_evaluation_not_the_lowest_loss(dpo_run):
+    from lmforge.align.dpo import rank_by_accuracy
+    from lmforge.train.metrics import read_metrics
+
+    _, job, summary, _ = dpo_run
+    # step 0 (the reference) against a later policy whose held-out loss rose while it ranks more
+    # pairs right, as in bf16 runs: the later one is best
+    assert rank_by_accuracy({"loss": math.log(2), "accuracy": 0.0}) > rank_by_accuracy(
+        {"loss": 0.6953, "accuracy": 0.603}
+    )
+    evaluations = [r for r in read_metrics(job.run_path / "metrics.jsonl") if "val_loss" in r]
+    best = min(evaluations, key=lambda r: (-r["val_accuracy"], r["val_loss"]))
+    # the summary evaluates best/ on all the held-out pairs, the same pairs each evaluation used
+    assert summary["accuracy"] == pytest.approx(best["val_accuracy"], abs=1e-6)
+    assert summary["val_loss"] == pytest.approx(best["val_loss"], abs=1e-5)
+
+
 def _sample(model, tokenizer, tokenizer_dir, prompts, seed):
     from lmforge.align.preferences import PairEncoder
     from lmforge.generate import GenerationConfig, generate

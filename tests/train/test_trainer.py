@@ -258,3 +258,59 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
     assert trainer_module.resolve_precision("auto", cpu) == "bf16"
     assert trainer_module.resolve_precision("fp32", cpu) == "fp32"
     assert Trainer(small_gpt(), config(precision="auto"), WindowSource(corpus(), 4, 16)).precision == "bf16"
+
+
+def _scripted_evaluations(figures: list[dict[str, float]]):
+    """An evaluate that returns the next scripted figures at each call."""
+    calls = iter(figures)
+    return lambda model: next(calls)
+
+
+# a DPO-like run: held-out loss lowest at step 0 (the reference) while accuracy climbs
+SCRIPT = [
+    {"loss": 0.6931, "accuracy": 0.0},
+    {"loss": 0.6950, "accuracy": 0.6},
+    {"loss": 0.6900, "accuracy": 0.6},
+    {"loss": 0.7100, "accuracy": 0.8},
+    {"loss": 0.6800, "accuracy": 0.7},
+]
+
+
+def _best_steps(best_by, stop_after: int | None = None, resume=None) -> tuple[list[int], Trainer]:
+    saved: list[int] = []
+    trainer = Trainer(
+        small_gpt(),
+        config(max_steps=8, eval_every=2),
+        WindowSource(corpus(), 2, 16),
+        evaluate=_scripted_evaluations(SCRIPT if resume is None else SCRIPT[3:]),
+        save=lambda tag, model, state: saved.append(trainer.step) if tag == "best" else None,
+        on_step=(lambda step, loss: trainer.request_stop() if step == stop_after else None),
+        progress=False,
+        best_by=best_by,
+    )
+    if resume is not None:
+        trainer.load_state_dict(resume)
+    trainer.fit()
+    return saved, trainer
+
+
+def test_best_is_the_lowest_loss_by_default_and_the_best_by_key_otherwise():
+    by_loss, trainer = _best_steps(None)
+    assert by_loss == [0, 4, 8] and trainer.best_val_loss == 0.68  # 0.6931, 0.69, then 0.68
+    by_accuracy, trainer = _best_steps(lambda f: (-f["accuracy"], f["loss"]))
+    # step 0 (the first), step 2 (0.6 beats 0.0), step 4 (same accuracy, lower loss), step 6 (0.8); step 8's 0.7 loses
+    assert by_accuracy == [0, 2, 4, 6] and trainer.best_val_loss == 0.71
+    assert trainer.best_key == (-0.8, 0.71)
+
+
+def test_the_best_key_survives_a_resume():
+    key = lambda f: (-f["accuracy"], f["loss"])  # noqa: E731
+    before, trainer = _best_steps(key, stop_after=5)  # evaluations at 0, 2, 4; stop at 5
+    assert before == [0, 2, 4] and trainer.best_key == (-0.6, 0.69)
+    state = trainer.state_dict()
+    after, trainer = _best_steps(key, resume=state)  # evaluations at 6 (0.8) and 8 (0.7)
+    assert after == [6] and trainer.best_key == (-0.8, 0.71)
+    # a state from before best_by existed ranks by its loss alone
+    del state["best_key"]
+    _, trainer = _best_steps(None, resume=state | {"best_val_loss": 0.69})
+    assert trainer.best_key == (0.68,)

@@ -17,8 +17,11 @@ The loss is DPO's sigmoid loss with ``--beta`` (align/losses.py); dropout is off
 so at step 0 the policy scores exactly as the reference and every margin is 0. Each step logs
 train_accuracy, train_margin, train_chosen_reward and train_rejected_reward (the implicit rewards
 beta * (log pi - log ref), averaged over the step's pairs) beside train_loss; each evaluation the
-same on the held-out pairs as val_*. The run saved is a plain causal run (best/ has the lowest
-held-out loss): generate, chat, score and serve read it like any other.
+same on the held-out pairs as val_*. The run saved is a plain causal run: generate, chat, score and
+serve read it like any other. best/ has the highest held-out preference accuracy (the lower loss
+among equals), not the lowest loss: the loss starts at log 2 and can rise above it while accuracy
+climbs (the pairs still ranked wrong grow confidently wrong), so the lowest held-out loss is often
+step 0's, the unchanged reference.
 """
 
 from __future__ import annotations
@@ -221,6 +224,11 @@ def cache_reference(job: DPOJob, device: torch.device, pad_id: int, batch_size: 
     job.reference = None
 
 
+def rank_by_accuracy(figures: dict[str, float]) -> tuple[float, float]:
+    """best/'s key (lower wins): held-out accuracy first, then the held-out loss."""
+    return (-figures["accuracy"], figures["loss"])
+
+
 def run_dpo(job: DPOJob, *, progress: bool = True) -> dict[str, Any]:
     """Train ``job`` into a new run directory; a failure before the first checkpoint leaves none."""
     from lmforge.run import Run
@@ -282,6 +290,7 @@ def _train(job: DPOJob, run, progress: bool) -> dict[str, Any]:
         on_step=lambda step, loss: metrics.write({"step": step, **objective.take_stats("train")}),
         progress=progress and sys.stderr.isatty(),
         objective=objective,
+        best_by=rank_by_accuracy,
     )
     try:
         result = trainer.fit()

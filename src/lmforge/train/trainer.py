@@ -75,14 +75,21 @@ class Trainer:
         on_step: Callable[[int, float], None] | None = None,
         progress: bool = True,
         objective: Objective = language_model_loss,
+        best_by: Callable[[dict[str, float]], tuple[float, ...]] | None = None,
     ) -> None:
         """``model`` is used as given (transforms already applied); ``save(tag, model, state)``
-        receives "best" (weights only) or "last" (weights and the training state)."""
+        receives "best" (weights only) or "last" (weights and the training state).
+
+        best_by: the key that ranks evaluations for best/ (lower wins), given the evaluation's
+            figures ({"loss": ..., "accuracy": ...}); by default the held-out loss. DPO ranks by
+            preference accuracy: its loss is lowest at step 0, where the policy is the reference.
+        """
         self.config = config
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
         self.train_batches = train_batches
         self.objective = objective
+        self.best_by = best_by or (lambda figures: (figures["loss"],))
         self.evaluate_fn = evaluate
         self.save = save or (lambda tag, model, state: None)
         self.log = log or (lambda record: None)
@@ -111,6 +118,7 @@ class Trainer:
         self.elapsed_before = 0.0
         self.first_val_loss: float | None = None
         self.best_val_loss: float | None = None
+        self.best_key: tuple[float, ...] | None = None  # best_by of the evaluation saved as best/
         self.last_val_loss: float | None = None
         self._stop_requested = False
         self._evaluated_step: int | None = None  # the step of the last evaluation, if this process ran one
@@ -124,6 +132,7 @@ class Trainer:
             "tokens": self.tokens,
             "elapsed_s": self._elapsed(),
             "best_val_loss": self.best_val_loss,
+            "best_key": self.best_key,
             "first_val_loss": self.first_val_loss,
             "last_val_loss": self.last_val_loss,
             "optimizer": self.optimizer.state_dict(),
@@ -143,6 +152,9 @@ class Trainer:
         self.tokens = state["tokens"]
         self.elapsed_before = state["elapsed_s"]
         self.best_val_loss = state["best_val_loss"]
+        # states written before best_by existed ranked by the loss alone
+        key = state.get("best_key", None if self.best_val_loss is None else (self.best_val_loss,))
+        self.best_key = None if key is None else tuple(key)
         self.first_val_loss = state["first_val_loss"]
         self.last_val_loss = state["last_val_loss"]
         if state["optimizer"] is not None:  # None: sharded, loaded by the recipe (parallel/checkpoint.py)
@@ -270,7 +282,10 @@ class Trainer:
             "elapsed_s": round(self._elapsed(), 3),
         }
         self.log(record)
-        if self.best_val_loss is None or val_loss < self.best_val_loss:
+        figures = {**(result if isinstance(result, dict) else {}), "loss": val_loss}
+        key = tuple(float(k) for k in self.best_by(figures))
+        if self.best_key is None or key < self.best_key:
+            self.best_key = key
             self.best_val_loss = val_loss
             self.save("best", self.model, None)
         self.on_eval()
