@@ -97,7 +97,7 @@ def meta_model(model: str | None = None, checkpoint: Path | None = None, vocab_s
     shapes without memory, so gpt3-175b costs nothing."""
     import torch
 
-    from lmforge.models.registry import build_model, is_counted, model_class, preset_config
+    from lmforge.models.registry import build_sketch, is_counted, model_class, preset_config
 
     if (model is None) == (checkpoint is None):
         raise UserInputError("give --model PRESET or --checkpoint RUN (one of them)")
@@ -124,8 +124,7 @@ def meta_model(model: str | None = None, checkpoint: Path | None = None, vocab_s
             f"{name} holds a model counted from data, not trained by gradient descent: it has no modules, "
             "FLOPs or optimizer state to show"
         )
-    with torch.device("meta"):
-        return name, build_model(family, settings)
+    return name, build_sketch(family, settings)
 
 
 def model_shape(

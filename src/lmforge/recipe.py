@@ -298,12 +298,11 @@ def build_checked(
 ) -> tuple[nn.Module, Parallelism]:
     """The model, after checking its sketch (memory, parallelism, checkpointing); ``row_length``
     (sketch -> tokens per batch row) sizes the memory check where rows are not ``block_size`` long."""
-    from lmforge.models.registry import build_model
+    from lmforge.models.registry import build_model, build_sketch
     from lmforge.train.transforms import check_checkpointable
 
     try:
-        with torch.device("meta"):  # shapes only: no memory, whatever the sizes asked for
-            sketch = build_model(family, model_config)
+        sketch = build_sketch(family, model_config)  # shapes only: no memory, whatever the sizes asked for
         check_memory(sketch, config, row_length(sketch) if row_length is not None else None)
         parallel = check_parallel(sketch, config)
         if config.activation_checkpointing:

@@ -56,6 +56,25 @@ def test_qk_norm_attention_equals_the_hand_computation():
         )
 
 
+def test_qk_norm_gradients_equal_the_hand_computation():
+    """Queries and keys are normalised in one call and each scaled by its own gain: the gradient
+    still reaches each gain and the projection as the hand computation's does."""
+    x = torch.randn(2, 7, 16, generator=torch.Generator().manual_seed(5))
+    grads = []
+    for forward in (lambda a: a(x)[0], lambda a: by_hand_qk_norm_attention(a, x)):
+        torch.manual_seed(0)
+        attention = SelfAttention(16, 2, qk_norm=True)
+        with torch.no_grad():
+            attention.q_norm.weight.uniform_(0.5, 2.0)
+            attention.k_norm.weight.uniform_(0.5, 2.0)
+        (forward(attention) * torch.arange(16.0)).sum().backward()
+        grads.append(
+            [p.grad for p in (attention.q_norm.weight, attention.k_norm.weight, attention.c_attn.weight)]
+        )
+    for ours, by_hand in zip(*grads):
+        torch.testing.assert_close(ours, by_hand, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("n_kv_head", [None, 1])
 def test_qk_norm_makes_attention_blind_to_the_scale_of_queries(n_kv_head):
     """Scaling the query projection by 10 scales q by 10; after the RMSNorm the logits, and so the

@@ -46,7 +46,7 @@ from lmforge.interop import bart, bert, gpt2, llama, marian
 from lmforge.interop.hf_files import CONFIG_FILE, check_model_dir, read_config, read_weights, write_weights
 from lmforge.interop.hf_tokenizer import read_hf_tokenizer, write_hf_tokenizer
 from lmforge.interop.hf_wordpiece import read_wordpiece, write_wordpiece
-from lmforge.models.registry import build_model
+from lmforge.models.registry import build_sketch
 from lmforge.run import RUN_OUTPUT, Run
 from lmforge.tokenizers.hf import META_FILE
 from lmforge.train.transforms import tied_parameters
@@ -212,8 +212,7 @@ def _model_with_weights(
 ) -> nn.Module:
     """lmforge's model of ``family`` holding ``state``, or a clear error naming the weights that do not fit."""
     try:
-        with torch.device("meta"):  # no time spent on a random initialisation we would overwrite
-            model = build_model(family, config)
+        model = build_sketch(family, config)  # no time spent on a random initialisation we would overwrite
     except ValueError as error:
         raise CheckpointError(f"{source / CONFIG_FILE} does not describe a valid model: {error}") from None
     ties = tied_parameters(model)  # (lm_head.weight, wte.weight): the file holds the second only

@@ -82,7 +82,11 @@ class RotaryEmbedding(nn.Module):
         self, head_size: int, max_len: int, theta: float = 10000.0, scaling: dict | None = None
     ) -> None:
         super().__init__()
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_size, 2, dtype=torch.float64) / head_size))
+        # on the CPU whatever device the model is built on: a table of a few kB, moved with the
+        # model; built on the meta device (registry.build_sketch) it would go through torch's
+        # reference arange, whose first call imports torch._dynamo (1.3 s)
+        steps = torch.arange(0, head_size, 2, dtype=torch.float64, device="cpu")
+        inv_freq = 1.0 / (theta ** (steps / head_size))
         self.inv_freq = scaled_frequencies(inv_freq, scaling)  # float64, kept off the state dict
         self.max_len = max_len
         cos, sin = self._table(min(max_len, self.TABLE_START))
@@ -91,7 +95,8 @@ class RotaryEmbedding(nn.Module):
 
     def _table(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin (length, hs) in float32, computed in float64."""
-        angles = torch.outer(torch.arange(length, dtype=torch.float64), self.inv_freq)  # (length, hs/2)
+        positions = torch.arange(length, dtype=torch.float64, device=self.inv_freq.device)
+        angles = torch.outer(positions, self.inv_freq)  # (length, hs/2)
         angles = torch.cat([angles, angles], dim=-1)  # (length, hs)
         return angles.cos().float(), angles.sin().float()
 
