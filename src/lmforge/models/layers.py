@@ -83,8 +83,8 @@ class RotaryEmbedding(nn.Module):
     ) -> None:
         super().__init__()
         # on the CPU whatever device the model is built on: a table of a few kB, moved with the
-        # model; built on the meta device (registry.build_sketch) it would go through torch's
-        # reference arange, whose first call imports torch._dynamo (1.3 s)
+        # model; on the meta device (registry.build_sketch) arange runs torch's reference
+        # implementation, whose first call imports torch._dynamo
         steps = torch.arange(0, head_size, 2, dtype=torch.float64, device="cpu")
         inv_freq = 1.0 / (theta ** (steps / head_size))
         self.inv_freq = scaled_frequencies(inv_freq, scaling)  # float64, kept off the state dict
