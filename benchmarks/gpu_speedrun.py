@@ -87,7 +87,8 @@ def speedrun(args: argparse.Namespace, root: Path) -> dict:
     from lmforge.run import Run
 
     data = args.data or default_data(root)
-    recipe = dict(PRESET_TRAINING["gpt-nano"])
+    # the optimizer settings; the batch is --batch-size's
+    recipe = {k: v for k, v in PRESET_TRAINING["gpt-nano"].items() if k != "batch_size"}
     train = {
         **recipe,
         "precision": "bf16",
