@@ -63,8 +63,8 @@ def pretrain(
         out: the run directory to create.
         model: a preset (default gpt-nano). Transformers (family gpt): gpt-nano, gpt-mini, gpt2,
             gpt2-medium, gpt2-large, gpt2-xl. gpt-nano brings the CPU speed-run recipe as its
-            defaults (--qk-norm, --optimizer muon --muon-lr 0.03 --lr 6e-3 --batch-size 16); any flag given goes over
-            them. BERT encoders, trained as masked LMs on [CLS] ... [SEP]
+            defaults (--qk-norm, --optimizer muon --muon-lr 0.03 --lr 6e-3 --batch-size 16); any
+            flag given goes over them. BERT encoders, trained as masked LMs on [CLS] ... [SEP]
             windows, 15 percent masked (data prepared with --tokenizer wordpiece): bert-nano, bert-mini,
             bert-base. Classic models, one preset per family: window
             (fixed-window neural LM, Bengio et al. 2003), rnn (Elman RNN), lstm, gru, and ngram
