@@ -114,6 +114,23 @@ def test_bf16_matmul_attention_race_answers_a_bool(cpu_capability):
         assert answer is False
 
 
+def test_a_cached_answer_builds_nothing(tmp_path, monkeypatch):
+    """Every bf16 attention call asks the race; once answered, asking must not build its inputs
+    (building them on each call cost a bf16 gpt-nano training step 12 ms)."""
+    monkeypatch.setenv(hardware.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(hardware, "_MEMO", {})
+    monkeypatch.setattr(hardware, "bf16_is_emulated", lambda device: False)
+    monkeypatch.setattr(hardware, "_race", lambda fast, default, budget_s: (fast(), default(), 1.0, 2.0)[2:])
+    first = hardware.bf16_matmul_attention_pays_off()
+    assert first is True  # the stubbed race: 1 s against 2 s
+
+    def no_tensors(*args, **kwargs):
+        raise AssertionError("a cached answer built the race's tensors")
+
+    monkeypatch.setattr(torch, "randn", no_tensors)
+    assert hardware.bf16_matmul_attention_pays_off() is first
+
+
 def test_device_auto_and_cuda_under_torchrun_and_a_bad_device(monkeypatch):
     import torch
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -73,6 +74,7 @@ def _cpuinfo() -> dict[str, str]:
     return fields
 
 
+@functools.cache
 def cpu_flags() -> frozenset[str]:
     return frozenset(_cpuinfo().get("flags", "").split())
 
@@ -213,9 +215,10 @@ def measured_choice(
     stored under ``name`` + CPU model + torch version + threads, written atomically.
     """
     key = f"{name} | {cpu_name()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+    memo_key = (os.environ.get(CACHE_ENV, ""), key)  # hot paths ask on every call: no Path.home() here
+    if memo_key in _MEMO:
+        return _MEMO[memo_key]
     path = cache_dir() / "hardware.json"
-    if (str(path), key) in _MEMO:
-        return _MEMO[(str(path), key)]
     entry = _read(path).get(key)
     if isinstance(entry, dict) and isinstance(entry.get("fast"), bool):
         result = entry["fast"]
@@ -225,7 +228,7 @@ def measured_choice(
         entries = _read(path)
         entries[key] = {"fast": result, "fast_s": fast_s, "default_s": default_s, "measured_at": time.time()}
         _write_atomically(path, entries)
-    _MEMO[(str(path), key)] = result
+    _MEMO[memo_key] = result
     return result
 
 
@@ -270,22 +273,28 @@ def _write_atomically(path: Path, entries: dict) -> None:
 def bf16_matmul_attention_pays_off() -> bool:
     """Whether two bf16 batched matmuls and a softmax beat PyTorch's SDPA kernel (forward and
     backward, causal, 64 and 256 queries) on this CPU; models/layers.py uses it for bf16 up to
-    256 queries. Always False where bf16 is emulated."""
+    256 queries. Always False where bf16 is emulated.
+
+    Every bf16 attention call asks (each layer, each decoded token), so a cached answer costs a
+    dictionary lookup: the race's inputs are built only when a race runs. Built on every call,
+    they cost a bf16 gpt-nano training step 12 ms."""
     if bf16_is_emulated("cpu"):
         return False
-    import math
+    return measured_choice("bf16 matmul attention vs SDPA, T=64,256", _race_matmul_attention, _race_sdpa)
 
-    import torch.nn.functional as F
 
+@functools.cache  # built once, when a race first runs (about 1.5 MB with gradients)
+def _attention_race_inputs() -> list[list[torch.Tensor]]:
     generator = torch.Generator().manual_seed(0)
-    shapes = [(4, 4, length, 32) for length in (64, 256)]
-    tensors = [
+    return [
         [torch.randn(shape, generator=generator).to(torch.bfloat16).requires_grad_() for _ in range(3)]
-        for shape in shapes
+        for shape in [(4, 4, length, 32) for length in (64, 256)]
     ]
 
-    def matmul() -> None:
-        for q, k, v in tensors:
+
+def _race_matmul_attention() -> None:
+    with torch.inference_mode(False), torch.enable_grad():
+        for q, k, v in _attention_race_inputs():
             B, nh, T, hs = q.shape
             bias = torch.full((T, T), float("-inf"), dtype=q.dtype).triu_(1)
             scores = torch.baddbmm(
@@ -296,9 +305,10 @@ def bf16_matmul_attention_pays_off() -> bool:
             )
             (torch.softmax(scores, dim=-1) @ v.reshape(B * nh, T, hs)).float().sum().backward()
 
-    def sdpa() -> None:
-        for q, k, v in tensors:
-            F.scaled_dot_product_attention(q, k, v, is_causal=True).float().sum().backward()
+
+def _race_sdpa() -> None:
+    import torch.nn.functional as F
 
     with torch.inference_mode(False), torch.enable_grad():
-        return measured_choice("bf16 matmul attention vs SDPA, T=64,256", matmul, sdpa)
+        for q, k, v in _attention_race_inputs():
+            F.scaled_dot_product_attention(q, k, v, is_causal=True).float().sum().backward()
