@@ -11,6 +11,7 @@ the value itself and True, so single-process training pays nothing.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 
 import torch
@@ -63,11 +64,14 @@ def sum_over_ranks(value: float, device: torch.device) -> float:
 def clip_grad_norm(parameters: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
     """``torch.nn.utils.clip_grad_norm_`` also for a model whose parameters live on different meshes
     (tensor-parallel blocks on the 2-D mesh, the rest on the dp mesh, or plain replicated
-    tensors): the norm of each group is reduced across its own mesh, then the groups combined."""
-    from torch.distributed.tensor import DTensor
+    tensors): the norm of each group is reduced across its own mesh, then the groups combined.
 
+    A DTensor exists only once ``torch.distributed.tensor`` is loaded; importing it just to ask
+    costs a one-process run 0.5 s of its first step (it pulls in sympy)."""
     params = [p for p in parameters if p.grad is not None]
-    if not any(isinstance(p.grad, DTensor) for p in params):
+    dtensor_module = sys.modules.get("torch.distributed.tensor")
+    DTensor = getattr(dtensor_module, "DTensor", None)
+    if DTensor is None or not any(isinstance(p.grad, DTensor) for p in params):
         return torch.nn.utils.clip_grad_norm_(params, max_norm)
     groups: dict[object, list[torch.Tensor]] = {}
     for param in params:

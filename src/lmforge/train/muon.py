@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from lmforge.hardware import bf16_is_emulated
+from lmforge.train.eager_optim import EagerOptimizerMixin
 
 
 def newton_schulz(
@@ -46,8 +47,9 @@ def ns_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if bf16_is_emulated(device) else torch.bfloat16
 
 
-class BatchedMuon(torch.optim.Muon):
-    """``torch.optim.Muon``, its matrices orthogonalised a shape at a time (module docstring)."""
+class BatchedMuon(EagerOptimizerMixin, torch.optim.Muon):
+    """``torch.optim.Muon``, its matrices orthogonalised a shape at a time (module docstring), its
+    bookkeeping without importing torch._dynamo (``train/eager_optim.py``)."""
 
     @torch.no_grad()
     def step(self, closure=None):

@@ -88,8 +88,11 @@ def build_optimizer(
 def _adamw(groups: list[dict], lr: float, betas: tuple[float, float], device_type: str) -> torch.optim.AdamW:
     # The fused kernel (one launch for all tensors) exists for CUDA and, since torch 2.4, CPU.
     fused_ok = "fused" in inspect.signature(torch.optim.AdamW).parameters and device_type in ("cuda", "cpu")
-    extra = {"fused": True} if fused_ok else {"foreach": True}
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, **extra)
+    if fused_ok:
+        from lmforge.train.eager_optim import EagerAdamW  # the same kernel, no torch._dynamo import
+
+        return EagerAdamW(groups, lr=lr, betas=betas, fused=True)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=True)
 
 
 def muon_split(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -195,7 +198,7 @@ def describe_optimizer(optimizer: torch.optim.Optimizer) -> str:
     runs, for a run's summary (fused AdamW is one launch for all tensors, where torch has it)."""
     if isinstance(optimizer, MuonWithAdamW):
         return "muon + " + describe_optimizer(optimizer.adamw)
-    name = type(optimizer).__name__.lower()
+    name = type(optimizer).__name__.lower().removeprefix("eager")
     defaults = optimizer.defaults
     kernel = "fused" if defaults.get("fused") else "foreach" if defaults.get("foreach") else "for-loop"
     return f"{name} ({kernel})"
