@@ -141,6 +141,27 @@ def test_rotary_scores_depend_only_on_distance():
     assert rotated.norm().item() == pytest.approx(q.norm().item(), rel=1e-5)
 
 
+def test_rotary_is_each_pair_rotated_by_its_angle():
+    """Against the definition, pair by pair: (x_i, x_{i+h}) turned by position * theta_i (the
+    rotate-half layout of GPT-NeoX, Llama and Hugging Face), values and gradients."""
+    rotary = RotaryEmbedding(head_size=8, max_len=32)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 5, 3, 8, generator=gen, dtype=torch.float64).requires_grad_()
+    positions = torch.arange(5)
+    cos, sin = rotary(positions)
+    got = apply_rotary(x, cos.to(torch.float64)[:, :, 0], sin.to(torch.float64)[:, :, 0])  # (1, T, 1, hs)
+    h = 4
+    angles = positions[:, None].double() / 10000 ** (torch.arange(h).double() * 2 / 8)  # (T, h)
+    c, s = angles.cos()[None, :, None, :], angles.sin()[None, :, None, :]
+    first, second = x[..., :h], x[..., h:]
+    expected = torch.cat([first * c - second * s, second * c + first * s], dim=-1)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
+    weights = torch.randn(expected.shape, generator=gen, dtype=torch.float64)
+    (grad_got,) = torch.autograd.grad((got * weights).sum(), x)
+    (grad_expected,) = torch.autograd.grad((expected * weights).sum(), x)
+    torch.testing.assert_close(grad_got, grad_expected, atol=1e-6, rtol=1e-6)
+
+
 def test_weights_are_tied_and_init_follows_gpt2():
     model = GPT(GPTConfig(vocab_size=500, block_size=64, n_layer=8, n_head=4, n_embd=128))
     assert model.lm_head.weight.data_ptr() == model.wte.weight.data_ptr()

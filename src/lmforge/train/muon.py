@@ -64,17 +64,41 @@ class BatchedMuon(EagerOptimizerMixin, torch.optim.Muon):
                 continue
             momentum, lr = group["momentum"], float(group["lr"])
             torch._foreach_lerp_(buffers, grads, 1 - momentum)
-            updates = torch._foreach_lerp(grads, buffers, momentum) if group["nesterov"] else buffers
-            by_shape: dict[tuple, list[int]] = defaultdict(list)
-            for i, p in enumerate(params):
-                by_shape[(tuple(p.shape), p.dtype, p.device)].append(i)
             if group["weight_decay"]:
                 torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
-            for (shape, _, device), members in by_shape.items():
-                stacked = torch.stack([updates[i] for i in members])
-                ortho = newton_schulz(stacked, group["ns_coefficients"], group["ns_steps"], group["eps"],
-                                      ns_dtype(device))  # fmt: skip
-                scale = torch.optim._muon._adjust_lr(lr, group["adjust_lr_fn"], torch.Size(shape))
-                chosen = [params[i] for i in members]
-                torch._foreach_add_(chosen, list(ortho.to(chosen[0].dtype).unbind(0)), alpha=-scale)
+            for members in _batches(params):
+                first = params[members[0]]
+                stacked = torch.empty(
+                    (len(members), min(first.shape), max(first.shape)),
+                    dtype=ns_dtype(first.device),
+                    device=first.device,
+                )
+                for slot, i in zip(stacked.unbind(0), members, strict=True):
+                    # the update written straight into its slot of the batch, already in the
+                    # iteration's dtype: no stack and no cast of the whole batch afterwards
+                    slot = slot if params[i].size(0) <= params[i].size(1) else slot.mT
+                    if group["nesterov"]:
+                        torch.lerp(grads[i], buffers[i], momentum, out=slot)
+                    else:
+                        slot.copy_(buffers[i])
+                ortho = newton_schulz(
+                    stacked, group["ns_coefficients"], group["ns_steps"], group["eps"], stacked.dtype
+                )
+                by_scale: dict[float, tuple[list[Tensor], list[Tensor]]] = defaultdict(lambda: ([], []))
+                for update, i in zip(ortho.unbind(0), members, strict=True):
+                    scale = torch.optim._muon._adjust_lr(lr, group["adjust_lr_fn"], params[i].shape)
+                    chosen, steps = by_scale[scale]
+                    chosen.append(params[i])
+                    steps.append(update if params[i].size(0) <= params[i].size(1) else update.mT)
+                for scale, (chosen, steps) in by_scale.items():
+                    torch._foreach_add_(chosen, steps, alpha=-scale)  # adds bf16 into fp32 in one call
         return loss
+
+
+def _batches(params: list[Tensor]) -> list[list[int]]:
+    """Indices of the matrices that share one batched iteration: same dtype and device, and the
+    same shape up to a transpose (the iteration of a transpose is the transpose of the iteration)."""
+    by_shape: dict[tuple, list[int]] = defaultdict(list)
+    for i, p in enumerate(params):
+        by_shape[(min(p.shape), max(p.shape), p.dtype, p.device)].append(i)
+    return list(by_shape.values())
