@@ -14,7 +14,10 @@ without it, nanoGPT's recipe as lmforge implements it sets the time), then train
 lmforge default for 1/2, 1/4 and 1/5 of that wall-clock time, in fp32 and, where the CPU computes
 bf16 natively, in bf16. Every training run is a process of its own, timed from start to exit
 (imports, data, model, training, the final evaluation), the way nanoGPT's is; lmforge's
-``--max-time`` is the share minus the start-up and wind-down its recipe runs measured.
+``--max-time`` is the share minus the start-up and wind-down its recipe runs measured. The race
+runs round by round (nanoGPT, the recipe, then every row of the defaults, one seed each), so a
+shared machine that slows down part way slows every row alike; the budgets follow the median of
+nanoGPT's runs so far, and the shares reported are of the median of all of them.
 
 Each lmforge result is the loss over the *whole* validation split (the last 10% of the text,
 111,540 predictions) measured afterwards with ``lmforge evaluate``, not an estimate from 20
@@ -150,40 +153,52 @@ def precisions(requested: str) -> list[str]:
 
 
 def race(args, root: Path) -> dict:
+    """Round by round (a round: nanoGPT's train.py, the recipe in lmforge, then the defaults at each
+    share and precision, one seed each), so that a machine that slows down or speeds up part way
+    (a shared VM does) moves every row alike. The budgets follow the median of nanoGPT's runs so
+    far; the shares printed are of the median of all of them."""
     data = prepare(root, str(CORPUS), "char")
     seeds = [1337 + i for i in range(args.seeds)]
-    reference = []
-    if args.nanogpt:
-        for _ in range(args.seeds):  # nanoGPT seeds itself (1337): repeats measure only its time
+    reference: list[dict] = []
+    recipe: list[dict] = []
+    runs: list[dict] = []
+    done: dict[str, list[dict]] = {}
+    for seed in seeds:
+        if args.nanogpt:  # nanoGPT seeds itself (1337): repeats measure only its time
             reference.append(run_nanogpt(args.nanogpt, CORPUS, root / "nanogpt"))
             print(f"nanoGPT train.py: {reference[-1]['wall_s']:.1f} s, val estimate "
                   f"{reference[-1]['val_loss_estimate']:.4f}", flush=True)  # fmt: skip
-    recipe = []
-    for seed in seeds:
         recipe.append(train_and_score("nanoGPT recipe in lmforge", data, root, NANOGPT_RECIPE, seed))
         print(f"recipe in lmforge, seed {seed}: {recipe[-1]['wall_s']:.1f} s, {recipe[-1]['val_loss']:.4f}", flush=True)  # fmt: skip
-    overhead = statistics.median(r["wall_s"] - r["elapsed_s"] for r in recipe)
-    if reference:
-        seconds, against = statistics.median(r["wall_s"] for r in reference), "nanoGPT train.py"
-    else:
-        seconds, against = statistics.median(r["wall_s"] for r in recipe), "nanoGPT recipe in lmforge"
-    runs = []
-    for precision in precisions(args.precision):
-        done: list[dict] = []
-        for fraction in args.fractions:
-            # start-up and wind-down as the defaults' own runs measure them once there are some:
-            # the recipe's final evaluation falls inside its training time, theirs after it
-            budget = round(fraction * seconds - (defaults_overhead(done) or overhead), 1)
-            for seed in seeds:
+        seconds = statistics.median(r["wall_s"] for r in (reference or recipe))
+        overhead = statistics.median(r["wall_s"] - r["elapsed_s"] for r in recipe)
+        for precision in precisions(args.precision):
+            for fraction in args.fractions:
+                # start-up and wind-down as the defaults' own runs measure them once there are
+                # some: the recipe's final evaluation falls inside its training time, theirs after it
+                budget = round(
+                    fraction * seconds - (defaults_overhead(done.get(precision, [])) or overhead), 1
+                )
                 name = f"defaults, {precision}, 1/{1 / fraction:g} of the time"
                 r = train_and_score(name, data, root, {"model": "gpt-nano", "max_time": budget, "precision": precision}, seed)  # fmt: skip
-                r.update(fraction=fraction, precision=precision, share=r["wall_s"] / seconds)
+                r.update(fraction=fraction, precision=precision, budget_s=budget)
                 runs.append(r)
-                done.append(r)
-                print(f"{name}, seed {seed}: {r['wall_s']:.1f} s ({r['share']:.3f} of {seconds:.1f} s), "
+                done.setdefault(precision, []).append(r)
+                print(f"{name}, seed {seed}: {r['wall_s']:.1f} s ({r['wall_s'] / seconds:.3f} of {seconds:.1f} s), "
                       f"{r['steps']} steps, val {r['val_loss']:.4f}", flush=True)  # fmt: skip
-    return {"reference": against, "reference_s": seconds, "overhead_s": overhead, "nanogpt": reference,
-            "recipe": recipe, "runs": runs}  # fmt: skip
+    seconds = statistics.median(r["wall_s"] for r in (reference or recipe))
+    for r in runs:
+        r["share"] = r["wall_s"] / seconds
+    runs.sort(key=lambda r: (r["precision"] != "fp32", -r["fraction"], r["seed"]))  # the table's order
+    return {
+        "reference": "nanoGPT train.py" if reference else "nanoGPT recipe in lmforge",
+        "reference_s": seconds,
+        "overhead_s": statistics.median(r["wall_s"] - r["elapsed_s"] for r in recipe),
+        "order": "round by round: nanoGPT, the recipe, then every defaults row, one seed per round",
+        "nanogpt": reference,
+        "recipe": recipe,
+        "runs": runs,
+    }
 
 
 def defaults_overhead(runs: list[dict]) -> float | None:

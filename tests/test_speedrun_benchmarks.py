@@ -10,6 +10,7 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -90,6 +91,45 @@ def test_a_race_entry_trains_in_its_own_timed_process(char_data, tmp_path):
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["train"]["seed"] == 7 and saved["model"]["n_embd"] == 32
     assert 0 < result["val_loss"] < 5  # the whole split's loss, from a 30-character vocabulary
+
+
+def test_the_race_runs_round_by_round_with_budgets_from_the_nanogpt_runs_so_far(monkeypatch, tmp_path):
+    """Scripted timings: nanoGPT takes 100, 120, 80 s; every lmforge run spends 2 s outside its
+    budget. Each round runs nanoGPT, the recipe, then every defaults row; the budgets follow the
+    median of nanoGPT's runs so far; the shares are of the median of all three (100 s)."""
+    race = load("shakespeare_char")
+    order: list[str] = []
+    nanogpt_walls = iter([100.0, 120.0, 80.0])
+
+    def fake_nanogpt(checkout, corpus, scratch):
+        order.append("nanoGPT")
+        return {"wall_s": next(nanogpt_walls), "val_loss_estimate": 1.8857}
+
+    def fake_train(name, data, root, settings, seed):
+        order.append(f"{name} {seed}")
+        elapsed = settings.get("max_time", 60.0)
+        return {
+            "name": name,
+            "seed": seed,
+            "wall_s": elapsed + 2.0,
+            "elapsed_s": elapsed,
+            "steps": 1,
+            "val_loss": 1.9,
+        }
+
+    monkeypatch.setattr(race, "prepare", lambda root, source, tokenizer: tmp_path)
+    monkeypatch.setattr(race, "run_nanogpt", fake_nanogpt)
+    monkeypatch.setattr(race, "train_and_score", fake_train)
+    args = SimpleNamespace(seeds=3, nanogpt=tmp_path, precision="fp32", fractions=[0.5, 0.25])
+    result = race.race(args, tmp_path)
+    round_ = ["nanoGPT", "nanoGPT recipe in lmforge {s}", "defaults, fp32, 1/2 of the time {s}",
+              "defaults, fp32, 1/4 of the time {s}"]  # fmt: skip
+    assert order == [step.format(s=seed) for seed in (1337, 1338, 1339) for step in round_]
+    quarter = [r for r in result["runs"] if r["fraction"] == 0.25]
+    # medians so far: 100, then 110 (100 and 120), then 100 (80, 100, 120); less 2 s each
+    assert [r["budget_s"] for r in quarter] == [23.0, 25.5, 23.0]
+    assert result["reference_s"] == 100.0
+    assert [round(r["share"], 3) for r in quarter] == [0.25, 0.275, 0.25]
 
 
 def test_time_to_target_is_the_first_evaluation_at_or_under_it(tmp_path):
