@@ -95,8 +95,9 @@ def test_a_race_entry_trains_in_its_own_timed_process(char_data, tmp_path):
 
 def test_the_race_runs_round_by_round_with_budgets_from_the_nanogpt_runs_so_far(monkeypatch, tmp_path):
     """Scripted timings: nanoGPT takes 100, 120, 80 s; every lmforge run spends 2 s outside its
-    budget. Each round runs nanoGPT, the recipe, then every defaults row; the budgets follow the
-    median of nanoGPT's runs so far; the shares are of the median of all three (100 s)."""
+    budget, the calibration run 2.5. Each round runs nanoGPT, the recipe, then every defaults row;
+    the budgets follow the median of nanoGPT's runs so far, less the longest start-up and wind-down
+    known; the shares are of the median of all three (100 s)."""
     race = load("shakespeare_char")
     order: list[str] = []
     nanogpt_walls = iter([100.0, 120.0, 80.0])
@@ -120,16 +121,19 @@ def test_the_race_runs_round_by_round_with_budgets_from_the_nanogpt_runs_so_far(
     monkeypatch.setattr(race, "prepare", lambda root, source, tokenizer: tmp_path)
     monkeypatch.setattr(race, "run_nanogpt", fake_nanogpt)
     monkeypatch.setattr(race, "train_and_score", fake_train)
+    monkeypatch.setattr(race, "calibrate", lambda data, root, precision: order.append("calibrate") or 2.5)
     args = SimpleNamespace(seeds=3, nanogpt=tmp_path, precision="fp32", fractions=[0.5, 0.25])
     result = race.race(args, tmp_path)
     round_ = ["nanoGPT", "nanoGPT recipe in lmforge {s}", "defaults, fp32, 1/2 of the time {s}",
               "defaults, fp32, 1/4 of the time {s}"]  # fmt: skip
-    assert order == [step.format(s=seed) for seed in (1337, 1338, 1339) for step in round_]
+    steps = [step.format(s=seed) for seed in (1337, 1338, 1339) for step in round_]
+    assert order == [*steps[:2], "calibrate", *steps[2:]]  # one calibration, before the first defaults run
     quarter = [r for r in result["runs"] if r["fraction"] == 0.25]
-    # medians so far: 100, then 110 (100 and 120), then 100 (80, 100, 120); less 2 s each
-    assert [r["budget_s"] for r in quarter] == [23.0, 25.5, 23.0]
+    # medians so far: 100, then 110 (100 and 120), then 100 (80, 100, 120); less the longest
+    # start-up and wind-down known: the calibration's 2.5 s (each run's own is 2 s)
+    assert [r["budget_s"] for r in quarter] == [22.5, 25.0, 22.5]
     assert result["reference_s"] == 100.0
-    assert [round(r["share"], 3) for r in quarter] == [0.25, 0.275, 0.25]
+    assert [round(r["share"], 3) for r in quarter] == [0.245, 0.27, 0.245]
 
 
 def test_time_to_target_is_the_first_evaluation_at_or_under_it(tmp_path):
