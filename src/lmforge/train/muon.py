@@ -7,7 +7,8 @@ no bf16 units (Zen 3, AVX2 only) every bf16 matmul is emulated, several times sl
 
 This subclass keeps torch's algorithm, hyper-parameters and ``state_dict`` (a run resumes across
 the two, ``momentum_buffer`` per parameter) and changes only how the update is computed: the
-momentum of all matrices in one ``_foreach`` call, then, per shape, the matrices stacked into one
+momentum of all matrices in one ``_foreach`` call, then, per shape (a matrix and its transpose's
+shape together: gpt-nano's 16 matrices make three batches), each Nesterov update written into one
 (n, rows, cols) batch whose iterations are ``baddbmm`` calls; in bf16 where the hardware computes
 bf16 natively (as torch does), in fp32 where it would be emulated (``hardware.bf16_is_emulated``;
 the iteration is the same polynomial, only rounded less).
