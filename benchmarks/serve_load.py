@@ -52,8 +52,8 @@ FULL_LOAD = LoadSpec(requests=200, concurrency=32, prompt_tokens=(16, 512), max_
 QUICK_LOAD = LoadSpec(requests=16, concurrency=8, prompt_tokens=(16, 128), max_tokens=(8, 32))
 GOAL_VS_SEQUENTIAL, GOAL_VS_TRANSFORMERS = 4.0, 2.0
 CONDITIONS = (
-    "loopback on one 2-core AMD EPYC Zen 3 (no AVX-512) shared with other agents' jobs: the load "
-    "generator, the server and other processes share the two cores, so absolute figures are low "
+    "loopback on the one machine named under machine (2 cores here), shared with other jobs: the "
+    "load generator, the server and other processes share its cores, so absolute figures are low "
     "and noisy; the runs are compared with each other, measured in the same invocation"
 )
 
