@@ -14,10 +14,11 @@ without it, nanoGPT's recipe as lmforge implements it sets the time), then train
 lmforge default for 1/2, 1/4 and 1/5 of that wall-clock time, in fp32 and, where the CPU computes
 bf16 natively, in bf16. Every training run is a process of its own, timed from start to exit
 (imports, data, model, training, the final evaluation), the way nanoGPT's is; lmforge's
-``--max-time`` is the share minus the start-up and wind-down its recipe runs measured. The race
-runs round by round (nanoGPT, the recipe, then every row of the defaults, one seed each), so a
-shared machine that slows down part way slows every row alike; the budgets follow the median of
-nanoGPT's runs so far, and the shares reported are of the median of all of them.
+``--max-time`` is the share less the longest excess of wall clock over budget measured for that
+share (a 2-second calibration run gives the first). The race runs round by round (nanoGPT, the
+recipe, then every row of the defaults, one seed each), so a shared machine that slows down part
+way slows every row alike; the budgets follow the median of nanoGPT's runs so far, and the shares
+reported are of the median of all of them.
 
 Each lmforge result is the loss over the *whole* validation split (the last 10% of the text,
 111,540 predictions) measured afterwards with ``lmforge evaluate``, not an estimate from 20
@@ -178,9 +179,7 @@ def race(args, root: Path) -> dict:
             for fraction in args.fractions:
                 # the longest start-up and wind-down measured for this share (or the calibration
                 # run), so that a run stays within its share however its own start-up goes
-                same = [
-                    r["wall_s"] - r["budget_s"] for r in done.get(precision, []) if r["fraction"] == fraction
-                ]
+                same = [over_budget(r) for r in done.get(precision, []) if r["fraction"] == fraction]
                 budget = round(fraction * seconds - max([calibration[precision], *same]), 1)
                 name = f"defaults, {precision}, 1/{1 / fraction:g} of the time"
                 r = train_and_score(name, data, root, {"model": "gpt-nano", "max_time": budget, "precision": precision}, seed)  # fmt: skip
@@ -208,10 +207,10 @@ def race(args, root: Path) -> dict:
 def calibrate(data: Path, root: Path, precision: str) -> float:
     """Seconds by which a defaults run's wall clock exceeds its training budget (imports, data,
     model, the last step and the final evaluation past the budget, the plot), from a run with a
-    2-second budget: what the first round's budgets take
-    off. From the second round on, each share's own runs measure it: a longer run redraws its plot
-    during training, so matplotlib's import (0.8 s) falls inside its budget and its start-up and
-    wind-down are shorter than a quarter's."""
+    2-second budget: what the first round's budgets take off. From the second round on, each
+    share's own runs measure it: a longer run redraws its plot during training, so matplotlib's
+    import (0.8 s) falls inside its budget and its start-up and wind-down are shorter than a
+    quarter's."""
     r = train_process(
         data, root / "run", {"model": "gpt-nano", "max_time": 2.0, "precision": precision, "seed": 1337}
     )
@@ -219,9 +218,15 @@ def calibrate(data: Path, root: Path, precision: str) -> float:
     return r["wall_s"] - 2.0
 
 
+def over_budget(run: dict) -> float:
+    """Seconds by which a defaults run's wall clock exceeded its budget (a results file from before
+    budgets were recorded: its training time)."""
+    return run["wall_s"] - run.get("budget_s", run["elapsed_s"])
+
+
 def defaults_overhead(runs: list[dict]) -> float | None:
-    """Median seconds by which a defaults run's wall clock exceeded its budget (None: no runs)."""
-    return statistics.median(r["wall_s"] - r.get("budget_s", r["elapsed_s"]) for r in runs) if runs else None
+    """Median of ``over_budget`` over ``runs`` (None: no runs)."""
+    return statistics.median(over_budget(r) for r in runs) if runs else None
 
 
 def print_race(result: dict) -> None:
