@@ -4,6 +4,7 @@ Same GPT-2 (124M) weights in both (random, converted with lmforge.interop), a 32
 256 new tokens, greedy, no end-of-text (every row decodes all 256), fp32 on the CPU; then beam
 search with 4 beams; then lmforge with its weights cast to bf16. Variants are interleaved round
 by round so machine noise hits them alike; the best round counts (noise only slows a run down).
+``--device cuda`` runs the same rows on a GPU (results/generate_throughput-cuda.json).
 
 At batch 1 a decoding step reads every weight once (about 500 MB in fp32) for little arithmetic,
 so the ceiling is memory bandwidth / weight bytes. The script measures the read bandwidth in the
@@ -11,6 +12,7 @@ same run (summing a 1 GiB tensor) and prints that ceiling beside the figures.
 
     python benchmarks/generate_throughput.py                 # everything (about 5 minutes)
     python benchmarks/generate_throughput.py --rounds 1 --new-tokens 64 --skip-uncached
+    python benchmarks/generate_throughput.py --device cuda
 """
 
 from __future__ import annotations
@@ -33,14 +35,14 @@ from lmforge.models.gpt import GPT, GPTConfig  # noqa: E402
 PROMPT_TOKENS = 32
 
 
-def read_bandwidth(gib: float = 1.0, repeats: int = 5) -> float:
+def read_bandwidth(gib: float = 1.0, repeats: int = 5, device: str = "cpu") -> float:
     """Bytes per second for streaming a large fp32 tensor through the cores (a sum reads it once)."""
-    data = torch.ones(int(gib * 2**30 / 4))
+    data = torch.rand(int(gib * 2**30 / 4), device=device)
     data.sum()
     best = 0.0
     for _ in range(repeats):
         start = time.perf_counter()
-        data.sum()
+        data.sum().item()  # .item(): the sum has finished on a GPU too
         best = max(best, data.numel() * 4 / (time.perf_counter() - start))
     return best
 
@@ -65,9 +67,11 @@ def greedy_without_cache(model: GPT, prompt: torch.Tensor, new_tokens: int) -> t
     return ids[:, prompt.shape[1] :]
 
 
-def timed(fn: Callable[[], object]) -> float:
+def timed(fn: Callable[[], object], device: str = "cpu") -> float:
     start = time.perf_counter()
     fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
@@ -80,8 +84,13 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--skip-uncached", action="store_true", help="leave out the slow no-cache loop")
     parser.add_argument("--skip-beam", action="store_true")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = parser.parse_args()
-    new = args.new_tokens
+    new, device = args.new_tokens, args.device
+    on_gpu = device.startswith("cuda")
+    if on_gpu and not torch.cuda.is_available():
+        print("skipped: --device cuda needs a CUDA GPU and torch sees none")
+        return
 
     ours, hf = build_models()
     weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())
@@ -90,13 +99,15 @@ def main() -> None:
     ours_bf16.to(torch.bfloat16)
     unpacked = GPT(ours.config).eval()  # the no-cache loop, as plain as it gets
     unpacked.load_state_dict(ours.state_dict())
-    with_bf16 = bf16_runs_natively()
+    for model in (ours, hf, ours_bf16, unpacked):
+        model.to(device)
+    with_bf16 = on_gpu or bf16_runs_natively()
     if not with_bf16:
         print("bf16 rows skipped: this CPU has no bf16 hardware (emulated, slower than fp32)")
     packed = {}
-    for name, model in (("fp32", ours), ("bf16", ours_bf16)):
-        packed[name] = packing_pays_off(model, 1) and pack_linear_layers(model) > 0  # as `lmforge generate`
-    bandwidth = read_bandwidth()
+    for name, model in (("fp32", ours), ("bf16", ours_bf16)):  # oneDNN packing: a CPU path only
+        packed[name] = not on_gpu and packing_pays_off(model, 1) and pack_linear_layers(model) > 0
+    bandwidth = read_bandwidth(device=device)
     ceiling = bandwidth / weight_bytes
     print(
         f"weights {weight_bytes / 1e6:.0f} MB fp32; read bandwidth {bandwidth / 1e9:.1f} GB/s; "
@@ -113,6 +124,7 @@ def main() -> None:
     for batch in args.batches:
         prompt = torch.randint(0, 50257, (batch, PROMPT_TOKENS), generator=generator)
         prompts = prompt.tolist()
+        prompt = prompt.to(device)
         mask = torch.ones_like(prompt)
 
         def lmforge_cached(model=ours, prompts=prompts) -> list:
@@ -155,7 +167,7 @@ def main() -> None:
                 fn()
         for round_index in range(args.rounds):
             for name, fn in variants.items():
-                seconds = timed(fn)
+                seconds = timed(fn, device)
                 best[name] = min(best.get(name, float("inf")), seconds)
                 print(f"round {round_index + 1}: {name}: {seconds:.2f} s", file=sys.stderr)
 
@@ -183,8 +195,9 @@ def main() -> None:
     for what, equal in agreement.items():
         print(f"{what}: {'yes' if equal else 'NO'}")
     path = write_result(
-        "generate_throughput",
+        "generate_throughput" + ("-cuda" if on_gpu else ""),
         {
+            "device": torch.cuda.get_device_name() if on_gpu else "cpu",
             "new_tokens": new,
             "prompt_tokens": PROMPT_TOKENS,
             "weight_bytes_fp32": weight_bytes,

@@ -81,6 +81,12 @@ def time_to_target(metrics: Path, target: float | None) -> tuple[float | None, i
     return None, None, best
 
 
+def evaluations(metrics: Path) -> list[list[float]]:
+    """[step, training seconds, validation loss] at each evaluation: the curve behind the figure."""
+    records = [r for r in map(json.loads, metrics.read_text().splitlines()) if "val_loss" in r]
+    return [[r["step"], round(r["elapsed_s"], 2), round(r["val_loss"], 4)] for r in records]
+
+
 def speedrun(args: argparse.Namespace, root: Path) -> dict:
     from lmforge.models.registry import PRESET_TRAINING, PRESETS
     from lmforge.recipe import plan_pretraining, run_pretraining
@@ -123,6 +129,7 @@ def speedrun(args: argparse.Namespace, root: Path) -> dict:
         "target": args.target,
         "time_to_target_s": seconds,
         "step_at_target": step,
+        "evaluations": evaluations(root / "run" / "metrics.jsonl"),
     }
     if args.device.startswith("cuda"):
         peak, source = peak_flops(row["device"])

@@ -137,12 +137,20 @@ sys.exit(cli.main(["chatty"]))
 
 def test_a_reader_that_leaves_early_is_not_an_error():
     """`lmforge ... | head -1`: the pipe closes under a long output; exit 0, nothing on stderr."""
+    import os
     import subprocess
     import sys
 
     shell = f'{sys.executable} -c "$SCRIPT" | head -1; echo status ${{PIPESTATUS[0]}}'
     result = subprocess.run(
-        ["bash", "-c", shell], env={"SCRIPT": CHATTY, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True
+        ["bash", "-c", shell],
+        env={
+            "SCRIPT": CHATTY,
+            "PATH": "/usr/bin:/bin",
+            **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
+        },
+        capture_output=True,
+        text=True,
     )
     assert result.stdout == "line 0\nstatus 0\n" and result.stderr == ""
 

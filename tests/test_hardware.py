@@ -138,9 +138,22 @@ def test_device_auto_and_cuda_under_torchrun_and_a_bad_device(monkeypatch):
     from lmforge.hardware import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     monkeypatch.setenv("LOCAL_RANK", "3")
     assert resolve_device("auto") == torch.device("cuda", 3)  # each rank drives its own GPU
     assert resolve_device("cuda:1") == torch.device("cuda", 1)  # an explicit index wins
+    with pytest.raises(
+        UserInputError, match=r"--device cuda:4: this machine has 4 GPU\(s\), cuda:0 to cuda:3"
+    ):
+        resolve_device("cuda:4")
+    # torchrun --nproc-per-node 2 on a machine with one GPU: rank 1 has none of its own (seen on an
+    # H200: "invalid device ordinal" as an unexpected error, and rank 0 waiting for it)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(
+        UserInputError, match=r"process 1 of a job on a machine with 1 GPU.*--nproc-per-node 1"
+    ):
+        resolve_device("auto")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")
     with pytest.raises(UserInputError, match="--device tpu is not a device"):

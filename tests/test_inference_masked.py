@@ -28,7 +28,9 @@ def hf_mlm(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory):
-    return load_for_inference(make_bert_run(tmp_path_factory.mktemp("bert") / "run").path, causal_for=None)
+    return load_for_inference(
+        make_bert_run(tmp_path_factory.mktemp("bert") / "run").path, causal_for=None, device="cpu"
+    )
 
 
 @pytest.fixture(scope="module")

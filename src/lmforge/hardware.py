@@ -120,11 +120,23 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserInputError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
     if device == "cuda" and "LOCAL_RANK" in os.environ:
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        rank, count = int(os.environ["LOCAL_RANK"]), torch.cuda.device_count()
+        if rank >= count:
+            raise UserInputError(
+                f"this is process {rank} of a job on a machine with {count} GPU(s): start one process "
+                f"per GPU (torchrun --nproc-per-node {count}), or train on the CPU with --device cpu"
+            )
+        return torch.device("cuda", rank)
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except RuntimeError:
         raise UserInputError(f"--device {device} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise UserInputError(
+            f"--device {device}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}"
+        )
+    return resolved
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

@@ -218,7 +218,7 @@ def test_bf16_generates_on_every_cpu(run_dir, capsys, cpu_capability):
     for dtype in ("fp32", "bf16"):
         capsys.readouterr()
         args = ["generate", "--checkpoint", str(run_dir), "--prompt", "It is", "--max-new-tokens", "5"]
-        assert main([*args, "--strategy", "greedy", "--dtype", dtype, "--json"]) == 0
+        assert main([*args, "--strategy", "greedy", "--dtype", dtype, "--device", "cpu", "--json"]) == 0
         captured = capsys.readouterr()
         outputs[dtype] = json.loads(captured.out)["samples"][0]["ids"]
     notes = [line for line in captured.err.splitlines() if line.startswith("note: ")]

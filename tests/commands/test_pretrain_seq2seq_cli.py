@@ -166,7 +166,17 @@ def test_the_run_takes_its_vocabulary_and_start_token_from_the_tokenizer(copy_ru
 def test_evaluate_loss_is_the_mean_cross_entropy_of_each_pair_alone(copy_run, copy_data, capsys):
     """The batched, padded evaluation against one unpadded forward per pair, summed by hand."""
     result = run_json(
-        ["evaluate", "--checkpoint", str(copy_run), "--data", str(copy_data / "data"), "--max-pairs", "40"],
+        [
+            "evaluate",
+            "--checkpoint",
+            str(copy_run),
+            "--data",
+            str(copy_data / "data"),
+            "--max-pairs",
+            "40",
+            "--device",
+            "cpu",
+        ],  # fmt: skip
         capsys,
     )
     run = Run.open(copy_run)

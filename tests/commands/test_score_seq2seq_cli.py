@@ -32,7 +32,9 @@ def score(capsys, *args) -> tuple[int, str, str]:
 
 
 def score_json(capsys, run, source: str, target: str) -> dict:
-    code, out, err = score(capsys, "--checkpoint", run.path, "--source", source, "--target", target, "--json")
+    code, out, err = score(
+        capsys, "--checkpoint", run.path, "--source", source, "--target", target, "--device", "cpu", "--json"
+    )  # the CPU, where the references are computed
     assert code == 0, err
     return json.loads(out)
 

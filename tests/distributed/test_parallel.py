@@ -23,6 +23,7 @@ import torch
 from lmforge.cli import main
 from lmforge.errors import UserInputError
 from lmforge.parallel.launch import Parallelism, parse_parallel
+from lmforge.parallel.tensor import TENSOR_PARALLEL_TORCH, torch_release
 from lmforge.train import distributed
 
 WORKER = Path(__file__).with_name("tp_worker.py")
@@ -35,6 +36,7 @@ SMALL = [
     "--max-steps", "5", "--eval-every", "100", "--eval-batches", "2", "--warmup-steps", "1",
     "--lr", "1e-2", "--dist-timeout", "60",
     "--precision", "fp32",  # the equalities below are fp32's; "auto" trains in bf16 on AVX-512 BF16 CPUs
+    "--device", "cpu",  # gloo on the CPU, also where a GPU is visible (two ranks, maybe one GPU)
     "--optimizer", "adamw",  # the same in every mode (fsdp and tp take gpt-nano's Muon away); Muon below
 ]  # fmt: skip
 
@@ -103,6 +105,12 @@ def spread_run(data):
     return make
 
 
+# tensor parallelism refuses an older torch in one line (tests/models/test_gqa.py)
+needs_tp_torch = pytest.mark.skipif(
+    torch_release() < TENSOR_PARALLEL_TORCH, reason=f"--parallel tp needs torch {TENSOR_PARALLEL_TORCH}"
+)
+
+
 # --- without processes ---------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "text, expected",
@@ -126,6 +134,7 @@ def test_a_bad_parallel_flag_is_one_line(text):
         parse_parallel(text)
 
 
+@needs_tp_torch
 def test_tensor_parallel_without_torchrun_says_how_to_launch(data, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     code = main(
@@ -164,7 +173,11 @@ def test_clip_grad_norm_of_plain_tensors_is_torchs():
 # logits test below, FSDP by the sharded-checkpoint test in the slow run)
 @pytest.mark.parametrize(
     "parallel",
-    ["ddp", pytest.param("fsdp", marks=pytest.mark.slow), pytest.param("tp=2", marks=pytest.mark.slow)],
+    [
+        "ddp",
+        pytest.param("fsdp", marks=pytest.mark.slow),
+        pytest.param("tp=2", marks=[pytest.mark.slow, needs_tp_torch]),
+    ],
 )
 def test_two_processes_train_as_one(single, spread_run, parallel):
     run, summary = spread_run(parallel)
@@ -199,6 +212,7 @@ def test_muon_under_ddp_trains_as_one_process(data):
         pytest.param("bert", "gelu", marks=pytest.mark.slow),
     ],
 )
+@needs_tp_torch
 def test_tensor_parallel_logits_and_gradients_equal_the_unsplit_model(tmp_path, family, mlp):
     result = torchrun(2, str(WORKER), str(tmp_path), "tp=2", family, mlp)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -211,6 +225,7 @@ def test_tensor_parallel_logits_and_gradients_equal_the_unsplit_model(tmp_path, 
 
 
 @pytest.mark.slow
+@needs_tp_torch
 def test_tensor_parallel_by_fsdp_on_four_processes_matches(tmp_path):
     result = torchrun(4, str(WORKER), str(tmp_path), "tp=2,fsdp,sp", "gpt", "gelu")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -220,6 +235,7 @@ def test_tensor_parallel_by_fsdp_on_four_processes_matches(tmp_path):
 
 
 @pytest.mark.slow
+@needs_tp_torch
 def test_sharded_checkpoints_load_in_one_process_and_resume_at_another_world_size(data, single, spread_run):
     from lmforge.run import Run
 

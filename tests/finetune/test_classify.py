@@ -56,17 +56,37 @@ def test_confusion_table_has_a_row_per_class_and_its_f1():
 def test_stdlib_topics_split_by_module_with_every_label_in_both_splits():
     train = read_examples("builtin:stdlib-topics")
     val = read_examples("builtin:stdlib-topics@val")
-    from lmforge.data.stdlib_topics import PACKAGES, stdlib_topics
+    from lmforge.data.stdlib_topics import MIN_PER_SPLIT, PACKAGES, labels, stdlib_topics
 
     splits = stdlib_topics()
     train_modules = {row["module"] for row in splits["train"]}
     val_modules = {row["module"] for row in splits["val"]}
     assert not train_modules & val_modules
+    assert len(labels()) >= len(PACKAGES) - 1  # tkinter's sources are a separate package on Debian
     for split in (train, val):
         counts = {label: sum(e.label == label for e in split) for label in PACKAGES}
-        assert min(counts.values()) >= 2, counts
+        assert {label for label, count in counts.items() if count} == set(labels())
+        assert min(counts[label] for label in labels()) >= MIN_PER_SPLIT, counts
     assert all(row["module"].split(".")[0] == row["label"] for row in splits["train"] + splits["val"])
     assert len(train) > 4 * len(val) / 2
+
+
+def test_a_package_whose_sources_are_missing_is_left_out_of_both_splits(monkeypatch):
+    """A Python without tkinter's sources (Debian's python3 without python3-tk): 7 labels, each
+    in both splits, rather than a label that no example carries."""
+    from lmforge.data import stdlib_topics as topics
+
+    documents = topics.builtin_documents("stdlib-docs")
+    without = [(module, text) for module, text in documents if module.split(".")[0] != "tkinter"]
+    monkeypatch.setattr(topics, "builtin_documents", lambda name: without)
+    topics.stdlib_topics.cache_clear()
+    try:
+        splits = topics.stdlib_topics()
+        assert "tkinter" not in topics.labels() and len(topics.labels()) == len(topics.PACKAGES) - 1
+        for split in ("train", "val"):
+            assert {row["label"] for row in splits[split]} == set(topics.labels())
+    finally:
+        topics.stdlib_topics.cache_clear()
 
 
 # --------------------------------------------------------------------------- reading examples

@@ -189,3 +189,18 @@ def test_tensor_parallel_refuses_grouped_query_attention_in_one_line():
     assert "grouped-query" in message and "4 query heads, 2 key/value heads" in message
     assert "\n" not in message
     check_tensor_parallel(tiny_llama(n_kv_head=None), 2)  # multi-head: still splits
+
+
+def test_tensor_parallel_refuses_a_torch_whose_dtensor_cannot_split_qkv(monkeypatch):
+    """torch 2.11's DTensor failed on the strided q/k/v shard (seen on a GPU machine's image): one
+    line before any process group starts, rather than a ValueError from inside the forward pass."""
+    from lmforge.parallel import tensor
+
+    assert tensor.torch_release("2.11.0+cu130") == (2, 11) and tensor.torch_release("2.13.0") == (2, 13)
+    monkeypatch.setattr(torch, "__version__", "2.11.0+cu130")
+    with pytest.raises(
+        UserInputError, match=r"--parallel tp needs PyTorch 2\.13 or later \(this is 2\.11\.0\+cu130"
+    ):
+        check_tensor_parallel(tiny_llama(n_kv_head=None), 2)
+    monkeypatch.setattr(torch, "__version__", "2.13.0+cpu")
+    check_tensor_parallel(tiny_llama(n_kv_head=None), 2)

@@ -13,6 +13,10 @@ a model cannot score by recognising a module's phrasing in both splits. A paragr
 least eight words (one-liners like "Return self." say nothing of their topic), and no package
 gives more than ``PER_LABEL`` paragraphs to a split, spread evenly over its modules' order, so
 the classes are balanced enough for accuracy to mean something.
+
+Not every Python ships every package's sources: Debian's and Ubuntu's leave ``tkinter`` to the
+``python3-tk`` package. A package with fewer than ``MIN_PER_SPLIT`` paragraphs in either split is
+left out (``labels()`` says which are in), so no label is one a split never shows.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from lmforge.data.builtin import builtin_documents
 PACKAGES = ("asyncio", "email", "http", "importlib", "multiprocessing", "tkinter", "unittest", "xml")
 PER_LABEL = {"train": 240, "val": 60}
 MIN_WORDS = 8
+MIN_PER_SPLIT = 10
 
 
 def paragraphs(text: str) -> list[str]:
@@ -53,6 +58,14 @@ def stdlib_topics() -> dict[str, list[dict[str, str]]]:
         for index, (module, text) in enumerate(sorted(by_package[package])):
             split = "val" if index % 4 == 1 else "train"
             chosen[split] += [{"text": p, "label": package, "module": module} for p in paragraphs(text)]
+        if min(len(examples) for examples in chosen.values()) < MIN_PER_SPLIT:
+            continue  # its sources are missing from this Python (module docstring)
         for split, examples in chosen.items():
             splits[split] += evenly_spread(examples, PER_LABEL[split])
     return splits
+
+
+def labels() -> list[str]:
+    """The packages this Python's sources give a label: ``PACKAGES``, less any left out."""
+    present = {row["label"] for row in stdlib_topics()["train"]}
+    return [package for package in PACKAGES if package in present]

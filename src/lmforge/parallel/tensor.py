@@ -72,8 +72,27 @@ def block_plan(block: nn.Module, *, sequence_parallel: bool = False) -> dict:
     return plan
 
 
+# DTensor's redistribution of a strided shard: seen failing under torch 2.11 (an H200 machine's
+# image: "ValueError: ... _StridedShard(dim=0, sf=3) is unable to be interpreted into a
+# corresponding shard_order" in c_attn's forward), passing under 2.13 (tests/distributed)
+TENSOR_PARALLEL_TORCH = (2, 13)
+
+
+def torch_release(version: str | None = None) -> tuple[int, int]:
+    """(major, minor) of ``version`` (default: the running torch's), e.g. (2, 11) for "2.11.0+cu130"."""
+    major, minor = (version or torch.__version__).split(".")[:2]
+    return int(major), int(minor)
+
+
 def check_tensor_parallel(model: nn.Module, degree: int, *, sequence_parallel: bool = False) -> None:
     """One line saying why ``model`` cannot be split ``degree`` ways, before any process is changed."""
+    if torch_release() < TENSOR_PARALLEL_TORCH:
+        need = ".".join(map(str, TENSOR_PARALLEL_TORCH))
+        raise UserInputError(
+            f"--parallel tp needs PyTorch {need} or later (this is {torch.__version__}, whose DTensor "
+            f"cannot run the strided split of the fused q, k, v projection); use --parallel ddp or "
+            f"fsdp, or pip install 'torch>={need}'"
+        )
     blocks = getattr(model, "h", None)
     if not isinstance(blocks, nn.ModuleList) or not len(blocks) or not hasattr(blocks[0], "attn"):
         raise UserInputError(
