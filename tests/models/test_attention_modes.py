@@ -123,12 +123,15 @@ def test_every_path_matches_torch_multihead_attention(mode, path, sdpa_calls):
     x, memory = _inputs()
     expected = _truth(mode, module, x, memory)
     sdpa_calls.clear()  # MultiheadAttention calls SDPA itself
+    if path == "matmul":  # bf16 on a CPU with <= 256 queries, in training: the matmul path, never SDPA
+        got = _run(mode, copy.deepcopy(module).bfloat16(), x.bfloat16(), memory.bfloat16(), False).float()
+        assert sdpa_calls == []
+        torch.testing.assert_close(got, expected, rtol=0, atol=BF16_TOLERANCE)
+        with torch.no_grad():  # the forward alone (evaluation, decoding): SDPA, faster there
+            _run(mode, copy.deepcopy(module).bfloat16(), x.bfloat16(), memory.bfloat16(), False)
+        assert sdpa_calls != []
+        return
     with torch.no_grad():
-        if path == "matmul":  # bf16 on a CPU with <= 256 queries: the matmul path, never SDPA
-            got = _run(mode, copy.deepcopy(module).bfloat16(), x.bfloat16(), memory.bfloat16(), False).float()
-            assert sdpa_calls == []
-            torch.testing.assert_close(got, expected, rtol=0, atol=BF16_TOLERANCE)
-            return
         got = _run(mode, module, x, memory, reference=path == "reference")
     assert (sdpa_calls != []) == (path == "sdpa")
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
