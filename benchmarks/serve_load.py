@@ -4,7 +4,7 @@ A GPT-2-shaped model (124M: 12 layers x 768, vocabulary 50257, context 1024) wit
 from a fixed seed is saved once as a Hugging Face directory (``GPT2LMHeadModel.save_pretrained``,
 a byte-level BPE trained on ``builtin:stdlib-docs`` padded with added tokens so every id decodes)
 and converted with ``lmforge convert --from-hf``: both servers serve the same weights, in fp32 on
-the CPU. Each server is started as a subprocess, warmed with one request, loaded, and stopped
+the CPU (``--dtype bf16``: both in bf16, for CPUs with bf16 hardware; results name it). Each server is started as a subprocess, warmed with one request, loaded, and stopped
 (killed on exit, even on error).
 
 The load: --requests streamed ``/v1/completions`` (greedy) with prompt lengths and max_tokens
@@ -24,6 +24,7 @@ Goal: lmforge's output tokens/s >= 2x the better transformers run, and its p99 T
     python benchmarks/serve_load.py                      # everything (about an hour on 2 busy cores)
     python benchmarks/serve_load.py --quick              # a few small requests per run
     python benchmarks/serve_load.py --only lmforge transformers-cb   # rerun parts, keep the rest
+    python benchmarks/serve_load.py --only lmforge lmforge-sequential --dtype bf16   # bf16 hardware
 """
 
 from __future__ import annotations
@@ -59,14 +60,22 @@ CONDITIONS = (
 
 
 def run_one(
-    name: str, weights: dict, spec: LoadSpec, requests: list, work: Path, sequential: int | None
+    name: str,
+    weights: dict,
+    spec: LoadSpec,
+    requests: list,
+    work: Path,
+    sequential: int | None,
+    dtype: str = "fp32",
 ) -> dict:
     """Start the server of run ``name``, load it, stop it; the summary or the reason it could not run."""
     concurrency = 1 if name == "lmforge-sequential" else spec.concurrency
     if name == "lmforge-sequential" and sequential is not None:
         requests = requests[:sequential]  # a seeded draw: its first n are a sample of the same mix
     longest = spec.prompt_tokens[1] + spec.max_tokens[1] + 16  # + re-encoding slack
-    command = server_command(name, weights, max_batch_size=spec.concurrency, max_sequence=longest)
+    command = server_command(
+        name, weights, max_batch_size=spec.concurrency, max_sequence=longest, dtype=dtype
+    )
     print(f"[{name}] starting: {' '.join(command)}", flush=True)
     try:
         with started_server(name, command, log_path=work / f"{name}.log") as server:
@@ -180,6 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--max-tokens", type=int, nargs=2, metavar=("LO", "HI"), help="max_tokens range")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="both servers' weights")
     parser.add_argument(
         "--sequential-requests", type=int, help="lmforge-sequential sends only the first N requests (time)"
     )
@@ -206,16 +216,18 @@ def main(argv: list[str] | None = None) -> dict:
     runs: dict[str, dict] = {}
     if previous.is_file() and set(args.only) != set(RUNS):
         old = json.loads(previous.read_text())
-        if old.get("load") == spec.as_dict() and old.get("model") == weight_spec.as_dict():
+        same = old.get("load") == spec.as_dict() and old.get("model") == weight_spec.as_dict()
+        if same and old.get("dtype", "fp32") == args.dtype:
             runs = old.get("runs", {})  # the other runs, measured on the same load and weights
     for name in args.only:
-        runs[name] = run_one(name, weights, spec, requests, work, args.sequential_requests)
+        runs[name] = run_one(name, weights, spec, requests, work, args.sequential_requests, args.dtype)
     runs = {name: runs[name] for name in RUNS if name in runs}
     goals = verdict(runs)
     print_table(runs, goals)
     payload = {
         "model": weight_spec.as_dict(),
         "load": spec.as_dict(),
+        "dtype": args.dtype,
         "sequential_requests": args.sequential_requests or spec.requests,
         "conditions": CONDITIONS,
         "sampling": "greedy (temperature 0); the servers stop early only at end-of-text",

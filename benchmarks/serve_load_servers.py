@@ -121,8 +121,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def server_command(run: str, weights: dict, *, max_batch_size: int, max_sequence: int) -> list[str]:
-    """The command line of ``run`` (one of RUNS): loopback, fp32, CPU, the same weights.
+HF_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+
+
+def server_command(
+    run: str, weights: dict, *, max_batch_size: int, max_sequence: int, dtype: str = "fp32"
+) -> list[str]:
+    """The command line of ``run`` (one of RUNS): loopback, CPU, the same weights, in ``dtype``.
 
     ``transformers serve --continuous-batching`` sizes its paged KV cache to 60% of the machine's
     RAM on a CPU (14 GB here, shared with other jobs); ``--cb-num-blocks`` gives it room for
@@ -133,12 +138,12 @@ def server_command(run: str, weights: dict, *, max_batch_size: int, max_sequence
     if run.startswith("lmforge"):
         return [
             str(bin_dir / "lmforge"), "serve", "--checkpoint", weights["run_dir"], "--host", "127.0.0.1",
-            "--port", "0", "--dtype", "fp32", "--max-batch-size", str(max_batch_size),
+            "--port", "0", "--dtype", dtype, "--max-batch-size", str(max_batch_size),
             "--model-name", LMFORGE_MODEL_NAME,
         ]  # fmt: skip
     command = [
         str(bin_dir / "transformers"), "serve", weights["hf_dir"], "--host", "127.0.0.1",
-        "--port", str(free_port()), "--device", "cpu", "--dtype", "float32", "--log-level", "info",
+        "--port", str(free_port()), "--device", "cpu", "--dtype", HF_DTYPES[dtype], "--log-level", "info",
     ]  # fmt: skip
     if run == "transformers-cb":
         blocks = max_batch_size * (-(-max_sequence // CB_PAGE_SIZE) + 1)

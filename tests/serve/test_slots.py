@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from lmforge.serve.slots import KVSlots
@@ -51,3 +52,57 @@ def test_move_copies_the_filled_prefix_only():
     assert torch.equal(slots.keys[:, 1, :, :6], before[:, 3, :, :6])
     assert torch.equal(slots.keys[:, 1, :, 6:], before[:, 1, :, 6:])
     assert torch.equal(slots.keys[:, [0, 2, 3]], before[:, [0, 2, 3]])
+
+
+def _decode_step(model, slots: KVSlots, lengths: list[int], row_keys: list[int] | None) -> torch.Tensor:
+    """One engine-style decoding step (explicit positions, a bool mask) over rows of ``lengths``."""
+    span = max(lengths) + 1
+    positions = torch.tensor(lengths)
+    mask = torch.arange(span)[None, :] <= positions[:, None]
+    ids = torch.arange(len(lengths))[:, None] + 3
+    with torch.inference_mode():
+        view = slots.decode_view(positions, span, row_keys=row_keys)
+        return model(
+            ids, attention_mask=mask[:, None, None, :], position_ids=positions[:, None], kv_cache=view
+        ).logits
+
+
+@pytest.mark.parametrize("n_kv_head", [None, 2], ids=["multi-head", "grouped-query"])
+def test_attending_row_by_row_equals_the_masked_batch(n_kv_head, monkeypatch):
+    """Each row over its own keys (serve's ragged step) gives the logits of the batched step under
+    the mask, and writes the same keys and values (within rounding)."""
+    from lmforge.models import attention
+    from lmforge.models.gpt import GPT, GPTConfig
+
+    calls = []
+    row_by_row = attention.attend_rows
+    monkeypatch.setattr(attention, "attend_rows", lambda *a: calls.append(a[3]) or row_by_row(*a))
+    torch.manual_seed(0)
+    model = GPT(
+        GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=4, n_kv_head=n_kv_head, n_embd=32)
+    ).eval()
+    layout = model.cache_layout()
+    batched, ragged = (
+        KVSlots(
+            layout.layers,
+            4,
+            layout.heads,
+            32,
+            layout.head_size,
+            dtype=torch.float32,
+            device=torch.device("cpu"),
+        )
+        for _ in range(2)
+    )
+    for slots in (batched, ragged):
+        torch.manual_seed(1)
+        slots.keys.normal_()
+        slots.values.normal_()
+    lengths = [20, 3, 11]
+    expected = _decode_step(model, batched, lengths, None)
+    assert calls == []
+    got = _decode_step(model, ragged, lengths, [n + 1 for n in lengths])
+    assert calls == [[21, 4, 12]] * 2  # each layer, each row over its own keys
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(ragged.keys, batched.keys, rtol=0, atol=1e-5)  # layer 1's: rounding apart
+    torch.testing.assert_close(ragged.values, batched.values, rtol=0, atol=1e-5)

@@ -124,8 +124,13 @@ def _build(checkpoint, max_batch_size, max_tokens_limit, prefill_chunk, dtype, w
     from lmforge.tokenizers.chat import ChatTemplate, stop_token_ids
 
     precision = resolve_precision("auto", resolve_device(device)) if dtype == "auto" else dtype
-    loaded = load_for_inference(
-        checkpoint, weights=weights, device=device, dtype=precision, causal_for="lmforge serve"
+    loaded = load_for_inference(  # linears packed for oneDNN where a race on this CPU says it pays
+        checkpoint,
+        weights=weights,
+        device=device,
+        dtype=precision,
+        causal_for="lmforge serve",
+        pack_rows=max_batch_size,
     )
     model = loaded.model
     if getattr(model, "decoding", None) != "kv_cache":

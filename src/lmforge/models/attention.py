@@ -208,6 +208,18 @@ def matmul_attention(
     return y * has_key
 
 
+def attend_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, row_keys: list[int]) -> torch.Tensor:
+    """One query per row, row i attending to its first ``row_keys[i]`` keys: a call per row over
+    those keys alone, where one batched call would read every row's keys up to the longest row's
+    under a mask. q (B, nh, 1, hs), k and v (B, n_kv, S, hs) -> (B, nh, 1, hs)."""
+    return torch.cat(
+        [
+            attend(q[i : i + 1], k[i : i + 1, :, :keys], v[i : i + 1, :, :keys], None, is_causal=False)[0]
+            for i, keys in enumerate(row_keys)
+        ]
+    )
+
+
 def attend(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -331,10 +343,17 @@ class SelfAttention(nn.Module):
             q, k, v = self._grouped_qkv(x, rotary)
         else:
             q, k, v = self._qkv(x, rotary)
+        row_keys = None
         if kv_cache is not None:
             k, v = kv_cache.update(layer, k, v)  # (B, n_kv, S, hs)
+            row_keys = getattr(kv_cache, "row_keys", None)  # serve/slots.py DecodeView
         dropout_p = self.dropout if self.training else 0.0
-        y, weights = attend(q, k, v, mask, is_causal=self.is_causal, dropout_p=dropout_p, reference=reference)
+        if row_keys is not None and T == 1 and not reference:
+            y, weights = attend_rows(q, k, v, row_keys), None
+        else:
+            y, weights = attend(
+                q, k, v, mask, is_causal=self.is_causal, dropout_p=dropout_p, reference=reference
+            )
         y = y.transpose(1, 2).contiguous().view(B, T, -1)  # re-assemble heads side by side
         return self.resid_dropout(self.c_proj(y)), weights
 

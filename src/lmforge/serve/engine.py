@@ -49,6 +49,13 @@ T = TypeVar("T")
 __all__ = ["Engine", "EngineStats", "EngineStoppedError", "SamplingParams", "TokenEvent"]
 
 
+# A decoding step attends row by row (each row over its own keys) when the rows' keys fill less
+# than this share of rows x the longest row's: at 32 rows of GPT-2's 12 heads, filled half,
+# per-row SDPA took 2.4 ms a layer against 4.3 batched under a mask in bf16 (5.1 against 8.0 in
+# fp32; Emerald Rapids, 2 cores); filled wholly, the one batched call wins.
+RAGGED_FILL = 0.8
+
+
 class EngineStoppedError(LMForgeError):
     """The engine is not running (never started, or stopped): nothing can be queued."""
 
@@ -323,11 +330,18 @@ class Engine:
         if self.window is not None and span > self.window:
             mask &= keys > lengths[:, None] - self.window
             past = 0
+        row_keys = None  # each row over its own keys, where padding to the longest row would cost more
+        if (
+            self.window is None
+            and self.device.type == "cpu"
+            and sum(lengths_list) + len(rows) < RAGGED_FILL * len(rows) * span
+        ):
+            row_keys = [length + 1 for length in lengths_list]
         out = self.model(
             ids,
             attention_mask=mask[:, None, None, :],
             position_ids=lengths[:, None],
-            kv_cache=self._slots.decode_view(lengths, span, past),
+            kv_cache=self._slots.decode_view(lengths, span, past, row_keys),
             last_logits_only=True,
         )
         for request in rows:

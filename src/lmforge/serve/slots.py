@@ -59,8 +59,10 @@ class KVSlots:
     def prefill_view(self, row: int, start: int) -> PrefillView:
         return PrefillView(self, row, start)
 
-    def decode_view(self, lengths: torch.Tensor, span: int, past: int | None = None) -> DecodeView:
-        return DecodeView(self, lengths, span, span - 1 if past is None else past)
+    def decode_view(
+        self, lengths: torch.Tensor, span: int, past: int | None = None, row_keys: list[int] | None = None
+    ) -> DecodeView:
+        return DecodeView(self, lengths, span, span - 1 if past is None else past, row_keys)
 
 
 class PrefillView:
@@ -90,10 +92,18 @@ class DecodeView:
     ``position_ids`` and a 4-D mask, so the model uses it only to bound positions (a lazily grown
     rotary table grows to span). A sliding-window model is given 0 instead once span exceeds its
     window, so it adds no window of its own, measured from the longest row (the engine's mask holds
-    each row's window)."""
+    each row's window).
 
-    def __init__(self, slots: KVSlots, lengths: torch.Tensor, span: int, past: int) -> None:
+    ``row_keys`` (row i attends to its first row_keys[i] keys, all of them visible): the attention
+    may then run row by row over each row's own keys (models/attention.py ``attend_rows``) instead
+    of over ``span`` keys for every row under the mask; the engine gives it where rows' lengths
+    differ enough for that to pay (serve/engine.py ``RAGGED_FILL``)."""
+
+    def __init__(
+        self, slots: KVSlots, lengths: torch.Tensor, span: int, past: int, row_keys: list[int] | None = None
+    ) -> None:
         self.slots, self.span, self.n, self.length = slots, span, lengths.shape[0], past
+        self.row_keys = row_keys
         _, _, heads, context, _ = slots.keys.shape
         rows = torch.arange(self.n, device=lengths.device)
         # each (row, head)'s new position as a row of one layer's storage seen as (B * nkv * S_max, hs):
