@@ -144,3 +144,29 @@ def test_a_default_token_may_occur_in_the_text():
     for overrides in (None, {"eos": EOT}):
         tok = train_tokenizer("bpe", [text], 300, special_tokens=overrides)
         assert tok.eos_id in tok.encode(text)
+
+
+def test_decoding_counts_the_vocabulary_once_not_per_call():
+    """``get_vocab_size(with_added_tokens=True)`` builds the whole vocabulary each call (1.2 ms for
+    GPT-2's): counted when the tokenizer is made, never again per decode, and an id past the end
+    is still refused in one line."""
+    from lmforge.errors import TokenizerError
+    from lmforge.tokenizers.hf import HFTokenizer
+
+    original = trained("bpe")
+    counted = []
+
+    class CountingBackend:
+        def __getattr__(self, name):
+            return getattr(original.backend, name)
+
+        def get_vocab_size(self, with_added_tokens=True):
+            counted.append(with_added_tokens)
+            return original.backend.get_vocab_size(with_added_tokens=with_added_tokens)
+
+    tok = HFTokenizer(CountingBackend(), original.special_tokens)
+    ids = tok.encode(CORPUS[0])
+    assert [tok.decode(ids[: n + 1]) for n in range(len(ids))][-1] == original.decode(ids)
+    assert counted == [True] and tok.vocab_size == original.vocab_size
+    with pytest.raises(TokenizerError, match="outside this"):
+        tok.decode([tok.vocab_size])
