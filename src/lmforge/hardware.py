@@ -131,8 +131,8 @@ def resolve_device(device: str) -> torch.device:
         resolved = torch.device(device)
     except RuntimeError:
         raise UserInputError(f"--device {device} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
-        count = torch.cuda.device_count()
+    count = torch.cuda.device_count() if resolved.type == "cuda" else 0
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= count:
         raise UserInputError(
             f"--device {device}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}"
         )
