@@ -7,7 +7,8 @@ fp32, with the same layers, width, heads, feed-forward width and vocabulary as t
 get the same AdamW (fused where torch has it, decay on matrices only, ``train/optim.py``), the
 same random right-padded batches and gradient clipping; each step is one forward with labels
 (mean cross-entropy over the real target tokens), backward, clip, optimizer step. Rounds are
-interleaved so that noise from other processes hits every variant alike; the median is reported.
+interleaved, in alternating order, so that noise from other processes hits every variant alike;
+the median is reported.
 
 Tokens counted: the real (non-padding) source tokens plus the real target tokens of a batch.
 lmforge runs as ``lmforge pretrain`` would: its oneDNN linears are switched on where
@@ -136,8 +137,11 @@ def measure(shape: dict, variants: list[Variant], rounds: int, steps: int) -> di
         for batch in batches[:2]:
             variant.step(batch)
     rates: dict[str, list[float]] = {v.label: [] for v in variants}
-    for _ in range(rounds):
-        for variant in variants:
+    for round_index in range(rounds):
+        # the order flips every round, so that a machine whose speed drifts within a round favours
+        # neither side (a shared VM: one run in a fixed order read 0.83x, steps alternated one by
+        # one 1.04x, on the same CPU within minutes)
+        for variant in variants if round_index % 2 == 0 else variants[::-1]:
             start = time.perf_counter()
             for batch in batches:
                 variant.step(batch)

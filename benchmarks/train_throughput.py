@@ -122,8 +122,8 @@ def measure(shape_name: str, variants: list[Variant], rounds: int, steps: int) -
         for batch in batches[:3]:
             variant.step(batch[:, :-1], batch[:, 1:])
     rates: dict[str, list[float]] = {v.label: [] for v in variants}
-    for _ in range(rounds):
-        for variant in variants:
+    for round_index in range(rounds):  # the order flips every round (seq2seq_speed.measure)
+        for variant in variants if round_index % 2 == 0 else variants[::-1]:
             start = time.perf_counter()
             for batch in batches:
                 variant.step(batch[:, :-1], batch[:, 1:])
