@@ -34,6 +34,7 @@ from lmforge.hardware import cpu_has_native_bf16, resolve_device, resolve_precis
 from lmforge.models.loss import perplexity
 from lmforge.train import distributed
 from lmforge.train.config import TrainConfig
+from lmforge.train.malloc import keep_freed_memory
 from lmforge.train.objectives import Objective, language_model_loss
 from lmforge.train.optim import build_optimizer, make_schedule, set_lr
 
@@ -86,6 +87,8 @@ class Trainer:
         """
         self.config = config
         self.device = resolve_device(config.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # a step's tensors reuse the last step's pages (train/malloc.py)
         self.model = model.to(self.device)
         self.train_batches = train_batches
         self.objective = objective
