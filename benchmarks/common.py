@@ -97,6 +97,13 @@ def write_result(name: str, payload: dict) -> Path:
     return path
 
 
+def in_turn(variants: list, round_index: int) -> list:
+    """The variants in the order round ``round_index`` runs them: reversed every other round, so
+    that a machine whose speed drifts within a round favours none (a shared VM: seq2seq_speed in
+    a fixed order read 0.83x, steps alternated one by one 1.04x, on the same CPU within minutes)."""
+    return variants if round_index % 2 == 0 else variants[::-1]
+
+
 def table(rows: list[list], headers: list[str]) -> str:
     cells = [[str(c) for c in row] for row in [headers, *rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]

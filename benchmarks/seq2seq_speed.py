@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import table, write_result  # noqa: E402
+from common import in_turn, table, write_result  # noqa: E402
 from lmforge.models.seq2seq import Seq2SeqConfig, Seq2SeqTransformer  # noqa: E402
 from lmforge.train.onednn_linear import onednn_linears_pay_off, use_onednn_linears  # noqa: E402
 from lmforge.train.optim import build_optimizer  # noqa: E402
@@ -138,10 +138,7 @@ def measure(shape: dict, variants: list[Variant], rounds: int, steps: int) -> di
             variant.step(batch)
     rates: dict[str, list[float]] = {v.label: [] for v in variants}
     for round_index in range(rounds):
-        # the order flips every round, so that a machine whose speed drifts within a round favours
-        # neither side (a shared VM: one run in a fixed order read 0.83x, steps alternated one by
-        # one 1.04x, on the same CPU within minutes)
-        for variant in variants if round_index % 2 == 0 else variants[::-1]:
+        for variant in in_turn(variants, round_index):
             start = time.perf_counter()
             for batch in batches:
                 variant.step(batch)

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import bf16_runs_natively, matmul_peak, table, write_result  # noqa: E402
+from common import bf16_runs_natively, in_turn, matmul_peak, table, write_result  # noqa: E402
 from lmforge.models.gpt import GPT, GPTConfig  # noqa: E402
 from lmforge.train.onednn_linear import onednn_linears_pay_off, use_onednn_linears  # noqa: E402
 from lmforge.train.optim import build_optimizer  # noqa: E402
@@ -122,8 +122,8 @@ def measure(shape_name: str, variants: list[Variant], rounds: int, steps: int) -
         for batch in batches[:3]:
             variant.step(batch[:, :-1], batch[:, 1:])
     rates: dict[str, list[float]] = {v.label: [] for v in variants}
-    for round_index in range(rounds):  # the order flips every round (seq2seq_speed.measure)
-        for variant in variants if round_index % 2 == 0 else variants[::-1]:
+    for round_index in range(rounds):
+        for variant in in_turn(variants, round_index):
             start = time.perf_counter()
             for batch in batches:
                 variant.step(batch[:, :-1], batch[:, 1:])

@@ -21,7 +21,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from common import table
+from common import in_turn, table
 from lmforge.data.masking import mask_tokens
 from lmforge.models.bert import BERT, BERTConfig
 from lmforge.train.objectives import masked_language_model_loss
@@ -147,8 +147,8 @@ def bert_rows(precisions: list[str], peaks: dict, rounds: int, steps: int) -> tu
     for variant in variants:  # warm-up
         variant.step(batches[0])
     seconds: dict[str, list[float]] = {v.label: [] for v in variants}
-    for round_index in range(rounds):  # the order flips every round (seq2seq_speed.measure)
-        for variant in variants if round_index % 2 == 0 else variants[::-1]:
+    for round_index in range(rounds):
+        for variant in in_turn(variants, round_index):
             start = time.perf_counter()
             for batch in batches:
                 variant.step(batch)

@@ -23,7 +23,6 @@ anyway, and a slightly higher peak (gpt-mini at batch 16 x 256: 863-882 MB resid
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import os
 
@@ -40,9 +39,8 @@ def keep_freed_memory() -> bool:
     ``LMFORGE_MALLOC=system`` asked not to)."""
     if os.environ.get(MALLOC_ENV, "").lower() == "system":
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+    try:  # the symbols already in the process, libc's among them: no library search
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
