@@ -32,6 +32,7 @@ FLOOR = {
     "models": 1,
     "tokenizers": 1,
     "hardware": 0,
+    "kernels": 0,
     "resources": 0,
     "gpus": 0,
     "fonts": 0,

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmforge.kernels.gelu import gelu_tanh
 from lmforge.models.attention import (  # noqa: F401  (re-exported)
     CrossAttention,
     SelfAttention,
@@ -160,7 +161,8 @@ def rope_type(scaling: dict | None) -> str:
 class MLP(nn.Module):
     """Position-wise feed-forward: Linear -> GELU (or ReLU, SiLU) -> Linear.
 
-    ``approximate="tanh"`` is GPT-2's GELU (HF's ``gelu_new``); ``"none"`` is the exact erf form
+    ``approximate="tanh"`` is GPT-2's GELU (HF's ``gelu_new``; on a CPU in fp32 through a compiled
+    kernel, ``kernels/gelu.py``); ``"none"`` is the exact erf form
     of BERT and nanoGPT, and about 3x cheaper on a CPU. ``activation`` "relu" (Vaswani et al.),
     "silu" (Marian's "swish") or "relu2" (ReLU squared: So et al. 2021, Primer; the modded-nanogpt
     speed-runs) replaces the GELU.
@@ -191,7 +193,7 @@ class MLP(nn.Module):
         elif self.activation == "silu":
             h = F.silu(h)
         else:
-            h = F.gelu(h, approximate=self.approximate)
+            h = gelu_tanh(h) if self.approximate == "tanh" else F.gelu(h)
         return self.dropout(self.c_proj(h))
 
 
