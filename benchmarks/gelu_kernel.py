@@ -1,4 +1,4 @@
-"""GPT-2's tanh GELU on a CPU in fp32: lmforge's compiled kernel (kernels/gelu.py) against
+"""GPT-2's tanh GELU on a CPU, fp32 and bf16: lmforge's compiled kernel (kernels/gelu.py) against
 PyTorch's ``F.gelu(x, approximate="tanh")`` and its backward, at the MLP activations of the
 training benchmark's two shapes (batch x block x 4 x width), on one thread and on all of them,
 in every instruction-set variant this CPU runs; plus the erf form and ``torch.tanh`` alone as
@@ -71,36 +71,51 @@ def main() -> None:
         return
     threads = torch.get_num_threads()
     results, rows = {}, []
-    for shape_name, shape in SHAPES.items():
-        x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-        grad = torch.randn(shape, generator=torch.Generator().manual_seed(1))
-        for count in sorted({1, threads}):
-            torch.set_num_threads(count)
-            timings = time_kernels(x, grad)
-            pytorch_forward, pytorch_backward = timings["pytorch tanh GELU"]
-            for name, (forward, backward) in timings.items():
-                rows.append(
-                    [
-                        shape_name,
-                        count,
-                        name,
-                        f"{forward:.3f}",
-                        "" if backward != backward else f"{backward:.3f}",
-                        f"{pytorch_forward / forward:.1f}x",
-                        "" if backward != backward else f"{pytorch_backward / backward:.1f}x",
-                    ]
-                )
-                results.setdefault(shape_name, {}).setdefault(str(count), {})[name] = {
-                    "forward_ms": forward,
-                    "backward_ms": None if backward != backward else backward,
-                }
+    for dtype in (torch.float32, torch.bfloat16):
+        dtype_name = str(dtype).removeprefix("torch.")
+        for shape_name, shape in SHAPES.items():
+            x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dtype)
+            grad = torch.randn(shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+            for count in sorted({1, threads}):
+                torch.set_num_threads(count)
+                timings = time_kernels(x, grad)
+                pytorch_forward, pytorch_backward = timings["pytorch tanh GELU"]
+                for name, (forward, backward) in timings.items():
+                    no_backward = backward != backward
+                    rows.append(
+                        [
+                            dtype_name,
+                            shape_name,
+                            count,
+                            name,
+                            f"{forward:.3f}",
+                            "" if no_backward else f"{backward:.3f}",
+                            f"{pytorch_forward / forward:.1f}x",
+                            "" if no_backward else f"{pytorch_backward / backward:.1f}x",
+                        ]
+                    )
+                    results.setdefault(dtype_name, {}).setdefault(shape_name, {}).setdefault(str(count), {})[
+                        name
+                    ] = {"forward_ms": forward, "backward_ms": None if no_backward else backward}
     torch.set_num_threads(threads)
     print(
         table(
-            rows, ["shape", "threads", "kernel", "forward ms", "backward ms", "fwd speed-up", "bwd speed-up"]
+            rows,
+            [
+                "dtype",
+                "shape",
+                "threads",
+                "kernel",
+                "forward ms",
+                "backward ms",
+                "fwd speed-up",
+                "bwd speed-up",
+            ],
         )
     )
-    print(f"kept for training here: {gelu.VARIANTS.get(gelu.chosen_variant(), 'none (PyTorch kernel)')}")
+    for dtype in (torch.float32, torch.bfloat16):
+        kept = gelu.VARIANTS.get(gelu.chosen_variant(dtype), "none (PyTorch's kernel)")
+        print(f"kept for training here in {str(dtype).removeprefix('torch.')}: {kept}")
     print(f"wrote {write_result('gelu_kernel', {'results': results})}")
 
 

@@ -4,6 +4,7 @@ in every instruction-set variant this CPU can run, and every way it must step as
 from __future__ import annotations
 
 import ctypes
+import math
 
 import pytest
 import torch
@@ -58,6 +59,35 @@ def test_forward_and_backward_match_pytorch_and_float64(variant):
 
 
 @pytest.mark.parametrize("variant", runnable_variants())
+def test_bf16_is_the_fp32_result_rounded_and_within_a_bf16_step_of_pytorch(variant):
+    """bf16 in, bf16 out, fp32 inside: exactly our fp32 result rounded to nearest-even (as
+    ``.bfloat16()`` rounds), and within one bf16 step of PyTorch's bf16 kernel."""
+    x = wide_range().bfloat16()
+    grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).bfloat16()
+    out, dx = gelu.run(x, which=variant), gelu.run(x, grad, which=variant)
+    assert out.dtype == dx.dtype == torch.bfloat16
+    assert torch.equal(out, gelu.run(x.float(), which=variant).bfloat16())
+    assert torch.equal(dx, gelu.run(x.float(), grad.float(), which=variant).bfloat16())
+    step = 2.0**-7  # bf16 keeps 8 significant bits: one step is 2^-7 of the value at most
+    pytorch = F.gelu(x, approximate="tanh").float()
+    assert ((out.float() - pytorch).abs() <= step * pytorch.abs() + 1e-5).all()
+    pytorch_grad = torch.ops.aten.gelu_backward(grad, x, approximate="tanh").float()
+    assert ((dx.float() - pytorch_grad).abs() <= step * pytorch_grad.abs() + 1e-5).all()
+    # rounded once, from fp32: within half a step of the float64 truth, even where PyTorch's
+    # 1 + tanh cancels to 0 (x < -4.3) and its result is 0. The truth is taken in the sigmoid
+    # form, where nothing cancels (in float64 too, 1 + tanh z loses every digit past x = -7).
+    x64 = x.double().requires_grad_()
+    z = math.sqrt(2 / math.pi) * (x64 + 0.044715 * x64**3)
+    truth = x64 * torch.sigmoid(2 * z)
+    truth.backward(grad.double())
+    assert ((out.double() - truth).abs() <= step / 2 * truth.abs() + 1e-30).all()
+    # (at x = -1e4 the clamp of exp's argument leaves a slope of 1e-24 where the truth is 0)
+    assert ((dx.double() - x64.grad).abs() <= step / 2 * x64.grad.abs() + 1e-20).all()
+    with pytest.raises(TypeError):
+        gelu.run(x, grad.float(), which=variant)
+
+
+@pytest.mark.parametrize("variant", runnable_variants())
 def test_every_length_and_thread_count_gives_the_same_values(variant):
     """Slices end where the thread count puts them; no element is skipped or written twice."""
     x = torch.randn(100_003, generator=torch.Generator().manual_seed(2)) * 3
@@ -66,10 +96,10 @@ def test_every_length_and_thread_count_gives_the_same_values(variant):
     for length in (1, 15, 16, 17, 1000, 100_003):
         for threads in (1, 2, 3, 7):
             out = torch.full((length,), float("nan"))
-            library.lmforge_gelu_tanh(0, variant, None, x.data_ptr(), out.data_ptr(), length, threads)
+            library.lmforge_gelu_tanh(0, variant, 0, None, x.data_ptr(), out.data_ptr(), length, threads)
             torch.testing.assert_close(out, reference[:length], rtol=1e-6, atol=1e-7)
     out = torch.full((4,), 7.0)
-    library.lmforge_gelu_tanh(0, variant, None, x.data_ptr(), out.data_ptr(), 0, 2)
+    library.lmforge_gelu_tanh(0, variant, 0, None, x.data_ptr(), out.data_ptr(), 0, 2)
     assert out.tolist() == [7.0] * 4  # nothing to do: nothing written
 
 
@@ -98,14 +128,32 @@ def test_autograd_through_gelu_tanh_matches_pytorch(cpu_capability):
 
 
 def test_steps_aside_where_it_does_not_apply(monkeypatch):
-    """bf16, small tensors, LMFORGE_KERNELS=aten: PyTorch's kernel, bit for bit."""
+    """fp16, fp64, small tensors, LMFORGE_KERNELS=aten: PyTorch's kernel, bit for bit."""
     x = torch.randn(200, 200, generator=torch.Generator().manual_seed(5)) * 3
     if gelu.chosen_variant() is not None:  # the race kept it here: it runs, and rounds differently
         assert not torch.equal(gelu.gelu_tanh(x), F.gelu(x, approximate="tanh"))
-    assert torch.equal(gelu.gelu_tanh(x.bfloat16()), F.gelu(x.bfloat16(), approximate="tanh"))
+    for dtype in (torch.float16, torch.float64):
+        assert torch.equal(gelu.gelu_tanh(x.to(dtype)), F.gelu(x.to(dtype), approximate="tanh"))
     assert torch.equal(gelu.gelu_tanh(x[:10]), F.gelu(x[:10], approximate="tanh"))
     monkeypatch.setenv(build.KERNELS_ENV, "aten")
     assert torch.equal(gelu.gelu_tanh(x), F.gelu(x, approximate="tanh"))
+
+
+def test_under_bf16_autocast_the_mlp_trains_through_the_kernel_in_bf16():
+    torch.manual_seed(8)
+    mlp = MLP(64, 256)
+    x = torch.randn(8, 40, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        hidden = mlp.c_fc(x)
+        ours = gelu.gelu_tanh(hidden)
+        theirs = F.gelu(hidden, approximate="tanh")
+    assert ours.dtype == torch.bfloat16
+    if gelu.chosen_variant(torch.bfloat16) is not None:
+        assert "GeluTanh" in type(ours.grad_fn).__name__
+    torch.testing.assert_close(ours.float(), theirs.float(), rtol=2**-7, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mlp(x).float().square().mean().backward()
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in mlp.parameters())
 
 
 def test_torch_compile_sees_no_foreign_call():
@@ -191,7 +239,7 @@ def test_the_race_is_run_once_and_remembered(fresh_build):
     try:
         choice = gelu.chosen_variant()
         text = (fresh_build / "hardware.json").read_text()
-        assert "gelu tanh: lmforge" in text
+        assert "gelu tanh float32: lmforge" in text
         assert choice in (None, gelu.variant())
     finally:
         gelu._CHOSEN.clear()

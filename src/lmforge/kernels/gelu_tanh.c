@@ -1,4 +1,5 @@
-/* GPT-2's GELU, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), forward and backward, fp32.
+/* GPT-2's GELU, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), forward and backward, on fp32
+ * or bf16 values (computed in fp32 either way, as PyTorch computes bf16).
  *
  * Written as x * sigmoid(2z), the same function (0.5 (1 + tanh z) = sigmoid(2z)), with exp from
  * a Taylor polynomial on a reduced range, so that the compiler turns each loop into plain vector
@@ -45,75 +46,88 @@ static inline __attribute__((always_inline)) float exp_approx(float y) {
     return p * scale;
 }
 
-#define GELU_LOOPS(SUFFIX, TARGET)                                                                   \
-    TARGET static void forward_##SUFFIX(const float *restrict x, float *restrict y, int64_t n) {    \
+/* fp32 as it is; bf16 widened exactly, and rounded back to nearest-even as PyTorch rounds */
+static inline __attribute__((always_inline)) float load_f32(float x) { return x; }
+static inline __attribute__((always_inline)) float store_f32(float x) { return x; }
+static inline __attribute__((always_inline)) float load_bf16(uint16_t x) {
+    uint32_t bits = (uint32_t)x << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+static inline __attribute__((always_inline)) uint16_t store_bf16(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    bits += 0x7FFFu + ((bits >> 16) & 1u);
+    return (uint16_t)(bits >> 16);
+}
+
+#define GELU_LOOPS(NAME, TARGET, T, LOAD, STORE)                                                     \
+    TARGET static void forward_##NAME(const void *xs, void *ys, int64_t n) {                        \
+        const T *restrict x = xs;                                                                   \
+        T *restrict y = ys;                                                                         \
         for (int64_t i = 0; i < n; i++) {                                                           \
-            float v = x[i];                                                                         \
-            y[i] = v / (1.0f + exp_approx(-v * (SQRT_2_OVER_PI_X2 + CUBIC_X2 * v * v)));            \
+            float v = LOAD(x[i]);                                                                   \
+            y[i] = STORE(v / (1.0f + exp_approx(-v * (SQRT_2_OVER_PI_X2 + CUBIC_X2 * v * v))));     \
         }                                                                                           \
     }                                                                                               \
-    TARGET static void backward_##SUFFIX(const float *restrict g, const float *restrict x,          \
-                                         float *restrict dx, int64_t n) {                           \
+    TARGET static void backward_##NAME(const void *gs, const void *xs, void *dxs, int64_t n) {      \
+        const T *restrict g = gs, *restrict x = xs;                                                 \
+        T *restrict dx = dxs;                                                                       \
         for (int64_t i = 0; i < n; i++) {                                                           \
-            float v = x[i], v2 = v * v;                                                             \
+            float v = LOAD(x[i]), v2 = v * v;                                                       \
             float s = 1.0f / (1.0f + exp_approx(-v * (SQRT_2_OVER_PI_X2 + CUBIC_X2 * v2)));         \
             /* d/dx x s(2z) = s + x s (1 - s) d(2z)/dx */                                           \
-            dx[i] = g[i] * (s + v * s * (1.0f - s) * (SQRT_2_OVER_PI_X2 + 3.0f * CUBIC_X2 * v2));   \
+            float slope = s + v * s * (1.0f - s) * (SQRT_2_OVER_PI_X2 + 3.0f * CUBIC_X2 * v2);      \
+            dx[i] = STORE(LOAD(g[i]) * slope);                                                      \
         }                                                                                           \
     }
 
+#define GELU_VARIANT(SUFFIX, TARGET)                                                                 \
+    GELU_LOOPS(SUFFIX##_f32, TARGET, float, load_f32, store_f32)                                    \
+    GELU_LOOPS(SUFFIX##_bf16, TARGET, uint16_t, load_bf16, store_bf16)
+
+typedef void (*forward_fn)(const void *, void *, int64_t);
+typedef void (*backward_fn)(const void *, const void *, void *, int64_t);
+
+GELU_VARIANT(baseline, )
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-GELU_LOOPS(avx512, __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma"))))
-GELU_LOOPS(avx2, __attribute__((target("avx2,fma"))))
-#define HAS_X86_VARIANTS 1
-#endif
-GELU_LOOPS(baseline, )
-
-typedef struct {
-    int backward, variant;
-    const float *g, *x;
-    float *out;
-    int64_t n;
-} slice;
-
-static void run(const slice *s) {
-    switch (s->variant) {
-#ifdef HAS_X86_VARIANTS
-    case 2:
-        if (s->backward) backward_avx512(s->g, s->x, s->out, s->n);
-        else forward_avx512(s->x, s->out, s->n);
-        return;
-    case 1:
-        if (s->backward) backward_avx2(s->g, s->x, s->out, s->n);
-        else forward_avx2(s->x, s->out, s->n);
-        return;
-#endif
-    default:
-        if (s->backward) backward_baseline(s->g, s->x, s->out, s->n);
-        else forward_baseline(s->x, s->out, s->n);
-    }
-}
-
-/* Which variants this build has: 2 = AVX-512, 1 = AVX2, 0 = baseline only. */
-int lmforge_gelu_tanh_best_variant(void) {
-#ifdef HAS_X86_VARIANTS
-    return 2;
+GELU_VARIANT(avx512, __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma"))))
+GELU_VARIANT(avx2, __attribute__((target("avx2,fma"))))
+#define BEST_VARIANT 2
+static const forward_fn FORWARD[3][2] = {{forward_baseline_f32, forward_baseline_bf16},
+                                         {forward_avx2_f32, forward_avx2_bf16},
+                                         {forward_avx512_f32, forward_avx512_bf16}};
+static const backward_fn BACKWARD[3][2] = {{backward_baseline_f32, backward_baseline_bf16},
+                                           {backward_avx2_f32, backward_avx2_bf16},
+                                           {backward_avx512_f32, backward_avx512_bf16}};
 #else
-    return 0;
+#define BEST_VARIANT 0
+static const forward_fn FORWARD[1][2] = {{forward_baseline_f32, forward_baseline_bf16}};
+static const backward_fn BACKWARD[1][2] = {{backward_baseline_f32, backward_baseline_bf16}};
 #endif
-}
 
-/* out = GELU(x), or out = g * GELU'(x) when backward; n floats in `threads` slices. */
-void lmforge_gelu_tanh(int backward, int variant, const float *g, const float *x, float *out, int64_t n,
-                       int threads) {
+/* Which variants this build has: 2 = AVX-512 and AVX2, 0 = the baseline only. */
+int lmforge_gelu_tanh_best_variant(void) { return BEST_VARIANT; }
+
+/* out = GELU(x), or out = g * GELU'(x) when `backward`; n values, fp32 or (when `bf16`) bf16, in
+ * `threads` slices; `variant` 0 (baseline), 1 (AVX2) or 2 (AVX-512), at most the best built. */
+void lmforge_gelu_tanh(int backward, int variant, int bf16, const void *g, const void *x, void *out,
+                       int64_t n, int threads) {
     if (n <= 0) return;
+    if (variant < 0 || variant > BEST_VARIANT) variant = 0;
     if (threads < 1) threads = 1;
-    int64_t per = ((n + threads - 1) / threads + 15) / 16 * 16; /* whole cache lines */
+    size_t size = bf16 ? 2 : 4;
+    int64_t per = ((n + threads - 1) / threads + 31) / 32 * 32; /* whole cache lines in both */
     int count = (int)((n + per - 1) / per);
+    forward_fn forward = FORWARD[variant][bf16 != 0];
+    backward_fn backward_slice = BACKWARD[variant][bf16 != 0];
 #pragma omp parallel for num_threads(count) schedule(static, 1)
     for (int t = 0; t < count; t++) {
         int64_t start = t * per, length = n - start < per ? n - start : per;
-        slice s = {backward, variant, g ? g + start : NULL, x + start, out + start, length};
-        run(&s);
+        const char *xt = (const char *)x + start * size;
+        char *ot = (char *)out + start * size;
+        if (backward) backward_slice((const char *)g + start * size, xt, ot, length);
+        else forward(xt, ot, length);
     }
 }
