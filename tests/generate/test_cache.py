@@ -69,6 +69,27 @@ def test_reorder_equals_index_select_and_expands_rows():
     assert keys.shape == (4, 3, 4, 2)
 
 
+@pytest.mark.parametrize(
+    "index",
+    [[2, 0, 1, 3], [0, 1, 2, 3], [3, 3, 0, 0], [1, 0, 3, 2], [0, 0, 0, 0]],
+    ids=["a cycle and a kept row", "nothing moves", "a source overwritten", "swaps", "all one row"],
+)
+def test_reorder_with_kept_rows_cycles_and_swaps_equals_index_select(index):
+    """reorder copies only the rows that change; a row read as a source and overwritten as a
+    target (a cycle, a swap) must still give its old content, as an index_select of all rows does."""
+    cache = KVCache(2, 4, 3, 6, 2)
+    k = torch.randn(4, 3, 5, 2, generator=torch.Generator().manual_seed(1))
+    for layer in range(2):
+        cache.update(layer, k + layer, -k)
+    cache.advance(5)
+    before_keys, before_values = cache.keys.clone(), cache.values.clone()
+    cache.reorder(torch.tensor(index))
+    torch.testing.assert_close(cache.keys[:, :, :, :5], before_keys[:, index, :, :5])
+    torch.testing.assert_close(cache.values[:, :, :, :5], before_values[:, index, :, :5])
+    # past the cache's length nothing is touched (those positions are not the rows' yet)
+    assert torch.equal(cache.keys[:, :, :, 5:].nan_to_num(), before_keys[:, :, :, 5:].nan_to_num())
+
+
 def test_cache_refuses_to_overflow():
     cache = KVCache(1, 1, 1, 2, 2)
     with pytest.raises(ValueError, match="holds 2 positions"):

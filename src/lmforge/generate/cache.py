@@ -69,10 +69,16 @@ class KVCache:
         """Row i becomes old row index[i] (beam reordering, or expanding a prompt into copies)."""
         if index.numel() > self.capacity:
             raise ValueError(f"KV cache has {self.capacity} rows; {index.numel()} were asked for")
-        rows, end = index.numel(), self.length
-        # index_select makes the gathered copy first, so overlapping source and target rows are safe
-        self.keys[:, :rows, :, :end] = self.keys[:, :, :, :end].index_select(1, index)
-        self.values[:, :rows, :, :end] = self.values[:, :, :, :end].index_select(1, index)
+        end = self.length
+        # Only the rows that change are copied: most steps of a beam search keep some beams where
+        # they are, and every copy reads and writes a whole row of every layer. The gather makes
+        # its copy first, so overlapping source and target rows are safe.
+        moved = (index != torch.arange(index.numel(), device=index.device)).nonzero().flatten()
+        if moved.numel() == 0:
+            return
+        source = index[moved]
+        self.keys[:, moved, :, :end] = self.keys[:, source, :, :end]
+        self.values[:, moved, :, :end] = self.values[:, source, :, :end]
 
     def reset(self) -> None:
         """Forget every position (the storage stays)."""
