@@ -12,7 +12,7 @@ attention scores are never needed again. Storage is one tensor per kind for all 
 token's keys and values per layer and nothing that grows with the sequence.
 
 Beam search keeps the best beams after each step; ``reorder(index)`` copies rows along the batch
-dimension in place (index_select into the same storage), so a beam that continues another beam's
+dimension in place (only the rows that change, ``models/cache_rows.py``), so a beam that continues another beam's
 prefix inherits its keys and values instead of recomputing them. The same call expands a prefilled
 prompt row into several beams or samples: rows beyond the index are left unused.
 
@@ -24,6 +24,8 @@ every layer has written.
 from __future__ import annotations
 
 import torch
+
+from lmforge.models.cache_rows import reorder_rows
 
 
 class KVCache:
@@ -69,16 +71,7 @@ class KVCache:
         """Row i becomes old row index[i] (beam reordering, or expanding a prompt into copies)."""
         if index.numel() > self.capacity:
             raise ValueError(f"KV cache has {self.capacity} rows; {index.numel()} were asked for")
-        end = self.length
-        # Only the rows that change are copied: most steps of a beam search keep some beams where
-        # they are, and every copy reads and writes a whole row of every layer. The gather makes
-        # its copy first, so overlapping source and target rows are safe.
-        moved = (index != torch.arange(index.numel(), device=index.device)).nonzero().flatten()
-        if moved.numel() == 0:
-            return
-        source = index[moved]
-        self.keys[:, moved, :, :end] = self.keys[:, source, :, :end]
-        self.values[:, moved, :, :end] = self.values[:, source, :, :end]
+        reorder_rows(self.keys, self.values, index, self.length)
 
     def reset(self) -> None:
         """Forget every position (the storage stays)."""

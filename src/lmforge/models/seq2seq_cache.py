@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from lmforge.models.cache_rows import reorder_rows
+
 
 class Seq2SeqState:
     """A decode in progress: the decoder's self-attention keys and values of past target tokens,
@@ -60,8 +62,7 @@ class Seq2SeqState:
         mask gathered only when a row changes source (beam reordering within a source leaves them)."""
         rows, end = index.numel(), self.length
         if rows <= self.keys.shape[1]:
-            self.keys[:, :rows, :, :end] = self.keys[:, :, :, :end].index_select(1, index)
-            self.values[:, :rows, :, :end] = self.values[:, :, :, :end].index_select(1, index)
+            reorder_rows(self.keys, self.values, index, end)
         else:
             shape = (self.keys.shape[0], rows, *self.keys.shape[2:])
             keys = self.keys.new_empty(shape)
