@@ -18,7 +18,6 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import table, write_result  # noqa: E402
-from lmforge.hardware import cpu_flags  # noqa: E402
 from lmforge.kernels import gelu  # noqa: E402
 
 SHAPES = {"small (12 x 64 x 512)": (12, 64, 512), "large (8 x 256 x 1536)": (8, 256, 1536)}
@@ -35,15 +34,6 @@ def best_ms(kernel, repeats: int = 7, calls: int = 10) -> float:
     return best * 1e3
 
 
-def variants() -> list[int]:
-    flags, found = cpu_flags(), [0]
-    if {"avx2", "fma"} <= flags:
-        found.append(1)
-    if {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= flags:
-        found.append(2)
-    return found
-
-
 def time_kernels(x: torch.Tensor, grad: torch.Tensor) -> dict[str, tuple[float, float]]:
     """(forward ms, backward ms) of each kernel on x (backward NaN where there is none)."""
     timings = {
@@ -57,7 +47,7 @@ def time_kernels(x: torch.Tensor, grad: torch.Tensor) -> dict[str, tuple[float, 
         ),
         "torch.tanh alone": (best_ms(lambda: torch.tanh(x)), float("nan")),
     }
-    for which in variants():
+    for which in gelu.runnable_variants():
         timings[f"lmforge {gelu.VARIANTS[which]}"] = (
             best_ms(lambda which=which: gelu.run(x, which=which)),
             best_ms(lambda which=which: gelu.run(x, grad, which)),

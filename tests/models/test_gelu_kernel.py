@@ -10,21 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmforge.hardware import cpu_flags
 from lmforge.kernels import build, gelu
 from lmforge.models.layers import MLP
 
 pytestmark = pytest.mark.skipif(gelu._library() is None, reason="no C compiler here")
-
-
-def runnable_variants() -> list[int]:
-    flags = cpu_flags()
-    variants = [0]
-    if {"avx2", "fma"} <= flags:
-        variants.append(1)
-    if {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= flags:
-        variants.append(2)
-    return variants
 
 
 def wide_range() -> torch.Tensor:
@@ -37,7 +26,7 @@ def wide_range() -> torch.Tensor:
     return torch.cat(parts)
 
 
-@pytest.mark.parametrize("variant", runnable_variants())
+@pytest.mark.parametrize("variant", gelu.runnable_variants())
 def test_forward_and_backward_match_pytorch_and_float64(variant):
     x = wide_range()
     grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
@@ -58,7 +47,7 @@ def test_forward_and_backward_match_pytorch_and_float64(variant):
     assert (dx.double() - x64.grad).abs().max().item() <= 3 * pytorch_grad_error.max().item() + 1e-6
 
 
-@pytest.mark.parametrize("variant", runnable_variants())
+@pytest.mark.parametrize("variant", gelu.runnable_variants())
 def test_bf16_is_the_fp32_result_rounded_and_within_a_bf16_step_of_pytorch(variant):
     """bf16 in, bf16 out, fp32 inside: exactly our fp32 result rounded to nearest-even (as
     ``.bfloat16()`` rounds), and within one bf16 step of PyTorch's bf16 kernel."""
@@ -87,7 +76,7 @@ def test_bf16_is_the_fp32_result_rounded_and_within_a_bf16_step_of_pytorch(varia
         gelu.run(x, grad.float(), which=variant)
 
 
-@pytest.mark.parametrize("variant", runnable_variants())
+@pytest.mark.parametrize("variant", gelu.runnable_variants())
 def test_every_length_and_thread_count_gives_the_same_values(variant):
     """Slices end where the thread count puts them; no element is skipped or written twice."""
     x = torch.randn(100_003, generator=torch.Generator().manual_seed(2)) * 3
@@ -103,7 +92,7 @@ def test_every_length_and_thread_count_gives_the_same_values(variant):
     assert out.tolist() == [7.0] * 4  # nothing to do: nothing written
 
 
-@pytest.mark.parametrize("variant", runnable_variants())
+@pytest.mark.parametrize("variant", gelu.runnable_variants())
 def test_nan_stays_nan_and_infinity_stays_infinite(variant):
     x = torch.tensor([float("nan"), float("inf"), 1.0] * 8)
     out = gelu.run(x, which=variant)
@@ -118,7 +107,7 @@ def test_autograd_through_gelu_tanh_matches_pytorch(cpu_capability):
     theirs = base.clone().requires_grad_()
     out = gelu.gelu_tanh(ours.t())
     assert out.grad_fn is not None and "GeluTanh" in type(out.grad_fn).__name__
-    expected_variant = 1 if cpu_capability == "avx2" else max(runnable_variants())
+    expected_variant = 1 if cpu_capability == "avx2" else max(gelu.runnable_variants())
     assert gelu.variant() == expected_variant
     weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(4))
     (out * weights).sum().backward()

@@ -61,16 +61,22 @@ def _library() -> ctypes.CDLL | None:
     return library
 
 
+def runnable_variants() -> list[int]:
+    """The variants this CPU can execute, baseline first, whatever ``LMFORGE_CPU_CAPABILITY`` says
+    (tests and benchmarks/gelu_kernel.py run each of them)."""
+    flags, found = cpu_flags(), [0]
+    if {"avx2", "fma"} <= flags:
+        found.append(1)
+    if {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= flags:
+        found.append(2)
+    return found
+
+
 def variant() -> int:
     """2 (AVX-512), 1 (AVX2 + FMA) or 0 (baseline): what this CPU, or the forced capability, runs."""
     library = _library()
     best = library.lmforge_gelu_tanh_best_variant() if library is not None else 0
-    flags = cpu_flags()
-    if best >= 2 and cpu_has_avx512() and {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= flags:
-        return 2
-    if best >= 1 and {"avx2", "fma"} <= flags:
-        return 1
-    return 0
+    return max(v for v in runnable_variants() if v <= best and (v < 2 or cpu_has_avx512()))
 
 
 def run(x: torch.Tensor, grad: torch.Tensor | None = None, which: int | None = None) -> torch.Tensor:
