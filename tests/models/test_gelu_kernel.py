@@ -212,7 +212,7 @@ def test_no_compiler_or_a_failing_one_means_pytorchs_kernel(fresh_build, monkeyp
     assert build.load("gelu_tanh") is None
     assert not any((fresh_build / "kernels").iterdir())  # a failed build leaves nothing behind
     gelu._library.cache_clear()
-    gelu._CHOSEN.clear()
+    gelu.chosen_variant.clear()
     try:
         x = torch.randn(200, 200)
         assert gelu.chosen_variant() is None
@@ -220,15 +220,15 @@ def test_no_compiler_or_a_failing_one_means_pytorchs_kernel(fresh_build, monkeyp
     finally:
         build.load.cache_clear()
         gelu._library.cache_clear()
-        gelu._CHOSEN.clear()
+        gelu.chosen_variant.clear()
 
 
 def test_the_race_is_run_once_and_remembered(fresh_build):
-    gelu._CHOSEN.clear()
+    gelu.chosen_variant.clear()
     try:
         choice = gelu.chosen_variant()
         text = (fresh_build / "hardware.json").read_text()
         assert "gelu tanh float32: lmforge" in text
         assert choice in (None, gelu.variant())
     finally:
-        gelu._CHOSEN.clear()
+        gelu.chosen_variant.clear()

@@ -2,9 +2,9 @@
 
     library = load("gelu_tanh")    # a ctypes.CDLL, or None: no compiler, or the build failed
 
-The source ships with the package (``kernels/<name>.c``); the shared library goes to
-``$LMFORGE_CACHE/kernels/<name>-<hash>.so`` (default ``~/.cache/lmforge``), the hash taken over
-the source, the flags, the compiler and the architecture, so that an edited source or another
+The source ships with the package (``kernels/<name>.c`` and the headers it includes); the shared
+library goes to ``$LMFORGE_CACHE/kernels/<name>-<hash>.so`` (default ``~/.cache/lmforge``), the
+hash taken over the source, every header beside it, the flags, the compiler and the architecture, so that an edited source or another
 compiler builds afresh and never loads a stale file. A build takes a fraction of a second and
 happens once; it is written under a temporary name and renamed, so that a process that is
 killed mid-build, or two that build at once, never leave half a library to load.
@@ -30,8 +30,17 @@ from lmforge.fileio import temporary_file
 from lmforge.hardware import cache_dir
 
 KERNELS_ENV = "LMFORGE_KERNELS"
-# -ffinite-math-only and -fno-signed-zeros let a clamp compile to min/max (see gelu_tanh.c)
-FLAGS = ("-O3", "-fno-trapping-math", "-ffinite-math-only", "-fno-signed-zeros", "-fPIC", "-shared")
+# -ffinite-math-only and -fno-signed-zeros let a clamp compile to min/max (see gelu_tanh.c);
+# -fno-math-errno lets sqrtf be one instruction
+FLAGS = (
+    "-O3",
+    "-fno-trapping-math",
+    "-ffinite-math-only",
+    "-fno-signed-zeros",
+    "-fno-math-errno",
+    "-fPIC",
+    "-shared",
+)
 # threads through OpenMP, PyTorch's own runtime where it is libgomp (see gelu_tanh.c); a compiler
 # without OpenMP (Apple's clang) builds the same source single-threaded
 THREADING = (("-fopenmp",), ())
@@ -51,8 +60,13 @@ def find_compiler() -> str | None:
 
 
 def library_path(name: str, compiler: str, flags: tuple[str, ...]) -> Path:
-    source = Path(__file__).with_name(f"{name}.c").read_bytes()
-    identity = b"\0".join([source, " ".join(flags).encode(), compiler.encode(), platform.machine().encode()])
+    here = Path(__file__).parent
+    sources = [(here / f"{name}.c").read_bytes()] + [
+        header.read_bytes() for header in sorted(here.glob("*.h"))
+    ]
+    identity = b"\0".join(
+        [*sources, " ".join(flags).encode(), compiler.encode(), platform.machine().encode()]
+    )
     return cache_dir() / "kernels" / f"{name}-{hashlib.sha256(identity).hexdigest()[:16]}.so"
 
 

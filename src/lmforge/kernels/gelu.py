@@ -13,7 +13,7 @@ rounded to nearest-even, as PyTorch rounds. (Where x < -4.3, PyTorch's 1 + tanh 
 exact 0 and this kernel keeps the true value, of order 1e-9 or less.)
 
 Used only where all of these hold, else ``F.gelu``: the tensor is a plain fp32 or bf16 CPU tensor
-of at least MIN_ELEMENTS values; not under ``torch.compile`` (Inductor fuses its own); a C
+of at least ``variants.MIN_ELEMENTS`` values; not under ``torch.compile`` (Inductor fuses its own); a C
 compiler built the kernel (``kernels/build.py``); ``LMFORGE_KERNELS`` is not ``aten``; and a
 short race on this machine (``hardware.measured_choice``, cached per CPU model, torch version,
 dtype and thread count) found it faster. The instruction set follows ``hardware``: AVX-512
@@ -26,18 +26,17 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
 
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from lmforge.hardware import CAPABILITY_ENV, cpu_flags, cpu_has_avx512, measured_choice
-from lmforge.kernels.build import KERNELS_ENV, kernels_wanted, load
+from lmforge.hardware import measured_choice
+from lmforge.kernels import variants
+from lmforge.kernels.build import load
+from lmforge.kernels.variants import DTYPES, VARIANTS, RacedChoice, runnable_variants
 
-MIN_ELEMENTS = 16384  # below this, the Python call costs more than PyTorch's kernel takes
-VARIANTS = {2: "AVX-512", 1: "AVX2", 0: "baseline"}
-DTYPES = (torch.float32, torch.bfloat16)
+__all__ = ["gelu_tanh", "run", "variant", "runnable_variants", "chosen_variant", "VARIANTS"]
 
 
 @functools.cache
@@ -61,22 +60,10 @@ def _library() -> ctypes.CDLL | None:
     return library
 
 
-def runnable_variants() -> list[int]:
-    """The variants this CPU can execute, baseline first, whatever ``LMFORGE_CPU_CAPABILITY`` says
-    (tests and benchmarks/gelu_kernel.py run each of them)."""
-    flags, found = cpu_flags(), [0]
-    if {"avx2", "fma"} <= flags:
-        found.append(1)
-    if {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= flags:
-        found.append(2)
-    return found
-
-
 def variant() -> int:
     """2 (AVX-512), 1 (AVX2 + FMA) or 0 (baseline): what this CPU, or the forced capability, runs."""
     library = _library()
-    best = library.lmforge_gelu_tanh_best_variant() if library is not None else 0
-    return max(v for v in runnable_variants() if v <= best and (v < 2 or cpu_has_avx512()))
+    return variants.variant(library.lmforge_gelu_tanh_best_variant() if library is not None else 0)
 
 
 def run(x: torch.Tensor, grad: torch.Tensor | None = None, which: int | None = None) -> torch.Tensor:
@@ -119,13 +106,7 @@ class _GeluTanh(torch.autograd.Function):
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     """``F.gelu(x, approximate="tanh")``, through the compiled kernel where it pays (see above)."""
-    if (
-        type(x) is torch.Tensor
-        and x.dtype in DTYPES
-        and x.device.type == "cpu"
-        and x.numel() >= MIN_ELEMENTS
-        and not torch.compiler.is_compiling()
-    ):
+    if variants.applies(x):
         which = chosen_variant(x.dtype)
         if which is not None:
             if x.requires_grad and torch.is_grad_enabled():
@@ -134,26 +115,10 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
-_CHOSEN: dict[tuple[torch.dtype, int, str, str], int | None] = {}
-
-
-def chosen_variant(dtype: torch.dtype = torch.float32) -> int | None:
-    """The variant to run for ``dtype``, or None for PyTorch's kernel: not built, not wanted, or
-    not faster here (forward + backward, raced once per machine, dtype and thread count). Asked
-    on every call, so the answer is kept per dtype, thread count and setting."""
-    key = (
-        dtype,
-        torch.get_num_threads(),
-        os.environ.get(CAPABILITY_ENV, ""),
-        os.environ.get(KERNELS_ENV, ""),
-    )
-    if key not in _CHOSEN:
-        _CHOSEN[key] = _choose(dtype)
-    return _CHOSEN[key]
-
-
 def _choose(dtype: torch.dtype) -> int | None:
-    if not kernels_wanted() or _library() is None:
+    """The variant, or None: not built here, or not faster than PyTorch's kernel (forward +
+    backward, raced once per machine, dtype and thread count)."""
+    if _library() is None:
         return None
     x = torch.randn(64, 8192, generator=torch.Generator().manual_seed(0)).to(dtype)
     grad = torch.randn(64, 8192, generator=torch.Generator().manual_seed(1)).to(dtype)
@@ -169,3 +134,6 @@ def _choose(dtype: torch.dtype) -> int | None:
 
     name = f"gelu tanh {str(dtype).removeprefix('torch.')}: lmforge {VARIANTS[which]} kernel vs aten"
     return which if measured_choice(name, compiled, pytorch, margin=0.9) else None
+
+
+chosen_variant = RacedChoice(_choose)  # chosen_variant(dtype): the variant to run, or None

@@ -13,54 +13,15 @@
  * PyTorch's idle OpenMP workers spin for a while after each matmul and took the second core.
  *
  * Build flags that matter (kernels/build.py): -O3 -fno-trapping-math -ffinite-math-only
- * -fno-signed-zeros. Without the last two, GCC turns the clamp below into branches that it
+ * -fno-signed-zeros. Without the last two, GCC turns the clamp in exp_approx (vector_math.h) into branches that it
  * if-converts by computing both sides, and the side with a constant argument divides every x by
  * 5.5e34: denormal results on every lane, and AVX2 runs ten times slower. A NaN still comes out
  * as NaN (x itself is a factor of both results).
  */
-#include <stdint.h>
-#include <string.h>
+#include "vector_math.h"
 
 #define SQRT_2_OVER_PI_X2 1.5957691216057308f   /* 2 sqrt(2/pi): 2z = x (A + B x^2) */
 #define CUBIC_X2 0.0713548162726008f            /* 2 sqrt(2/pi) 0.044715 */
-
-/* exp(y) = 2^k e^r, k = round(y / ln 2), |r| <= ln(2) / 2. y is clamped to [-86, 80], where the
- * result, and the sigmoid 1 / (1 + exp) built on it, stay normal floats: a denormal costs a
- * microcode assist per lane. Outside, the GELU is x or 0 to within 1e-34. */
-static inline __attribute__((always_inline)) float exp_approx(float y) {
-    y = y < -86.0f ? -86.0f : (y > 80.0f ? 80.0f : y);
-    float k = (y * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
-    float r = y - k * 0.693145751953125f;                               /* ln 2, high bits */
-    r = r - k * 1.428606765330187045e-06f;                              /* ln 2, low bits */
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    int32_t bits = ((int32_t)k + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
-
-/* fp32 as it is; bf16 widened exactly, and rounded back to nearest-even as PyTorch rounds */
-static inline __attribute__((always_inline)) float load_f32(float x) { return x; }
-static inline __attribute__((always_inline)) float store_f32(float x) { return x; }
-static inline __attribute__((always_inline)) float load_bf16(uint16_t x) {
-    uint32_t bits = (uint32_t)x << 16;
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-static inline __attribute__((always_inline)) uint16_t store_bf16(float f) {
-    uint32_t bits;
-    memcpy(&bits, &f, sizeof bits);
-    bits += 0x7FFFu + ((bits >> 16) & 1u);
-    return (uint16_t)(bits >> 16);
-}
 
 #define GELU_LOOPS(NAME, TARGET, T, LOAD, STORE)                                                     \
     TARGET static void forward_##NAME(const void *xs, void *ys, int64_t n) {                        \

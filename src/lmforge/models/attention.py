@@ -45,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmforge.kernels.qk_norm_rope import attention_heads
+
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate-half rotary embedding (layers.RotaryEmbedding gives cos, sin) applied to q or k:
@@ -362,7 +364,11 @@ class SelfAttention(nn.Module):
         B, T, _ = x.shape
         # heads from the projection's width, not n_head: under tensor parallelism
         # (parallel/tensor.py) a rank's c_attn gives its own heads' queries, keys and values only
-        qkv = self.c_attn(x).view(B, T, 3, -1, self.head_dim)
+        qkv = self.c_attn(x)
+        heads = qkv.shape[-1] // (3 * self.head_dim)
+        if (fused := self._fused_heads(qkv, heads, heads, rotary)) is not None:
+            return fused
+        qkv = qkv.view(B, T, 3, -1, self.head_dim)
         if self.qk_norm or rotary is not None:
             # split, not two slices: its backward joins the two gradients in one copy
             qk, v = qkv.split([2, 1], dim=2)
@@ -376,6 +382,19 @@ class SelfAttention(nn.Module):
             q, k, v = qkv.unbind(2)
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh, T, hs)
 
+    def _fused_heads(self, qkv: torch.Tensor, n_q: int, n_kv: int, rotary) -> tuple | None:
+        """q, k, v (B, heads, T, hs) through the compiled QK-norm + rotary kernel on a CPU
+        (``kernels/qk_norm_rope.py``: one pass instead of a dozen ops each way), or None where it
+        does not apply (no QK-norm and no rotary, a GPU, too small, not built or not faster)."""
+        if not (self.qk_norm or rotary is not None):
+            return None
+        gains = eps = None
+        if self.qk_norm:
+            if self.q_norm.eps != self.k_norm.eps:
+                return None
+            gains, eps = (self.q_norm.weight, self.k_norm.weight), self.q_norm.eps
+        return attention_heads(qkv, n_q, n_kv, self.head_dim, gains, eps, rotary)
+
     def _normed(self, qk: torch.Tensor) -> torch.Tensor:
         """Queries and keys (B, T, 2, nh, hs) RMS-normalised in one call, then each scaled by its
         own gain: no copy of the values to stack them back beside (gpt-nano: 4 ms of an 83 ms step)."""
@@ -385,7 +404,10 @@ class SelfAttention(nn.Module):
     def _grouped_qkv(self, x: torch.Tensor, rotary) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries (B, nh, T, hs), keys and values (B, n_kv, T, hs) of grouped-query attention."""
         B, T, _ = x.shape
-        heads = self.c_attn(x).view(B, T, -1, self.head_dim)  # (B, T, nh + 2 n_kv, hs)
+        qkv = self.c_attn(x)
+        if (fused := self._fused_heads(qkv, self.n_head, self.n_kv_head, rotary)) is not None:
+            return fused
+        heads = qkv.view(B, T, -1, self.head_dim)  # (B, T, nh + 2 n_kv, hs)
         q, k, v = heads.split([self.n_head, self.n_kv_head, self.n_kv_head], dim=2)
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.kernels.gelu import gelu_tanh
+from lmforge.kernels.swiglu import swiglu
 from lmforge.models.attention import (  # noqa: F401  (re-exported)
     CrossAttention,
     SelfAttention,
@@ -198,7 +199,8 @@ class MLP(nn.Module):
 
 
 class SwiGLU(nn.Module):
-    """Gated feed-forward (Shazeer 2020): (SiLU(x W1) * x W3) W2, as in Llama."""
+    """Gated feed-forward (Shazeer 2020): (SiLU(x W1) * x W3) W2, as in Llama; W1 and W3 fused
+    in c_fc (gate rows, then up rows), the activation through ``kernels/swiglu.py`` on a CPU."""
 
     def __init__(self, n_embd: int, hidden: int, bias: bool = True, dropout: float = 0.0) -> None:
         super().__init__()
@@ -207,8 +209,7 @@ class SwiGLU(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.c_fc(x).chunk(2, dim=-1)
-        return self.dropout(self.c_proj(F.silu(gate) * up))
+        return self.dropout(self.c_proj(swiglu(self.c_fc(x))))
 
 
 def make_mlp(kind: MLPKind, n_embd: int, hidden: int, bias: bool = True, dropout: float = 0.0) -> nn.Module:
