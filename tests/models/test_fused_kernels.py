@@ -337,3 +337,18 @@ def test_each_race_is_run_once_and_remembered(tmp_path, monkeypatch):
         choice = module.RacedChoice(module._choose)
         assert choice() in (None, module.variant())
         assert name in (tmp_path / "hardware.json").read_text()
+
+
+def test_a_gain_that_is_not_plain_memory_keeps_pytorchs_ops(kernels_forced):
+    """A tensor subclass gain (a DTensor under FSDP is one) is not memory the kernel can read."""
+
+    class Marked(torch.Tensor):
+        pass
+
+    attention = SelfAttention(128, 4, bias=False, qk_norm=True)
+    x = seeded(4, 64, 128, seed=28)
+    rotary = RotaryEmbedding(32, 64)(torch.arange(64))
+    assert attention._fused_heads(attention.c_attn(x), 4, 4, rotary) is not None
+    weight = attention.q_norm.weight
+    attention.q_norm._parameters["weight"] = torch.Tensor._make_subclass(Marked, weight.detach(), True)
+    assert attention._fused_heads(attention.c_attn(x), 4, 4, rotary) is None

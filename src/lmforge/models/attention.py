@@ -390,9 +390,9 @@ class SelfAttention(nn.Module):
             return None
         gains = eps = None
         if self.qk_norm:
-            if self.q_norm.eps != self.k_norm.eps:
-                return None
             gains, eps = (self.q_norm.weight, self.k_norm.weight), self.q_norm.eps
+            if self.k_norm.eps != eps or any(type(g) not in (torch.Tensor, nn.Parameter) for g in gains):
+                return None  # (a DTensor gain, under FSDP, is not memory the kernel can read)
         return attention_heads(qkv, n_q, n_kv, self.head_dim, gains, eps, rotary)
 
     def _normed(self, qk: torch.Tensor) -> torch.Tensor:
