@@ -352,3 +352,17 @@ def test_a_gain_that_is_not_plain_memory_keeps_pytorchs_ops(kernels_forced):
     weight = attention.q_norm.weight
     attention.q_norm._parameters["weight"] = torch.Tensor._make_subclass(Marked, weight.detach(), True)
     assert attention._fused_heads(attention.c_attn(x), 4, 4, rotary) is None
+
+
+def test_heads_backward_when_only_some_outputs_are_used(kernels_forced):
+    """An output nothing reads gets no gradient from autograd; the others' still reach qkv and gains."""
+    qkv, n_q, n_kv, dim, gains, rotary = case_inputs("grouped, per-row positions", batch=8, time=64)
+    ours, theirs = qkv.clone().requires_grad_(), qkv.clone().requires_grad_()
+    our_gains, their_gains = (tuple(g.clone().requires_grad_() for g in gains) for _ in range(2))
+    q, _, _ = qk_norm_rope.attention_heads(ours, n_q, n_kv, dim, our_gains, 1e-5, rotary)
+    q.square().sum().backward()
+    reference = qk_norm_rope.reference_heads(theirs, n_q, n_kv, dim, their_gains, 1e-5, rotary)
+    reference[0].square().sum().backward()
+    torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(our_gains[0].grad, their_gains[0].grad, rtol=1e-4, atol=1e-4)
+    assert our_gains[1].grad is not None and not our_gains[1].grad.any()  # keys unused: zero

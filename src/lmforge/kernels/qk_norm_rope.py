@@ -174,12 +174,11 @@ class _AttentionHeads(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dq, dk, dv):
         (qkv,) = ctx.saved_tensors
-        outputs = ctx.settings[:3]
-        grads = tuple(
-            qkv.new_zeros(qkv.shape[0], n, qkv.shape[1], outputs[2])
-            if g is None
-            else g.to(qkv.dtype).contiguous()
-            for g, n in zip((dq, dk, dv), (outputs[0], outputs[1], outputs[1]))
+        n_q, n_kv, head_dim = ctx.settings[:3]
+        B, T, _ = qkv.shape
+        grads = tuple(  # an output nothing used gets no gradient: zeros stand in
+            qkv.new_zeros(B, heads, T, head_dim) if g is None else g.to(qkv.dtype).contiguous()
+            for g, heads in zip((dq, dk, dv), (n_q, n_kv, n_kv))
         )
         dqkv, dgains = run_backward(qkv, grads, *ctx.settings)
         if dgains is None:
