@@ -110,3 +110,16 @@ def table(rows: list[list], headers: list[str]) -> str:
     lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
     lines.insert(1, "-|-".join("-" * w for w in widths))
     return "\n".join("| " + line + " |" for line in lines)
+
+
+def best_ms(run, repeats: int = 7, calls: int = 10) -> float:
+    """Milliseconds per call of ``run``: the best of ``repeats`` timings of ``calls`` calls, after
+    one warm-up call (another process can only slow a run down)."""
+    run()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            run()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best * 1e3

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import bf16_runs_natively, table, write_result  # noqa: E402
+from common import best_ms, bf16_runs_natively, table, write_result  # noqa: E402
 from lmforge.kernels import build, qk_norm_rope, swiglu  # noqa: E402
 from lmforge.kernels.variants import VARIANTS, runnable_variants  # noqa: E402
 from lmforge.models.layers import RotaryEmbedding  # noqa: E402
@@ -33,17 +33,6 @@ from lmforge.train.optim import build_optimizer  # noqa: E402
 
 # (batch, time, heads, head size, MLP hidden) of the two presets at batch 16
 SHAPES = {"gpt-nano (16 x 64)": (16, 64, 4, 32, 384), "gpt-mini (16 x 256)": (16, 256, 6, 32, 512)}
-
-
-def best_ms(run, repeats: int = 7, calls: int = 10) -> float:
-    run()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            run()
-        best = min(best, (time.perf_counter() - start) / calls)
-    return best * 1e3
 
 
 def forward_backward(function, inputs: tuple, grads: list) -> None:
@@ -74,7 +63,7 @@ def shape_timings(dtype: torch.dtype, B: int, T: int, heads: int, dim: int, hidd
     for which in runnable_variants():
         kernel_inputs = (qkv, *gains, heads, heads, dim, 1e-5, tables, which)
         timings["swiglu"][VARIANTS[which]] = best_ms(
-            lambda which=which: forward_backward(swiglu._SwiGLU.apply, (h, which), grad)
+            lambda which=which: forward_backward(swiglu._SwiGLU.apply, (h, which, swiglu.run), grad)
         )
         timings["qk-norm + rotary"][VARIANTS[which]] = best_ms(
             lambda inputs=kernel_inputs: forward_backward(

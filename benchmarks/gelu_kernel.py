@@ -10,28 +10,16 @@ yardsticks. Best of several interleaved repeats; each figure in milliseconds.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import table, write_result  # noqa: E402
+from common import best_ms, table, write_result  # noqa: E402
 from lmforge.kernels import gelu  # noqa: E402
 
 SHAPES = {"small (12 x 64 x 512)": (12, 64, 512), "large (8 x 256 x 1536)": (8, 256, 1536)}
-
-
-def best_ms(kernel, repeats: int = 7, calls: int = 10) -> float:
-    kernel()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            kernel()
-        best = min(best, (time.perf_counter() - start) / calls)
-    return best * 1e3
 
 
 def time_kernels(x: torch.Tensor, grad: torch.Tensor) -> dict[str, tuple[float, float]]:

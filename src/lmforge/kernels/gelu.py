@@ -29,7 +29,6 @@ import functools
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from lmforge.hardware import measured_choice
 from lmforge.kernels import variants
@@ -89,30 +88,15 @@ def run(x: torch.Tensor, grad: torch.Tensor | None = None, which: int | None = N
     return out
 
 
-class _GeluTanh(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, which: int) -> torch.Tensor:
-        x = x.contiguous()
-        ctx.save_for_backward(x)
-        ctx.which = which
-        return run(x, which=which)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (x,) = ctx.saved_tensors
-        return run(x, grad.to(x.dtype).contiguous(), ctx.which), None
+class _GeluTanh(variants.SavedInputKernel):
+    pass
 
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     """``F.gelu(x, approximate="tanh")``, through the compiled kernel where it pays (see above)."""
-    if variants.applies(x):
-        which = chosen_variant(x.dtype)
-        if which is not None:
-            if x.requires_grad and torch.is_grad_enabled():
-                return _GeluTanh.apply(x, which)
-            return run(x.contiguous(), which=which)
-    return F.gelu(x, approximate="tanh")
+    return variants.kernel_or_fallback(
+        x, chosen_variant, _GeluTanh, run, lambda x: F.gelu(x, approximate="tanh")
+    )
 
 
 def _choose(dtype: torch.dtype) -> int | None:

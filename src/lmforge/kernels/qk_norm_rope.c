@@ -31,18 +31,7 @@ struct heads {
     int64_t cos_batch_stride;
 };
 
-/* sum of x[j]^2 in LANES partial sums, so that the compiler can vectorize without reassociating */
-static inline __attribute__((always_inline)) float sum_of_squares(const float *x, int dim) {
-    float partial[LANES] = {0};
-    int j = 0;
-    for (; j + LANES <= dim; j += LANES)
-        for (int l = 0; l < LANES; l++) partial[l] += x[j + l] * x[j + l];
-    float total = 0.0f;
-    for (int l = 0; l < LANES; l++) total += partial[l];
-    for (; j < dim; j++) total += x[j] * x[j];
-    return total;
-}
-
+/* sum of x[j] y[j] in LANES partial sums, so that the compiler can vectorize without reassociating */
 static inline __attribute__((always_inline)) float sum_of_products(const float *x, const float *y, int dim) {
     float partial[LANES] = {0};
     int j = 0;
@@ -90,7 +79,7 @@ static inline int64_t out_offset(const struct heads *a, int64_t b, int64_t t, in
                 }                                                                                   \
                 for (int j = 0; j < dim; j++) x[j] = LOAD(src[j]);                                  \
                 if (a->gains) {                                                                     \
-                    const float r = 1.0f / sqrtf(sum_of_squares(x, dim) / dim + a->eps);            \
+                    const float r = 1.0f / sqrtf(sum_of_products(x, x, dim) / dim + a->eps);            \
                     const float *restrict g = a->gains + kind * dim;                                \
                     for (int j = 0; j < dim; j++) x[j] = x[j] * r * g[j];                           \
                 }                                                                                   \
@@ -138,7 +127,7 @@ static inline int64_t out_offset(const struct heads *a, int64_t b, int64_t t, in
                 }                                                                                   \
                 const T *restrict src = (const T *)qkv + at;                                        \
                 for (int j = 0; j < dim; j++) x[j] = LOAD(src[j]);                                  \
-                const float r = 1.0f / sqrtf(sum_of_squares(x, dim) / dim + a->eps);                \
+                const float r = 1.0f / sqrtf(sum_of_products(x, x, dim) / dim + a->eps);                \
                 const float *restrict g = a->gains + kind * dim;                                    \
                 float *restrict dg = dgains + kind * dim;                                           \
                 /* y = x r (normalised), dy = dn g; dx = r (dy - y mean(dy y)) */                   \

@@ -24,7 +24,6 @@ import functools
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from lmforge.hardware import measured_choice
 from lmforge.kernels import variants
@@ -98,30 +97,15 @@ def run(h: torch.Tensor, grad: torch.Tensor | None = None, which: int | None = N
     return out
 
 
-class _SwiGLU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, h: torch.Tensor, which: int) -> torch.Tensor:
-        h = h.contiguous()
-        ctx.save_for_backward(h)
-        ctx.which = which
-        return run(h, which=which)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (h,) = ctx.saved_tensors
-        return run(h, grad.to(h.dtype).contiguous(), ctx.which), None
+class _SwiGLU(variants.SavedInputKernel):
+    pass
 
 
 def swiglu(h: torch.Tensor) -> torch.Tensor:
     """``swiglu_reference(h)``, through the compiled kernel where it pays (see above)."""
-    if variants.applies(h) and h.shape[-1] % 2 == 0:
-        which = chosen_variant(h.dtype)
-        if which is not None:
-            if h.requires_grad and torch.is_grad_enabled():
-                return _SwiGLU.apply(h, which)
-            return run(h.contiguous(), which=which)
-    return swiglu_reference(h)
+    if h.shape[-1] % 2:
+        return swiglu_reference(h)  # (which raises PyTorch's error)
+    return variants.kernel_or_fallback(h, chosen_variant, _SwiGLU, run, swiglu_reference)
 
 
 def _choose(dtype: torch.dtype) -> int | None:

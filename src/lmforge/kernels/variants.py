@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from lmforge.hardware import CAPABILITY_ENV, cpu_flags, cpu_has_avx512
 from lmforge.kernels.build import KERNELS_ENV, kernels_wanted
@@ -74,3 +75,40 @@ class RacedChoice:
     def clear(self) -> None:
         """Forget the answers (tests that change the library or the cache)."""
         self._chosen.clear()
+
+
+class SavedInputKernel(torch.autograd.Function):
+    """Autograd for a kernel ``run(x, grad=None, which=...)`` whose backward needs only its input:
+    ``run(x)`` forward, ``run(x, grad)`` backward. Subclassed per kernel, so that a graph names
+    it (``_GeluTanhBackward``, ``_SwiGLUBackward``). No double backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, which: int, run: Callable) -> torch.Tensor:
+        x = x.contiguous()
+        ctx.save_for_backward(x)
+        ctx.which, ctx.run = which, run
+        return run(x, which=which)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (x,) = ctx.saved_tensors
+        return ctx.run(x, grad.to(x.dtype).contiguous(), ctx.which), None, None
+
+
+def kernel_or_fallback(
+    x: torch.Tensor,
+    chosen: Callable[[torch.dtype], int | None],
+    function: type[SavedInputKernel],
+    run: Callable,
+    fallback: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """``run`` through ``function`` where the kernel applies to x and ``chosen`` kept it, else
+    ``fallback(x)`` (PyTorch's ops)."""
+    if applies(x):
+        which = chosen(x.dtype)
+        if which is not None:
+            if x.requires_grad and torch.is_grad_enabled():
+                return function.apply(x, which, run)
+            return run(x.contiguous(), which=which)
+    return fallback(x)
