@@ -205,16 +205,18 @@ def test_muon_under_ddp_trains_as_one_process(data):
 
 
 @pytest.mark.parametrize(
-    "family, mlp",
+    "family, mlp, block",
     [
-        ("gpt", "gelu"),
-        pytest.param("gpt", "swiglu", marks=pytest.mark.slow),
-        pytest.param("bert", "gelu", marks=pytest.mark.slow),
+        ("gpt", "gelu", "plain"),
+        # gpt-nano's block: the query/key norm's gain is shared by heads the ranks split, so each
+        # rank's share of its gradient must be summed (it was not, and the ranks drifted apart)
+        ("gpt", "swiglu", "nano"),
+        pytest.param("bert", "gelu", "plain", marks=pytest.mark.slow),
     ],
 )
 @needs_tp_torch
-def test_tensor_parallel_logits_and_gradients_equal_the_unsplit_model(tmp_path, family, mlp):
-    result = torchrun(2, str(WORKER), str(tmp_path), "tp=2", family, mlp)
+def test_tensor_parallel_logits_and_gradients_equal_the_unsplit_model(tmp_path, family, mlp, block):
+    result = torchrun(2, str(WORKER), str(tmp_path), "tp=2", family, mlp, block)
     assert result.returncode == 0, result.stderr[-2000:]
     for rank in range(2):
         seen = json.loads((tmp_path / f"rank{rank}.json").read_text())
@@ -227,7 +229,7 @@ def test_tensor_parallel_logits_and_gradients_equal_the_unsplit_model(tmp_path, 
 @pytest.mark.slow
 @needs_tp_torch
 def test_tensor_parallel_by_fsdp_on_four_processes_matches(tmp_path):
-    result = torchrun(4, str(WORKER), str(tmp_path), "tp=2,fsdp,sp", "gpt", "gelu")
+    result = torchrun(4, str(WORKER), str(tmp_path), "tp=2,fsdp,sp", "gpt", "swiglu", "nano")
     assert result.returncode == 0, result.stderr[-2000:]
     for rank in range(4):
         seen = json.loads((tmp_path / f"rank{rank}.json").read_text())
@@ -244,7 +246,10 @@ def test_sharded_checkpoints_load_in_one_process_and_resume_at_another_world_siz
         assert (run / "train_state.dcp" / ".metadata").exists()
         ids = torch.randint(0, 20, (2, 16), generator=torch.Generator().manual_seed(0))
         one, spread = Run(single).load_model("last"), Run(run).load_model("last")
-        assert torch.allclose(one(ids).logits, spread(ids).logits, atol=1e-5)
+        # five AdamW steps at lr 1e-2 magnify the rounding of gradients summed in another order
+        # (gradients perturbed by 1e-6 of their largest term in one process: 5e-5 in the logits;
+        # fsdp measured 8e-5, tp=2 1.3e-4); a tp gain trained on one rank's heads alone gave 0.13
+        assert torch.allclose(one(ids).logits, spread(ids).logits, atol=1e-3)
         # the shards themselves, read by one process without a process group
         from lmforge.parallel import checkpoint as dist_checkpoint
         from lmforge.train.optim import build_optimizer
@@ -322,7 +327,8 @@ def test_a_recurrent_model_under_ddp_trains_as_one_process_and_resumes_in_one(da
     """An LSTM carries each stream's state between windows: every rank carries its own rows, and
     the checkpoint gathers them, so the run resumes in one process exactly."""
     flags = ["--data", str(data / "data"), "--model", "lstm", "--n-layer", "1", "--n-embd", "32", "--block-size",
-             "16", "--batch-size", "8", "--max-steps", "5", "--eval-every", "100", "--eval-batches", "2"]  # fmt: skip
+             "16", "--batch-size", "8", "--max-steps", "5", "--eval-every", "100", "--eval-batches", "2",
+             "--precision", "fp32"]  # fmt: skip  # the equalities are fp32's (see SMALL)
     assert main(["pretrain", *flags, "--out", str(tmp_path / "one")]) == 0
     result = torchrun(
         2, "-m", "lmforge", "pretrain", *flags, "--out", str(tmp_path / "two")

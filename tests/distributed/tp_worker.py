@@ -2,6 +2,10 @@
 GPT or BERT against the same model unsplit, on identical input; each rank writes what it saw.
 
     torchrun --nproc-per-node 2 tp_worker.py OUT_DIR tp=2 gpt gelu
+    torchrun --nproc-per-node 2 tp_worker.py OUT_DIR tp=2 gpt swiglu nano   # gpt-nano's block
+
+``nano`` adds what gpt-nano's blocks have beyond GPT-2's: rotary positions, RMSNorm and the
+query/key norm, whose one gain is shared by the heads that the ranks split between them.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from pathlib import Path
 import torch
 
 
-def main(out: Path, spec: str, family: str, mlp: str) -> None:
+def main(out: Path, spec: str, family: str, mlp: str, block: str = "plain") -> None:
     from lmforge.models.registry import build_model
     from lmforge.parallel.launch import parallel_transforms, parse_parallel, setup, teardown
     from lmforge.parallel.tensor import full_tensor
@@ -25,6 +29,8 @@ def main(out: Path, spec: str, family: str, mlp: str) -> None:
     config = dict(vocab_size=61, block_size=16, n_layer=2, n_head=4, n_embd=32, dropout=0.0)
     if family == "gpt":
         config["mlp"] = mlp
+    if block == "nano":
+        config.update(pos_encoding="rope", norm="rmsnorm", qk_norm=True)
     torch.manual_seed(0)
     reference = build_model(family, config)
     torch.manual_seed(0)

@@ -40,6 +40,7 @@ computes them once with ``CrossAttention.project_memory`` and passes them to eve
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -266,10 +267,20 @@ def attend(
 class HeadNorm(nn.RMSNorm):
     """RMSNorm of queries or keys, its gain in the activations' dtype: under bf16 autocast the
     projection hands it bf16, and torch's fused kernel takes input and gain of one dtype only
-    (else it warns and runs the slow composite)."""
+    (else it warns and runs the slow composite).
+
+    One gain serves every head, so a rank that holds some of the heads (tensor parallelism,
+    ``parallel/tensor.py``) sees only part of its gradient: ``sync_gain`` is then set to an
+    identity whose backward sums the gradient over the ranks, and every reader takes the gain
+    through ``gain()``."""
+
+    sync_gain: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def gain(self) -> torch.Tensor:
+        return self.weight if self.sync_gain is None else self.sync_gain(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, self.normalized_shape, self.weight.to(x.dtype), self.eps)
+        return F.rms_norm(x, self.normalized_shape, self.gain().to(x.dtype), self.eps)
 
 
 class SelfAttention(nn.Module):
@@ -390,7 +401,7 @@ class SelfAttention(nn.Module):
             return None
         gains = eps = None
         if self.qk_norm:
-            gains, eps = (self.q_norm.weight, self.k_norm.weight), self.q_norm.eps
+            gains, eps = (self.q_norm.gain(), self.k_norm.gain()), self.q_norm.eps
             if self.k_norm.eps != eps or any(type(g) not in (torch.Tensor, nn.Parameter) for g in gains):
                 return None  # (a DTensor gain, under FSDP, is not memory the kernel can read)
         return attention_heads(qkv, n_q, n_kv, self.head_dim, gains, eps, rotary)
@@ -398,7 +409,7 @@ class SelfAttention(nn.Module):
     def _normed(self, qk: torch.Tensor) -> torch.Tensor:
         """Queries and keys (B, T, 2, nh, hs) RMS-normalised in one call, then each scaled by its
         own gain: no copy of the values to stack them back beside (gpt-nano: 4 ms of an 83 ms step)."""
-        gains = torch.stack([self.q_norm.weight, self.k_norm.weight]).to(qk.dtype)[:, None]  # (2, 1, hs)
+        gains = torch.stack([self.q_norm.gain(), self.k_norm.gain()]).to(qk.dtype)[:, None]  # (2, 1, hs)
         return F.rms_norm(qk, (self.head_dim,), eps=self.q_norm.eps) * gains
 
     def _grouped_qkv(self, x: torch.Tensor, rotary) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -14,7 +14,10 @@ The input of each column-parallel layer is replicated, so its gradient is all-re
 q and half of k, so it is placed with a *strided* shard (``_StridedShard(0, split_factor=3)``):
 rank r holds its heads' rows of q, of k and of v, and the attention reads them as
 ``view(B, T, 3, n_head / K, head_dim)``. A fused SwiGLU c_fc (gate and up) is split the same way.
-Embeddings, norms and the head stay replicated; ``sequence_parallel`` also splits the norms' work
+Embeddings, norms and the head stay replicated. A replicated parameter read inside the split
+(the query/key norm's gain, shared by every head) gets only this rank's heads' share of its
+gradient; ``sum_gradient_over`` sums the shares in backward, as "f" does for the activations.
+``sequence_parallel`` also splits the norms' work
 (and the residual stream between blocks) along the sequence, all-gathering before each
 column-parallel layer and reduce-scattering after each row-parallel one (Korthikanti et al. 2022).
 """
@@ -126,6 +129,9 @@ def apply_tensor_parallel(model: nn.Module, mesh, *, sequence_parallel: bool = F
     check_tensor_parallel(model, mesh.size(), sequence_parallel=sequence_parallel)
     for block in model.h:
         parallelize_module(block, mesh, block_plan(block, sequence_parallel=sequence_parallel))
+        for norm in (getattr(block.attn, "q_norm", None), getattr(block.attn, "k_norm", None)):
+            if norm is not None:
+                norm.sync_gain = sum_gradient_over(mesh.get_group())
     if sequence_parallel:  # the residual stream enters the blocks split by sequence and leaves whole
         parallelize_module(
             model.h[0],
@@ -140,6 +146,29 @@ def apply_tensor_parallel(model: nn.Module, mesh, *, sequence_parallel: bool = F
             PrepareModuleOutput(output_layouts=(Shard(1), None), desired_output_layouts=(Replicate(), None)),
         )
     return model
+
+
+class _SumGradient(torch.autograd.Function):
+    """Identity forward; backward all-reduces (sums) the gradient over ``group``."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, group) -> torch.Tensor:
+        ctx.group = group
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        import torch.distributed as dist
+
+        grad = grad.contiguous().clone()  # autograd may hand over a buffer it also keeps
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
+
+
+def sum_gradient_over(group):
+    """``f(t)``: ``t`` forward, its gradient summed over the ranks of ``group`` backward: for a
+    replicated parameter that each rank applies to its own heads only."""
+    return lambda tensor: _SumGradient.apply(tensor, group)
 
 
 def _split_by_heads(tensor) -> bool:
