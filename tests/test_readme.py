@@ -38,6 +38,8 @@ INPUT_FLAGS = (
     "--config",
     "--to-hf",
     "--from-hf",
+    "--policy",
+    "--reward",
 )
 TOKENIZER_KINDS = ("char", "word", "bpe", "wordpiece", "unigram")
 # a number with its sign: a margin or reward near zero may print as -0.001 on one machine, 0.002 on another

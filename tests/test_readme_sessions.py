@@ -11,7 +11,9 @@ which the outputs of earlier blocks that it reads are copied (two sections both 
 README runs in minutes (``--max-time`` to a few seconds, ``--max-steps`` a hundredth); the
 status must be the README's (2 where it shows ``error:``, else 0) and so must the output, line
 for line, numbers aside and ``...`` standing for any text. What a trained model chose (samples
-from ``generate``, ``fill-mask``'s fills, ``probe``'s ranking) is not compared.
+from ``generate``, ``fill-mask``'s fills, ``probe``'s ranking) is not compared. A server
+(``lmforge serve`` without ``--check``) runs until stopped: it is started on a free port, must
+answer an HTTP request, and must stop on Ctrl-C as every command does (exit 130).
 """
 
 from __future__ import annotations
@@ -19,8 +21,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -63,11 +69,14 @@ def console_steps(body: str) -> list[tuple[str, list[str]]]:
 
 
 def shortened(command: str) -> str:
-    """The command with its training budget cut: seconds for minutes, a hundredth of the steps."""
+    """The command with its training budget cut: seconds for minutes, a hundredth of the steps
+    (and of PPO's and GRPO's iterations)."""
     command = re.sub(r"--max-time \d+", "--max-time 3", command)
     command = re.sub(r"--minutes \d+(\.\d+)?", "--minutes 0.05", command)
     command = re.sub(
-        r"(--max-steps |max_steps: )(\d+)", lambda m: f"{m[1]}{max(2, int(m[2]) // 100)}", command
+        r"(--max-steps |--iterations |max_steps: )(\d+)",
+        lambda m: f"{m[1]}{max(2, int(m[2]) // 100)}",
+        command,
     )
     return command
 
@@ -94,6 +103,56 @@ def matches(shown: str, got: str) -> bool:
         return shown == got
     pattern = ".*".join(re.escape(part) for part in shown.split("..."))
     return re.fullmatch(pattern, got) is not None
+
+
+_SERVER = re.compile(r"\blmforge serve\b(?!.*--check\b)")  # --check loads, prints and exits
+_SERVING = re.compile(r"^serving .* on (http://\S+) ")
+# files the README expects a user to bring
+USER_FILES = {
+    "my_key.txt": "sk-a-key-of-the-users-own\n",
+    "my_prompts.jsonl": "".join(f'{{"prompt": "What does `{name}` return?"}}\n' for name in dir(str)[-16:]),
+    "my_rewards.py": "def brevity(prompts, completions):\n    return [-len(c) / 100 for c in completions]\n",
+    "sources.txt": "abcdefgh\nhdbaefcjig\n",
+}
+
+
+def run_server(command: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    """Start a server command on a free port, ask it for its models, stop it with Ctrl-C: status 0
+    and what it printed when it served and stopped as it should, else 1 and what went wrong."""
+    if "--port" not in command:
+        command = command.replace("lmforge serve", "lmforge serve --port 0", 1)
+    process = subprocess.Popen(
+        ["bash", "-c", command],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # Ctrl-C goes to the server, not to bash alone
+    )
+    printed, answered = [], None
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (line := process.stdout.readline()):
+            printed.append(line)
+            if match := _SERVING.match(line):
+                try:
+                    with urllib.request.urlopen(match[1] + "/v1/models", timeout=30) as response:
+                        answered = response.status
+                except urllib.error.HTTPError as error:  # 401 without the key: it is serving
+                    answered = error.code
+                break
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    # stopped by Ctrl-C, a server exits as every command does then: 130, "interrupted"
+    served = answered in (200, 401) and process.returncode == 130
+    note = "" if served else f"(answered {answered}, exit {process.returncode} after Ctrl-C)\n"
+    return subprocess.CompletedProcess(command, 0 if served else 1, "".join(printed) + out, note + err)
 
 
 def seed_cache(cache: Path) -> None:
@@ -136,14 +195,20 @@ def test_every_readme_console_block_runs_as_shown(tmp_path, monkeypatch):
                     (here / path).parent.mkdir(parents=True, exist_ok=True)
                     copy = shutil.copytree if source.is_dir() else shutil.copyfile
                     copy(source, here / path)
-            result = subprocess.run(
-                ["bash", "-c", shortened(command)],
-                cwd=here,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=600,
-            )
+            for name, text in USER_FILES.items():
+                if name in command and not (here / name).exists():
+                    (here / name).write_text(text)
+            if _SERVER.search(command.splitlines()[0]):
+                result = run_server(command, here, env)
+            else:
+                result = subprocess.run(
+                    ["bash", "-c", shortened(command)],
+                    cwd=here,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                )
             block_writes |= set(writes)
             expected_status = 2 if shown and shown[0].startswith("error:") else 0
             heading = f"block {number}: $ {command.splitlines()[0]}"

@@ -91,3 +91,67 @@ def test_bert_and_seq2seq_runs_are_refused_naming_what_works(inputs, capsys, tmp
                      "--out", str(tmp_path / "out"))
         )  # fmt: skip
         assert "PPO and GRPO train a causal Transformer (a GPT-family run" in line, line
+
+
+def test_one_digit_sums_have_no_val_split_so_the_evaluation_reads_the_training_prompts(inputs, capsys):
+    """builtin:arith?digits=1 trains on all 100 sums; the run still evaluates before and after."""
+    root, policy, _ = inputs
+    code, stdout, err = run_cli(
+        capsys, "align", "grpo", "--policy", policy, "--reward", "builtin:arith",
+        "--prompts", "builtin:arith?digits=1", "--out", str(root / "grpo-1digit"), "--group-size", "2", *SMALL,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "builtin:arith?digits=1 train split (it has no val split)" in stdout
+
+
+def test_a_reward_model_too_short_for_the_prompts_is_named_in_one_line(capsys, tmp_path):
+    """The reward model reads prompt + response: a file's prompt that fills its context is refused
+    before any work, naming the reward model (it was an error deep in the first evaluation)."""
+    from tests.align.pref_helpers import make_causal_run, separable_pairs, write_jsonl
+    from tests.tiny_run import make_run
+
+    policy = make_run(tmp_path / "policy", n_layer=1, n_embd=32, block_size=128).path
+    base = make_causal_run(tmp_path / "base").path  # context 48
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", separable_pairs(8, seed=1))
+    rm = tmp_path / "rm"
+    assert cli.main(["align", "reward", "--checkpoint", str(base), "--data", str(pairs), "--val", str(pairs),
+                     "--out", str(rm), "--max-steps", "1", "--batch-size", "4", "--device", "cpu",
+                     "--no-progress"]) == 0  # fmt: skip
+    capsys.readouterr()
+    prompts = tmp_path / "long.jsonl"
+    prompts.write_text(json.dumps({"prompt": "hear me " * 6}) + "\n", encoding="utf-8")
+    line = one_line_error(
+        *run_cli(capsys, "align", "ppo", "--policy", str(policy), "--reward", str(rm), "--prompts", str(prompts),
+                 "--out", str(tmp_path / "ppo"), *SMALL)
+    )  # fmt: skip
+    assert f"for the reward model {rm}, whose context is 48: no room for a response" in line, line
+    assert not (tmp_path / "ppo").exists()
+
+
+class _Encoder:
+    limit = 10
+
+    def prompt_ids(self, text: str) -> list[int]:
+        return list(range(len(text)))
+
+
+def test_prompts_a_reward_model_cannot_read_are_left_out_of_a_built_in_source():
+    from types import SimpleNamespace
+
+    from lmforge.align.prompts import Prompt
+    from lmforge.align.rl_job import _readable_by_reward_model
+    from lmforge.errors import DataError
+
+    reward = SimpleNamespace(reward_model=SimpleNamespace(encoder=_Encoder()))
+    prompts = [Prompt("short"), Prompt("ten chars!"), Prompt("nine char")]  # 5, 10, 9 ids of 10
+    kept, ids = _readable_by_reward_model(reward, "rm", prompts, [[1], [2], [3]], drop_long=True)
+    assert [p.text for p in kept] == ["short", "nine char"] and ids == [[1], [3]]
+    with pytest.raises(DataError, match="'ten chars!' is 10 tokens for the reward model rm"):
+        _readable_by_reward_model(reward, "rm", prompts, [[1], [2], [3]], drop_long=False)
+    with pytest.raises(DataError, match="no prompt fits the reward model rm's context of 10"):
+        _readable_by_reward_model(reward, "rm", prompts[1:2], [[2]], drop_long=True)
+    plain = lambda prompts, completions: [0.0] * len(prompts)  # noqa: E731 - a reward that is not a model
+    assert _readable_by_reward_model(plain, "f", prompts, [[1], [2], [3]], drop_long=False) == (
+        prompts,
+        [[1], [2], [3]],
+    )

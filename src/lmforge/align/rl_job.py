@@ -26,7 +26,7 @@ from torch import nn
 from lmforge.align.prompts import BUILTIN, Prompt, encode_prompts, load_prompts
 from lmforge.align.rewards import RewardFunction, resolve_reward, score
 from lmforge.align.rl_settings import RLConfig
-from lmforge.errors import CheckpointError, UserInputError
+from lmforge.errors import CheckpointError, DataError, UserInputError
 
 SAMPLES_SHOWN = 3
 
@@ -71,7 +71,7 @@ class RLJob:
         if self.task["prompts_too_long"]:
             lines.append(
                 f"left out: {self.task['prompts_too_long']:,} prompts too long for the context with "
-                f"--max-new-tokens {s.max_new_tokens}"
+                f"--max-new-tokens {s.max_new_tokens} (the policy's, or the reward model's with a response)"
             )
         return lines
 
@@ -114,7 +114,7 @@ def plan_rl(
     inputs = [policy, *(Path(p) for p in (prompts, eval_prompts) if p and not p.startswith(BUILTIN))]
     check_output_dir(out, overwrite, inputs=inputs, kind=RUN_OUTPUT)
     train_prompts = load_prompts(prompts, "train")
-    held_out = _eval_prompts(prompts, eval_prompts, settings.eval_size)
+    held_out, eval_source = _eval_prompts(prompts, eval_prompts, settings.eval_size)
     run, model, family, saved = open_policy(policy)
     tokenizer = run.load_tokenizer()
     eos_id = tokenizer.document_separator_id
@@ -142,6 +142,14 @@ def plan_rl(
         held_out, template, tokenizer, context, settings.max_new_tokens,
         drop_long=(eval_prompts or prompts).startswith(BUILTIN),
     )  # fmt: skip
+    # a reward model reads the prompt too: one its context cannot hold with a response is left out
+    # (a built-in source's) or refused (a file's), as for the policy's context
+    train_prompts, prompt_ids = _readable_by_reward_model(
+        reward_function, reward, train_prompts, prompt_ids, drop_long=prompts.startswith(BUILTIN)
+    )
+    held_out, eval_ids = _readable_by_reward_model(
+        reward_function, reward, held_out, eval_ids, drop_long=(eval_prompts or prompts).startswith(BUILTIN)
+    )
     held_out, eval_ids = held_out[: settings.eval_size], eval_ids[: settings.eval_size]
     model.to(device).eval()
     reference = copy.deepcopy(model).requires_grad_(False).eval()
@@ -150,7 +158,7 @@ def plan_rl(
         "base": str(policy),
         "reward": reward,
         "prompts": prompts,
-        "eval_prompts": _eval_source(prompts, eval_prompts) if held_out else None,
+        "eval_prompts": eval_source if held_out else None,
         "settings": dataclasses.asdict(settings),
         "prompts_too_long": count - len(train_prompts),
     }
@@ -177,24 +185,47 @@ def plan_rl(
     )
 
 
-def _eval_prompts(prompts: str, eval_prompts: str | None, size: int) -> list[Prompt]:
-    """The prompts of the before/after evaluation: --eval-prompts, else the source's val split (a
-    built-in) or the training file itself (a file has no split); none when ``size`` is 0."""
+def _readable_by_reward_model(
+    reward_function, reward: str, prompts: list[Prompt], ids: list[list[int]], *, drop_long: bool
+) -> tuple[list[Prompt], list[list[int]]]:
+    """The prompts (and their policy ids) whose rendering leaves a reward model room for at least
+    one response token; all of them for a reward that is not a model."""
+    reward_model = getattr(reward_function, "reward_model", None)
+    if reward_model is None or not prompts:
+        return prompts, ids
+    encoder = reward_model.encoder
+    lengths = [len(encoder.prompt_ids(prompt.text)) for prompt in prompts]
+    fits = [length < encoder.limit for length in lengths]
+    if not all(fits) and not drop_long:
+        first = fits.index(False)
+        raise DataError(
+            f"the prompt {prompts[first].text[:40]!r} is {lengths[first]} tokens for the reward model "
+            f"{reward}, whose context is {encoder.limit}: no room for a response; shorten the prompts "
+            "or give a reward model with a longer context"
+        )
+    if not any(fits):
+        raise DataError(
+            f"no prompt fits the reward model {reward}'s context of {encoder.limit} tokens with a "
+            "response; give a reward model with a longer context"
+        )
+    return [p for p, ok in zip(prompts, fits) if ok], [i for i, ok in zip(ids, fits) if ok]
+
+
+def _eval_prompts(prompts: str, eval_prompts: str | None, size: int) -> tuple[list[Prompt], str]:
+    """The prompts of the before/after evaluation and where they come from: --eval-prompts, else
+    the source's val split (a built-in) or the training file itself (a file has no split); none
+    when ``size`` is 0. A built-in source that trains on all it has (one-digit sums: 100 of them)
+    has no val split; its training prompts are then the evaluation's, and the source says so."""
     if size == 0:
-        return []
+        return [], ""
     if eval_prompts is not None:
-        chosen = load_prompts(eval_prompts, "val")
-    elif prompts.startswith(BUILTIN):
-        chosen = load_prompts(prompts, "val")
-    else:
-        chosen = load_prompts(prompts, "train")
-    return chosen
-
-
-def _eval_source(prompts: str, eval_prompts: str | None) -> str:
-    if eval_prompts is not None:
-        return eval_prompts
-    return f"{prompts} val split" if prompts.startswith(BUILTIN) else prompts
+        return load_prompts(eval_prompts, "val"), eval_prompts
+    if not prompts.startswith(BUILTIN):
+        return load_prompts(prompts, "train"), prompts
+    try:
+        return load_prompts(prompts, "val"), f"{prompts} val split"
+    except DataError:  # (a bad spec fails the same way for the train split, which is read first)
+        return load_prompts(prompts, "train"), f"{prompts} train split (it has no val split)"
 
 
 def generation_config(settings: RLConfig, eos_id: int, samples: int = 1):

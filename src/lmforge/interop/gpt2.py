@@ -111,9 +111,11 @@ def hf_config(
     }
     wrong += [f"{name}={config.get(name)!r} ({why})" for name, (refused, why) in extras.items() if refused]
     if wrong:
+        from lmforge.interop.llama import unexportable_settings
+
         raise CheckpointError(
-            f"{source} cannot be exported as GPT-2: {'; '.join(wrong)} (nor as Llama, which needs "
-            "pos_encoding='rope', norm='rmsnorm' and mlp='swiglu')"
+            f"{source} cannot be exported as GPT-2: {'; '.join(wrong)}; nor as Llama, Qwen2 or Mistral: "
+            f"{'; '.join(unexportable_settings(config))}"
         )
     n_embd = config["n_embd"]
     return {

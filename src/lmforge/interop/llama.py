@@ -159,9 +159,8 @@ def is_llama_shaped(config: dict[str, Any]) -> bool:
     return all(config.get(name) == value for name, value in LLAMA_SHAPE.items())
 
 
-def export_type(config: dict[str, Any], source: str, preferred: str | None = None) -> str:
-    """Which of llama, qwen2, mistral computes ``config``: ``preferred`` (the type it came from) if it
-    can, else the first that can; refuses a run none of them computes, naming the settings."""
+def unexportable_settings(config: dict[str, Any]) -> list[str]:
+    """The settings of ``config`` that none of Llama, Qwen2 and Mistral has, each with why."""
     wrong = [
         f"{name}={config.get(name)!r} ({why})"
         for name, value, why in (
@@ -176,7 +175,13 @@ def export_type(config: dict[str, Any], source: str, preferred: str | None = Non
         wrong.append("qk_norm=True (they have no query/key norm)")
     if config.get("logit_softcap") is not None:
         wrong.append(f"logit_softcap={config['logit_softcap']!r} (they do not cap their logits)")
-    if wrong:
+    return wrong
+
+
+def export_type(config: dict[str, Any], source: str, preferred: str | None = None) -> str:
+    """Which of llama, qwen2, mistral computes ``config``: ``preferred`` (the type it came from) if it
+    can, else the first that can; refuses a run none of them computes, naming the settings."""
+    if wrong := unexportable_settings(config):
         raise CheckpointError(f"{source} cannot be exported as Llama, Qwen2 or Mistral: {'; '.join(wrong)}")
     bias, qkv_bias = config["bias"], config.get("qkv_bias")
     qkv_bias = bias if qkv_bias is None else qkv_bias
