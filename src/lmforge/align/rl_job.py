@@ -130,25 +130,20 @@ def plan_rl(
     eos_id = response_end_id(tokenizer, template)
     context = model.context_limit
     count = len(train_prompts)
+    # a built-in source's prompts that do not fit are left out; a file's are refused
+    drop_train, drop_eval = prompts.startswith(BUILTIN), (eval_prompts or prompts).startswith(BUILTIN)
     train_prompts, prompt_ids = encode_prompts(
-        train_prompts,
-        template,
-        tokenizer,
-        context,
-        settings.max_new_tokens,
-        drop_long=prompts.startswith(BUILTIN),
+        train_prompts, template, tokenizer, context, settings.max_new_tokens, drop_long=drop_train
     )
     held_out, eval_ids = encode_prompts(
-        held_out, template, tokenizer, context, settings.max_new_tokens,
-        drop_long=(eval_prompts or prompts).startswith(BUILTIN),
-    )  # fmt: skip
-    # a reward model reads the prompt too: one its context cannot hold with a response is left out
-    # (a built-in source's) or refused (a file's), as for the policy's context
+        held_out, template, tokenizer, context, settings.max_new_tokens, drop_long=drop_eval
+    )
+    # a reward model reads the prompt too, and must have room for a response after it
     train_prompts, prompt_ids = _readable_by_reward_model(
-        reward_function, reward, train_prompts, prompt_ids, drop_long=prompts.startswith(BUILTIN)
+        reward_function, reward, train_prompts, prompt_ids, drop_long=drop_train
     )
     held_out, eval_ids = _readable_by_reward_model(
-        reward_function, reward, held_out, eval_ids, drop_long=(eval_prompts or prompts).startswith(BUILTIN)
+        reward_function, reward, held_out, eval_ids, drop_long=drop_eval
     )
     held_out, eval_ids = held_out[: settings.eval_size], eval_ids[: settings.eval_size]
     model.to(device).eval()

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from lmforge.errors import CheckpointError
+from lmforge.interop.llama import unexportable_settings
 
 # Hugging Face's Conv1D layers store their weight as (in, out), the transpose of nn.Linear's.
 CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -111,8 +112,6 @@ def hf_config(
     }
     wrong += [f"{name}={config.get(name)!r} ({why})" for name, (refused, why) in extras.items() if refused]
     if wrong:
-        from lmforge.interop.llama import unexportable_settings
-
         raise CheckpointError(
             f"{source} cannot be exported as GPT-2: {'; '.join(wrong)}; nor as Llama, Qwen2 or Mistral: "
             f"{'; '.join(unexportable_settings(config))}"
