@@ -6,7 +6,8 @@ a LayerNorm after the embeddings, exact GELU, tied embeddings, a final-logits bi
 fp32, with the same layers, width, heads, feed-forward width and vocabulary as the BART one. Both
 get the same AdamW (fused where torch has it, decay on matrices only, ``train/optim.py``), the
 same random right-padded batches and gradient clipping; each step is one forward with labels
-(mean cross-entropy over the real target tokens), backward, clip, optimizer step. Rounds are
+(mean cross-entropy over the real target tokens), backward, clip, optimizer step; freed memory
+is kept for the next step, as ``lmforge pretrain`` keeps it (``train/malloc.py``). Rounds are
 interleaved, in alternating order, so that noise from other processes hits every variant alike;
 the median is reported.
 
@@ -31,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import in_turn, table, write_result  # noqa: E402
 from lmforge.models.seq2seq import Seq2SeqConfig, Seq2SeqTransformer  # noqa: E402
+from lmforge.train.malloc import keep_freed_memory  # noqa: E402
 from lmforge.train.onednn_linear import onednn_linears_pay_off, use_onednn_linears  # noqa: E402
 from lmforge.train.optim import build_optimizer  # noqa: E402
 
@@ -188,6 +190,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as `lmforge pretrain` does; transformers shares it (one process)
     payload = speed_race(args.shapes, args.rounds, args.steps)
     print(f"wrote {write_result('seq2seq_speed', payload)}")
 

@@ -3,8 +3,10 @@ and lmforge's BERT against BertForMaskedLM (masked-LM tokens/s) and BertForSeque
 (fine-tuning steps/s) at a bert-mini shape (``train_throughput_bert.py``).
 
 Both get the same optimizer (AdamW, fused where torch has it, decay on matrices only), the same
-random token batches and gradient clipping; rounds are interleaved so that machine noise hits
-every variant alike, and the median round is reported. Vocabulary 65 (character-level tiny
+random token batches and gradient clipping, and the process keeps freed memory for the next
+step as ``lmforge pretrain`` has it (``train/malloc.py``; with glibc's defaults a large step
+page-faults 25,000-42,000 times); rounds are interleaved so that machine noise hits every variant
+alike, and the median round is reported. Vocabulary 65 (character-level tiny
 Shakespeare), so the figures are about the Transformer, not a giant output layer.
 
 MFU = achieved model FLOP/s / measured matmul peak (a large square matmul timed in this run),
@@ -30,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import bf16_runs_natively, in_turn, matmul_peak, table, write_result  # noqa: E402
 from lmforge.models.gpt import GPT, GPTConfig  # noqa: E402
+from lmforge.train.malloc import keep_freed_memory  # noqa: E402
 from lmforge.train.onednn_linear import onednn_linears_pay_off, use_onednn_linears  # noqa: E402
 from lmforge.train.optim import build_optimizer  # noqa: E402
 from train_throughput_bert import BERT_GOALS, bert_rows  # noqa: E402
@@ -145,6 +148,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as `lmforge pretrain` does; transformers shares it (one process)
 
     precisions = ["fp32", "bf16"] if bf16_runs_natively() else ["fp32"]
     if "bf16" not in precisions:

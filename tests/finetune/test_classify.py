@@ -337,3 +337,16 @@ def test_lora_fine_tuning_trains_adapters_only_and_saves_a_plain_merged_run(tmp_
     pretrained = base.load_model()
     assert not torch.equal(tuned.h[0].attn.c_attn.weight, pretrained.h[0].attn.c_attn.weight)  # merged
     torch.testing.assert_close(tuned.wte.weight, pretrained.wte.weight, rtol=0, atol=0)  # frozen
+
+
+def test_collate_rounds_the_width_up_to_a_multiple_of_16_within_the_context():
+    from lmforge.finetune.batches import EncodedRow
+
+    rows = [EncodedRow([5] * 3, [0] * 3), EncodedRow([6] * 17, [0] * 17)]
+    assert collate(rows, None, pad_id=0)["input_ids"].shape == (2, 17)  # no context: the longest row
+    batch = collate(rows, [0, 1], pad_id=0, context=128)
+    assert batch["input_ids"].shape == (2, 32)
+    assert batch["attention_mask"].sum(dim=1).tolist() == [3, 17]  # the rounding is padding
+    assert (batch["input_ids"][1, 17:] == 0).all() and batch["labels"].tolist() == [0, 1]
+    assert collate(rows, None, pad_id=0, context=20)["input_ids"].shape == (2, 20)  # never past it
+    assert collate(rows[:1], None, pad_id=0, context=2)["input_ids"].shape == (1, 3)  # nor under a row

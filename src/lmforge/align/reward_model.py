@@ -26,6 +26,7 @@ from torch import nn
 from lmforge.align.losses import bradley_terry_loss
 from lmforge.align.preferences import PairEncoder, check_causal_family, collate_rows
 from lmforge.errors import CheckpointError, UserInputError
+from lmforge.models.length_groups import compute_dtype, plan_groups
 
 REWARD_KIND = "reward"
 RewardFunction = Callable[[list[str], list[str]], list[float]]
@@ -40,8 +41,11 @@ def reward_model_from(run, saved: dict[str, Any], from_scratch: bool = False) ->
 
 
 def row_rewards(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """One reward per row (N,), from the state of its last real token (rows right-padded)."""
-    return model.sequence_logits(batch["input_ids"], batch["attention_mask"]).squeeze(-1).float()
+    """One reward per row (N,), from the state of its last real token (rows right-padded), the
+    rows in groups of similar length where that computes less padding (``models/length_groups.py``)."""
+    mask = batch["attention_mask"]
+    groups = plan_groups(mask, compute_dtype(model))
+    return model.sequence_logits(batch["input_ids"], mask, groups=groups).squeeze(-1).float()
 
 
 def reward_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:

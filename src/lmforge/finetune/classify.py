@@ -38,6 +38,7 @@ from lmforge.finetune.batches import ShuffledBatches, collate, encode_examples, 
 from lmforge.finetune.examples import Example, Fields, is_builtin_task, read_examples
 from lmforge.finetune.metrics import accuracy, confusion_matrix, confusion_table, macro_f1, plot_confusion
 from lmforge.finetune.settings import ClassifyConfig
+from lmforge.models.length_groups import compute_dtype, plan_groups
 
 CONFUSION_PLOT = "confusion.png"
 
@@ -119,9 +120,17 @@ def plain_weights(model: nn.Module) -> nn.Module:
     return merge_lora(copy.deepcopy(model))
 
 
+def batch_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Class logits (B, num_labels) of a collated batch, its rows in groups of similar length
+    where that computes fewer padded positions (``models/length_groups.py``: the same logits)."""
+    mask = batch["attention_mask"]
+    groups = plan_groups(mask, compute_dtype(model))
+    return model.sequence_logits(batch["input_ids"], mask, batch["token_type_ids"], groups=groups)
+
+
 def classification_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     """Cross-entropy summed over the batch's examples (the trainer divides by their count)."""
-    logits = model.sequence_logits(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    logits = batch_logits(model, batch)
     return F.cross_entropy(logits.float(), batch["labels"], reduction="sum"), batch["labels"].numel()
 
 
@@ -129,14 +138,16 @@ def classification_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tup
 def predict_rows(
     model: nn.Module, rows: list, pad_id: int, batch_size: int, device: torch.device
 ) -> torch.Tensor:
-    """Class probabilities (N, num_labels) of encoded rows, in batches."""
+    """Class probabilities (N, num_labels) of encoded rows, in their order, computed in batches of
+    rows of similar length (sorted by it), so that little of a batch is padding."""
+    order = sorted(range(len(rows)), key=lambda row: len(rows[row].ids))
+    context = getattr(model, "context_limit", None)
     probs = []
-    for start in range(0, len(rows), batch_size):
-        batch = collate(rows[start : start + batch_size], None, pad_id)
+    for start in range(0, len(order), batch_size):
+        batch = collate([rows[row] for row in order[start : start + batch_size]], None, pad_id, context)
         batch = {key: value.to(device) for key, value in batch.items()}
-        logits = model.sequence_logits(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-        probs.append(torch.softmax(logits.float(), dim=-1).cpu())
-    return torch.cat(probs)
+        probs.append(torch.softmax(batch_logits(model, batch).float(), dim=-1).cpu())
+    return torch.cat(probs)[torch.argsort(torch.tensor(order))]  # back in the rows' order
 
 
 def evaluate_rows(
@@ -320,7 +331,7 @@ def _train(job: ClassifierJob, run, progress: bool) -> dict[str, Any]:
     trainer = Trainer(
         train_model,
         config,
-        ShuffledBatches(job.train_rows, job.train_labels, config.batch_size, pad, config.seed),
+        ShuffledBatches(job.train_rows, job.train_labels, config.batch_size, pad, config.seed, job.context),
         evaluate=evaluate,
         save=save,
         log=metrics.write,

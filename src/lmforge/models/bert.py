@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.models.layers import Block, build_attention_mask
+from lmforge.models.length_groups import by_groups
 from lmforge.models.loss import IGNORE_INDEX, language_model_loss
 from lmforge.models.protocol import LMOutput, NeuralLM
 
@@ -207,16 +208,25 @@ class BERT(NeuralLM):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
+        groups: list[list[int]] | None = None,
     ) -> torch.Tensor:
         """Class logits (B, num_labels) of [CLS] ... [SEP] rows (right-padded, ``attention_mask`` 0 on padding).
 
         Equal to ``classify(encode(...)[0])``, but the last block computes the [CLS] position only
         (``Block.forward_at``): the pooler reads nothing else of it, and the rest of that block is
-        a sixth of a 6-layer encoder's work that fine-tuning would throw away.
+        a sixth of a 6-layer encoder's work that fine-tuning would throw away. ``groups`` (from
+        ``length_groups.plan_groups``) runs the rows in groups of similar length, each cut to its
+        longest row: the same logits from fewer padded positions.
         """
         if not self.config.num_labels:
             raise ValueError("this BERT has no classifier (num_labels is 0)")
         x = self._embed(input_ids, token_type_ids)
+        if groups is None or attention_mask is None:
+            return self._classify_embedded(x, attention_mask)
+        return by_groups(x, attention_mask, groups, self._classify_embedded)
+
+    def _classify_embedded(self, x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """Class logits (B, num_labels) from the first block's input (B, T, C)."""
         mask = None if attention_mask is None else build_attention_mask(key_padding_mask=attention_mask)
         for block in self.h[:-1]:
             x, _ = block(x, mask=mask)

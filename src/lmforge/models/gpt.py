@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from lmforge.models.layers import Block, RotaryEmbedding, causal_mask, make_norm, rope_type, sinusoidal_table
+from lmforge.models.length_groups import by_groups
 from lmforge.models.loss import language_model_loss
 from lmforge.models.protocol import CacheLayout, LMOutput, NeuralLM
 
@@ -246,22 +247,31 @@ class GPT(NeuralLM):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
+        groups: list[list[int]] | None = None,
     ) -> torch.Tensor:
         """Class logits (B, num_labels) from the state of each row's last real token.
 
         Rows are right-padded (``attention_mask`` 1 then 0): the last real token has read the
         whole text, as in Hugging Face's GPT2ForSequenceClassification. ``token_type_ids`` is
-        accepted for a common call with BERT and ignored (a decoder has no segments).
+        accepted for a common call with BERT and ignored (a decoder has no segments). ``groups``
+        (from ``length_groups.plan_groups``) runs the rows in groups of similar length, each cut to
+        its longest row: the same logits from fewer padded positions.
         """
         if not self.config.num_labels:
             raise ValueError("this GPT has no classifier (num_labels is 0)")
-        hidden, _ = self.encode(input_ids)  # (B, T, C)
         if attention_mask is None:
-            last = torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, device=input_ids.device)
-        else:
-            last = attention_mask.sum(dim=1) - 1  # (B,)
-        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
-        return self.score(hidden[rows, last])  # (B, num_labels)
+            hidden, _ = self.encode(input_ids)  # (B, T, C)
+            return self.score(hidden[:, -1])
+        if groups is None:
+            return self._classify_embedded(self._embed(input_ids), attention_mask)
+        return by_groups(self._embed(input_ids), attention_mask, groups, self._classify_embedded)
+
+    def _classify_embedded(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Class logits (B, num_labels) of right-padded rows from the first block's input (B, T, C)."""
+        x, _ = self._through_blocks(x, None, None, None, False)
+        last = attention_mask.sum(dim=1) - 1  # (B,)
+        rows = torch.arange(x.shape[0], device=x.device)
+        return self.score(self.ln_f(x[rows, last]))  # (B, num_labels)
 
     def _blocks(
         self,
@@ -272,22 +282,43 @@ class GPT(NeuralLM):
         output_attentions: bool,
     ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         """Embeddings through every block: the residual stream (B, T, C) before the final norm."""
-        B, T = input_ids.shape
+        x = self._embed(input_ids, position_ids, kv_cache)
+        return self._through_blocks(x, attention_mask, position_ids, kv_cache, output_attentions)
+
+    def _embed(
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None, kv_cache=None
+    ) -> torch.Tensor:
+        """Token (+ learned or sinusoidal position) embeddings: the first block's input (B, T, C)."""
+        T = input_ids.shape[1]
         past = kv_cache.length if kv_cache is not None else 0
         if past + T > self.config.block_size:
             raise ValueError(f"sequence of {past + T} tokens exceeds block_size={self.config.block_size}")
-        if position_ids is None:
-            position_ids = torch.arange(past, past + T, device=input_ids.device)  # (T,)
-
         x = self.wte(input_ids)  # (B, T, C)
-        if self.config.pos_encoding == "learned":
-            x = x + self.wpe(position_ids)
-        elif self.config.pos_encoding == "sinusoidal":
-            x = x + self.wpe_table[position_ids].to(x.dtype)
-        x = self.drop(x)
+        if self.config.pos_encoding in ("learned", "sinusoidal"):
+            if position_ids is None:
+                position_ids = torch.arange(past, past + T, device=input_ids.device)  # (T,)
+            if self.config.pos_encoding == "learned":
+                x = x + self.wpe(position_ids)
+            else:
+                x = x + self.wpe_table[position_ids].to(x.dtype)
+        return self.drop(x)
 
+    def _through_blocks(
+        self,
+        x: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        kv_cache,
+        output_attentions: bool,
+    ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """The embeddings (B, T, C) through every block (rotary positions from ``position_ids``,
+        default the next T after the cache): the residual stream before the final norm."""
+        T = x.shape[1]
+        past = kv_cache.length if kv_cache is not None else 0
+        if position_ids is None:
+            position_ids = torch.arange(past, past + T, device=x.device)  # (T,)
         rotary = self.rotary(position_ids, end=past + T) if self.config.pos_encoding == "rope" else None
-        mask = self._mask(attention_mask, T, past, input_ids.device)
+        mask = self._mask(attention_mask, T, past, x.device)
 
         attentions = [] if output_attentions else None
         for layer, block in enumerate(self.h):
