@@ -13,6 +13,7 @@ from lmforge.data.batching import (
     WindowSampler,
     evenly_spread,
     pad_batch,
+    padded_width,
     random_windows,
     sequential_window_starts,
     sequential_windows,
@@ -232,3 +233,18 @@ def test_evenly_spread_keeps_every_group_of_a_grouped_list():
     assert evenly_spread(grouped, 6) == ["a", "a", "b", "b", "c", "c"]
     assert evenly_spread(list(range(10)), 5) == [0, 2, 4, 6, 8]
     assert evenly_spread([1, 2], 5) == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "longest, context, width",
+    [
+        (17, None, 17),  # no context: the longest row
+        (17, 128, 32),  # up to the next multiple of 16
+        (32, 128, 32),  # already one
+        (1, 128, 16),
+        (17, 20, 20),  # never past the context
+        (25, 20, 25),  # nor under the longest row (the model will refuse it, not the batch)
+    ],
+)
+def test_padded_width_rounds_up_to_16_within_the_context(longest, context, width):
+    assert padded_width(longest, context) == width

@@ -69,6 +69,13 @@ def test_packed_batch_gives_the_summed_loss_of_each_example_alone(pos_encoding):
         alone = sum(assistant_loss(model, [row], pad_id=0, batch_size=1)[0] for row in rows)
     assert together == pytest.approx(alone, rel=1e-5)
     assert int((packed["labels"] != IGNORE_INDEX).sum()) == sum(row.targets for row in rows)
+    rounded = collate(rows, groups, pad_id=0, packed=True, context=96)  # width in steps of 16
+    assert (
+        rounded["input_ids"].shape[1] % 16 == 0
+        and rounded["input_ids"].shape[1] >= packed["input_ids"].shape[1]
+    )
+    with torch.no_grad():
+        assert model(**rounded, reduction="sum").loss.item() == pytest.approx(together, rel=1e-5)
 
 
 def test_sft_learns_its_examples_and_saves_a_plain_run(base_run, tmp_path):

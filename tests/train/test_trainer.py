@@ -314,3 +314,28 @@ def test_the_best_key_survives_a_resume():
     del state["best_key"]
     _, trainer = _best_steps(None, resume=state | {"best_val_loss": 0.69})
     assert trainer.best_key == (0.68,)
+
+
+def test_batch_tokens_counts_real_tokens_where_the_batch_marks_them():
+    from lmforge.train.trainer import batch_tokens
+
+    windows = {
+        "input_ids": torch.zeros(4, 8, dtype=torch.long),
+        "labels": torch.zeros(4, 8, dtype=torch.long),
+    }
+    assert batch_tokens(windows) == 32  # no padding to leave out
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
+    classify = {
+        "input_ids": torch.zeros(2, 4, dtype=torch.long),
+        "attention_mask": mask,
+        "labels": torch.tensor([0, 1]),
+    }
+    assert batch_tokens(classify) == 4
+    labels = torch.tensor([[7, 8, -100], [9, -100, -100]])
+    seq2seq = {**classify, "decoder_input_ids": torch.zeros(2, 3, dtype=torch.long), "labels": labels}
+    assert batch_tokens(seq2seq) == 4 + 3
+    packed = {
+        "input_ids": torch.zeros(2, 4, dtype=torch.long),
+        "attention_mask": torch.ones(2, 1, 4, 4, dtype=torch.bool),
+    }
+    assert batch_tokens(packed) == 8  # a document mask says nothing of padding: every position

@@ -68,9 +68,10 @@ def reference_logps(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(chosen (N,), rejected (N,)) response log-probabilities of ``model`` over ``pairs``, on the CPU."""
     device = next(model.parameters()).device
+    context = getattr(model, "context_limit", None)
     chosen, rejected = [], []
     for group in in_batches(pairs, batch_size):
-        batch = {k: v.to(device) for k, v in collate_pairs(group, pad_id).items()}
+        batch = {k: v.to(device) for k, v in collate_pairs(group, pad_id, context).items()}
         c, r = sequence_logps(model, batch).chunk(2)
         chosen.append(c.cpu())
         rejected.append(r.cpu())
@@ -283,7 +284,14 @@ def _train(job: DPOJob, run, progress: bool) -> dict[str, Any]:
     trainer = Trainer(
         train_model,
         config,
-        PairBatches(job.train_pairs, config.batch_size, pad, config.seed, dict(zip(REF_KEYS, train_ref))),
+        PairBatches(
+            job.train_pairs,
+            config.batch_size,
+            pad,
+            config.seed,
+            dict(zip(REF_KEYS, train_ref)),
+            net.context_limit,
+        ),
         evaluate=evaluate,
         save=save,
         log=metrics.write,

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from lmforge.data.batching import EpochOrder
+from lmforge.data.batching import EpochOrder, padded_width
 from lmforge.errors import CheckpointError, DataError
 
 BUILTIN_PREFS = "builtin:stdlib-prefs"
@@ -267,9 +267,13 @@ def load_pairs(run, train: str, val: str | None, limit: int) -> PairData:
     )
 
 
-def collate_rows(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded (prompt, response) rows in the align/ layout (module docstring)."""
-    width = max(len(p) + len(r) for p, r in rows)
+def collate_rows(
+    rows: Sequence[tuple[list[int], list[int]]], pad_id: int, context: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Right-padded (prompt, response) rows in the align/ layout (module docstring); with
+    ``context``, as wide as the longest row rounded up to a multiple of 16 within it
+    (``data/batching.padded_width``: bf16's compiled matmul shapes repeat)."""
+    width = padded_width(max(len(p) + len(r) for p, r in rows), context)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     response = torch.zeros((len(rows), width), dtype=torch.long)
@@ -281,10 +285,12 @@ def collate_rows(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> di
     return {"input_ids": ids, "attention_mask": mask, "response_mask": response}
 
 
-def collate_pairs(pairs: Sequence[EncodedPair], pad_id: int) -> dict[str, torch.Tensor]:
+def collate_pairs(
+    pairs: Sequence[EncodedPair], pad_id: int, context: int | None = None
+) -> dict[str, torch.Tensor]:
     """2B rows: the chosen responses of the B pairs, then their rejected ones."""
     rows = [(p.prompt, p.chosen) for p in pairs] + [(p.prompt, p.rejected) for p in pairs]
-    return collate_rows(rows, pad_id)
+    return collate_rows(rows, pad_id, context)
 
 
 class PairBatches:
@@ -302,14 +308,15 @@ class PairBatches:
         pad_id: int,
         seed: int,
         extras: Mapping[str, torch.Tensor] | None = None,
+        context: int | None = None,
     ) -> None:
         self.pairs, self.batch_size, self.pad_id, self.seed = list(pairs), batch_size, pad_id, seed
-        self.extras = dict(extras or {})
+        self.extras, self.context = dict(extras or {}), context
         self.order = EpochOrder(len(self.pairs), seed)
 
     def next_batch(self) -> dict[str, torch.Tensor]:
         chosen = self.order.take(self.batch_size)
-        batch = collate_pairs([self.pairs[i] for i in chosen], self.pad_id)
+        batch = collate_pairs([self.pairs[i] for i in chosen], self.pad_id, self.context)
         index = torch.tensor(chosen)
         for name, values in self.extras.items():
             batch[name] = values[index]

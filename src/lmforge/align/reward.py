@@ -153,7 +153,7 @@ def _train(job: RewardJob, run, progress: bool) -> dict[str, Any]:
     trainer = Trainer(
         train_model,
         config,
-        PairBatches(job.train_pairs, config.batch_size, pad, config.seed),
+        PairBatches(job.train_pairs, config.batch_size, pad, config.seed, context=net.context_limit),
         evaluate=evaluate,
         save=save,
         log=metrics.write,

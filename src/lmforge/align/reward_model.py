@@ -62,9 +62,10 @@ def pair_rewards(
     from lmforge.align.preferences import collate_pairs, in_batches
 
     device = next(model.parameters()).device
+    context = getattr(model, "context_limit", None)
     chosen, rejected = [], []
     for group in in_batches(pairs, batch_size):
-        batch = {k: v.to(device) for k, v in collate_pairs(group, pad_id).items()}
+        batch = {k: v.to(device) for k, v in collate_pairs(group, pad_id, context).items()}
         c, r = row_rewards(model, batch).chunk(2)
         chosen.append(c.cpu())
         rejected.append(r.cpu())
@@ -107,7 +108,7 @@ class RewardModel:
             rows.append((prompt_ids, reply))
         rewards: list[float] = []
         for start in range(0, len(rows), batch_size):
-            batch = collate_rows(rows[start : start + batch_size], self.pad_id)
+            batch = collate_rows(rows[start : start + batch_size], self.pad_id, self.model.context_limit)
             batch = {k: v.to(self.device) for k, v in batch.items()}
             rewards += row_rewards(self.model, batch).cpu().tolist()
         return rewards

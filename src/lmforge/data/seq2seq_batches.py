@@ -35,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from lmforge.data.batching import padded_width
 from lmforge.data.seq2seq_shards import PairSplit
 from lmforge.errors import DataError, TokenizerError, UserInputError
 from lmforge.models.loss import IGNORE_INDEX
@@ -124,8 +125,9 @@ def collate_pairs(
             labels = np.append(target, ids.end)
         decoder_rows.append(np.concatenate([[ids.start], labels[:-1]]))
         label_rows.append(labels)
-    width_s = max(len(row) for row in source_rows)
-    width_t = max(len(row) for row in label_rows)
+    # in steps of 16 within the limits, so that bf16's compiled matmul shapes repeat (padded_width)
+    width_s = padded_width(max(len(row) for row in source_rows), max_source_length)
+    width_t = padded_width(max(len(row) for row in label_rows), max_target_length)
     input_ids = np.full((len(sources), width_s), ids.pad, dtype=np.int64)
     attention_mask = np.zeros((len(sources), width_s), dtype=np.int64)
     decoder_input_ids = np.full((len(sources), width_t), ids.pad, dtype=np.int64)

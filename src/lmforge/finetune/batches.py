@@ -9,11 +9,10 @@ A model family names its layout (``model.sequence_layout``), so nothing here ask
 
 Rows are right-padded, with ``attention_mask`` 0 on padding: BERT masks those keys, and a causal
 model never looks right, so neither changes a real position. Given the model's context, a batch's
-width is rounded up to a multiple of ``WIDTH_MULTIPLE`` (never past the context): oneDNN compiles
-a bf16 matmul for every new shape, and batches of every width from 3 to 128 made bf16
-fine-tuning of bert-nano on an AMX Xeon spend most of a step compiling (44-51 ms a step against
-12-13 on shapes it had seen); with widths in steps of 16 the shapes repeat (17-30 ms from the
-first epoch). A text longer than the context is
+width is rounded up to a multiple of 16 within it (``data/batching.padded_width``: oneDNN compiles
+a bf16 matmul for every new shape; bf16 fine-tuning of bert-nano on the built-in task took 44-51
+ms a step on batches of every width from 3 to 128 against 12-13 on widths it had seen, and 17-30
+with the widths in steps of 16). A text longer than the context is
 cut at its end (for a pair, the longer text loses tokens first, as Hugging Face's
 ``truncation="longest_first"``); ``encode_examples`` says how many were cut.
 """
@@ -26,11 +25,9 @@ from typing import Any
 
 import torch
 
-from lmforge.data.batching import EpochOrder
+from lmforge.data.batching import EpochOrder, padded_width
 from lmforge.errors import DataError
 from lmforge.finetune.examples import Example
-
-WIDTH_MULTIPLE = 16
 
 
 @dataclass
@@ -102,10 +99,8 @@ def collate(
     rows: Sequence[EncodedRow], labels: Sequence[int] | None, pad_id: int, context: int | None = None
 ) -> dict[str, torch.Tensor]:
     """Right-padded ``input_ids``, ``attention_mask``, ``token_type_ids`` (and ``labels``); with
-    ``context``, as wide as the longest row rounded up to ``WIDTH_MULTIPLE`` within it."""
-    width = max(len(row.ids) for row in rows)
-    if context is not None:
-        width = max(width, min(-(-width // WIDTH_MULTIPLE) * WIDTH_MULTIPLE, context))
+    ``context``, as wide as the longest row rounded up to a multiple of 16 within it."""
+    width = padded_width(max(len(row.ids) for row in rows), context)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     types = torch.zeros((len(rows), width), dtype=torch.long)

@@ -272,7 +272,9 @@ def _train(job: SFTJob, run, progress: bool) -> dict[str, Any]:
             run.save_train_state(state)
 
     metrics = MetricsLog(run.metrics_path)
-    batches = SFTBatches(job.train_rows, job.groups, config.batch_size, pad, config.seed, job.packing)
+    batches = SFTBatches(
+        job.train_rows, job.groups, config.batch_size, pad, config.seed, job.packing, job.context
+    )
     trainer = Trainer(
         train_model,
         config,

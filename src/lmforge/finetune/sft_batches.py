@@ -11,7 +11,9 @@ Each row's labels were made for the row alone (finetune/chat_data.py), so packin
 target across examples, and with positions restarting and attention kept inside each example a
 packed row gives every example the loss it has alone (tests/finetune/test_sft.py checks it).
 A padded batch (``packed=False``) is right-padded with label -100 and needs no mask: a causal
-model never looks right, so the padding changes nothing at real positions.
+model never looks right, so the padding changes nothing at real positions. Given the context, a
+batch's width is rounded up to a multiple of 16 within it (``data/batching.padded_width``), so that
+bf16's compiled matmul shapes repeat.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 import torch
 
-from lmforge.data.batching import EpochOrder
+from lmforge.data.batching import EpochOrder, padded_width
 from lmforge.data.packing import PAD_DOCUMENT, document_causal_mask
 from lmforge.finetune.chat_data import ChatRow
 from lmforge.models.loss import IGNORE_INDEX
@@ -49,11 +51,16 @@ def pack_groups(rows: Sequence[ChatRow], block_size: int) -> list[list[int]]:
 
 
 def collate(
-    rows: Sequence[ChatRow], groups: Sequence[Sequence[int]], pad_id: int, packed: bool
+    rows: Sequence[ChatRow],
+    groups: Sequence[Sequence[int]],
+    pad_id: int,
+    packed: bool,
+    context: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Model keyword arguments for the ``groups`` (one batch row each): ``input_ids``, ``labels``,
-    and when packed the document mask as ``attention_mask`` and restarting ``position_ids``."""
-    width = max(sum(len(rows[i].input_ids) for i in group) for group in groups)
+    and when packed the document mask as ``attention_mask`` and restarting ``position_ids``; with
+    ``context``, as wide as the longest row rounded up to a multiple of 16 within it."""
+    width = padded_width(max(sum(len(rows[i].input_ids) for i in group) for group in groups), context)
     shape = (len(groups), width)
     input_ids = torch.full(shape, pad_id, dtype=torch.long)
     labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
@@ -88,14 +95,16 @@ class SFTBatches:
         pad_id: int,
         seed: int,
         packed: bool,
+        context: int | None = None,
     ) -> None:
         self.rows, self.groups = list(rows), [list(g) for g in groups]
         self.batch_size, self.pad_id, self.seed, self.packed = batch_size, pad_id, seed, packed
+        self.context = context
         self.order = EpochOrder(len(self.groups), seed)
 
     def next_batch(self) -> dict[str, torch.Tensor]:
         chosen = self.order.take(self.batch_size)
-        return collate(self.rows, [self.groups[i] for i in chosen], self.pad_id, self.packed)
+        return collate(self.rows, [self.groups[i] for i in chosen], self.pad_id, self.packed, self.context)
 
     def state_dict(self) -> dict[str, Any]:
         return self.order.state_dict()
@@ -111,11 +120,13 @@ def assistant_loss(
     """(cross-entropy summed over every assistant token of ``rows``, how many there are), in
     padded batches of similar lengths (so little padding is computed)."""
     device = next(model.parameters()).device
+    context = getattr(model, "context_limit", None)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i].input_ids))
     total, count = 0.0, 0
     for start in range(0, len(order), batch_size):
         groups = [[i] for i in order[start : start + batch_size]]
-        batch = {k: v.to(device) for k, v in collate(rows, groups, pad_id, packed=False).items()}
+        batch = collate(rows, groups, pad_id, packed=False, context=context)
+        batch = {k: v.to(device) for k, v in batch.items()}
         total += float(model(**batch, reduction="sum").loss)
         count += int((batch["labels"] != IGNORE_INDEX).sum())
     return total, count

@@ -31,7 +31,7 @@ from torch import nn
 
 from lmforge.errors import LMForgeError
 from lmforge.hardware import cpu_has_native_bf16, resolve_device, resolve_precision  # noqa: F401 (old home)
-from lmforge.models.loss import perplexity
+from lmforge.models.loss import IGNORE_INDEX, perplexity
 from lmforge.train import distributed
 from lmforge.train.config import TrainConfig
 from lmforge.train.malloc import keep_freed_memory
@@ -61,6 +61,24 @@ class TrainResult:
     last_val_loss: float | None
     best_val_loss: float | None
     interrupted: bool = False
+
+
+def batch_tokens(batch: dict[str, Any]) -> int:
+    """The tokens a batch reads: its ``*input_ids`` less their padding where the batch says
+    which positions are real (a 2-D ``attention_mask`` for ``input_ids``, ``labels`` for a
+    seq2seq decoder's ``decoder_input_ids``); every position otherwise (windows, packed rows)."""
+    total = 0
+    for key, ids in batch.items():
+        if not key.endswith("input_ids"):
+            continue
+        mask = batch.get("attention_mask") if key == "input_ids" else None
+        if key == "decoder_input_ids" and "labels" in batch:
+            mask = batch["labels"] != IGNORE_INDEX
+        if isinstance(mask, torch.Tensor) and mask.shape == ids.shape:
+            total += int(mask.sum())
+        else:
+            total += ids.numel()
+    return total
 
 
 class Trainer:
@@ -232,7 +250,7 @@ class Trainer:
                 self.scaler.scale(loss_sum / provisional).backward()
             loss_total += loss_sum.detach().float()
             local_targets += targets
-            tokens += sum(v.numel() for k, v in batch.items() if k.endswith("input_ids"))
+            tokens += batch_tokens(batch)
         targets = distributed.sum_over_ranks(local_targets, self.device)
         if targets == 0:
             raise LMForgeError(
