@@ -81,7 +81,7 @@ def by_groups(
     parts, order = [], []
     for rows in groups:
         index = torch.tensor(rows, device=x.device)
-        width = int(lengths[index].max())
+        width = max(int(lengths[index].max()), 1)
         parts.append(run(x[index, :width], attention_mask[index, :width]))
         order.extend(rows)
     if sorted(order) != list(range(x.shape[0])):
