@@ -241,7 +241,9 @@ class Trainer:
         provisional, local_targets, tokens = None, 0, 0
         loss_total = torch.zeros((), device=self.device)
         for index in range(self.config.grad_accum):
-            batch = self._move(self.train_batches.next_batch())
+            batch = self.train_batches.next_batch()
+            tokens += batch_tokens(batch)  # before the move: counting a mask on a GPU would sync
+            batch = self._move(batch)
             with self._sync_gradients(index):
                 with self._autocast():
                     loss_sum, targets = self.objective(self.model, batch)
@@ -250,7 +252,6 @@ class Trainer:
                 self.scaler.scale(loss_sum / provisional).backward()
             loss_total += loss_sum.detach().float()
             local_targets += targets
-            tokens += batch_tokens(batch)
         targets = distributed.sum_over_ranks(local_targets, self.device)
         if targets == 0:
             raise LMForgeError(
